@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -17,6 +18,9 @@ class ModelSection(Section):
     family: str = Field(description="registered model family, e.g. lenet5_mini")
     pretrained: Optional[str] = Field(None, description="local dir or Hub id of a dense checkpoint; skips pretraining")
     config: dict[str, Any] = Field(default_factory=dict, description="overrides of the family's config")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the loaded pretrained weights ('auto': as saved); retraining a bf16 model "
+                            "without DeepSpeed updates bf16 weights directly, so prefer float32 + bf16 mixed precision")
 
     @field_validator("family")
     @classmethod
@@ -26,9 +30,16 @@ class ModelSection(Section):
         return one_of(family, ADAPTERS, "model family")
 
 
+# Instruction-tuning data of vision-language models (not image classification): name -> what it is.
+INSTRUCTION_DATASETS = {"llava_v1_5": "LLaVA-1.5 instruction mix: llava_v1_5_mix665k.json (data.path) + data.image_root"}
+
+
 class DataSection(Section):
     dataset: str = Field(description="registered dataset name")
-    path: Optional[str] = Field(None, description="local copy of a Hub dataset (save_to_disk or Hub layout)")
+    path: Optional[str] = Field(None, description="local copy of a Hub dataset (save_to_disk or Hub layout); "
+                                                  "for llava_v1_5 the conversations JSON")
+    image_root: Optional[str] = Field(None, description="llava_v1_5: folder the JSON's image paths are relative to")
+    max_length: int = Field(2048, gt=0, description="llava_v1_5: token limit of one tokenised conversation")
     image_size: int = Field(32, ge=8)
     image_processor: Optional[str] = Field(
         None, description="local dir or Hub id whose image processor (mean, std, resampling) preprocesses the "
@@ -43,7 +54,7 @@ class DataSection(Section):
     def _known_dataset(cls, dataset: str) -> str:
         from hfprune.data.registry import KNOWN_DATASETS
 
-        return one_of(dataset, KNOWN_DATASETS, "dataset")
+        return one_of(dataset, [*KNOWN_DATASETS, *INSTRUCTION_DATASETS], "dataset")
 
 
 class OptimizerSection(Section):
@@ -81,6 +92,19 @@ class TrainingSection(Section):
                                                  "1.0); with both on, each batch uses one of them at random")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_accumulation_steps: int = Field(1, gt=0)
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (Hugging Face models; saves memory, costs ~30% time)")
+    freeze: list[str] = Field(default_factory=list, description="regexes (full match) of parameter names kept "
+                                                                "frozen, e.g. 'model\\.vision_tower\\..*'")
+
+    @field_validator("freeze")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"'{pattern}' is not a regular expression ({error})") from None
+        return patterns
 
     def scaled(self, fraction: float) -> "TrainingSection":
         """The short-retraining proxy: epochs and milestones scaled by ``fraction``."""
@@ -121,24 +145,76 @@ class SettingSection(Section):
         return self.name or "+".join(f"{group}@{ratio:g}" for group, ratio in self.ratios.items())
 
 
+class OnpSection(Section):
+    outlier_m: float = Field(5.0, gt=0, description="a weight is an outlier when its score > M x its layer's mean")
+    lam: float = Field(0.08, ge=0, lt=1, description="layer sparsities spread over [S - lam, S + lam]")
+    score: Literal["weight", "activation"] = Field(
+        "weight", description="outlier score: |w|, or OWL's |w| * ||x||_2 over pruning.calibration_samples")
+
+
+class PnpSection(Section):
+    variance: float = Field(0.9, gt=0, le=1, description="share of a weight matrix's variance to explain")
+    lam: float = Field(0.08, ge=0, lt=1, description="layer sparsities spread over [S - lam, S + lam]")
+
+
+UNSTRUCTURED_FIELDS = ("methods", "sparsity", "targets", "ignore")
+
+
 class PruningSection(Section):
-    structure: Literal["filters", "heads_ffn"] = Field(
-        "filters", description="what is pruned: conv filters (CNNs) or attention heads and FFN neurons (vit); "
-                               "ratios name groups (conv1, layers.3.heads) or kinds (heads, ffn)")
-    settings: list[SettingSection] = Field(min_length=1)
+    structure: Literal["filters", "heads_ffn", "unstructured"] = Field(
+        "filters", description="what is pruned: conv filters (CNNs), attention heads and FFN neurons (vit) - "
+                               "ratios name groups (conv1, layers.3.heads) or kinds (heads, ffn) - or single "
+                               "weights of Linear layers (llava: methods at one sparsity)")
+    settings: list[SettingSection] = Field(default_factory=list, description="structured: ratios per setting")
     repeats: int = Field(1, gt=0, description="retrain every mask with this many seeds")
+    methods: list[Literal["ump", "gmp", "onp", "pnp"]] = Field(
+        default_factory=list, description="unstructured: one trial per method, all at pruning.sparsity")
+    sparsity: Optional[float] = Field(None, gt=0, lt=1, description="unstructured: fraction of target weights removed")
+    targets: Optional[list[str]] = Field(
+        None, description="unstructured: regexes (full match) of the Linear modules to prune [default: the language "
+                          "model's decoder q/k/v/dense/fc1/fc2]")
+    ignore: list[str] = Field(default_factory=list, description="unstructured: regexes of Linear modules to keep dense")
+    onp: OnpSection = OnpSection()
+    pnp: PnpSection = PnpSection()
+    calibration_samples: int = Field(128, gt=0, description="unstructured: training samples for activation scores")
 
     @model_validator(mode="after")
-    def _unique_labels(self) -> "PruningSection":
+    def _fields_of_structure(self) -> "PruningSection":
+        if self.structure == "unstructured":
+            if self.settings:
+                raise ValueError("unstructured pruning takes methods and sparsity, not settings")
+            if not self.methods or self.sparsity is None:
+                raise ValueError("unstructured pruning needs methods (e.g. [ump, gmp, onp, pnp]) and sparsity "
+                                 "(e.g. 0.4375)")
+            if len(set(self.methods)) != len(self.methods):
+                raise ValueError(f"methods must be unique, got {self.methods}")
+            return self
+        if not self.settings:
+            raise ValueError(f"structure '{self.structure}' needs settings: a list of {{ratios: {{group: ratio}}}}")
+        stray = [name for name in UNSTRUCTURED_FIELDS if name in self.model_fields_set]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} apply to structure: unstructured only")
         labels = [setting.label for setting in self.settings]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ValueError(f"setting names must be unique; repeated: {', '.join(duplicates)}")
         return self
 
+    @property
+    def unstructured_setting(self) -> str:
+        """The setting label of every unstructured trial: the methods are its candidates."""
+        return f"sparsity@{self.sparsity:g}"
+
 
 class EvaluationSection(Section):
     batch_size: int = Field(256, gt=0)
+    loss_samples: int = Field(1000, gt=0, description="llava: training samples of the pruned train loss "
+                                                      "(token-weighted mean over their supervised tokens)")
+    benchmarks: list[str] = Field(default_factory=list, description="llava: final benchmarks, e.g. [sqa_img, "
+                                                                     "textvqa, gqa, mmvet, pope] (see eval/)")
+    benchmark_data_dir: Optional[str] = Field(None, description="llava: local copies of the benchmarks as DIR/<name>")
+    benchmark_limit: Optional[int] = Field(None, gt=0, description="llava: only the first N samples per benchmark")
+    max_new_tokens: Optional[int] = Field(None, gt=0, description="llava: cap on answer tokens (quick checks only)")
 
 
 class ReportSection(Section):
@@ -149,6 +225,16 @@ class ExportSection(Section):
     checkpoints: Literal["none", "best", "all"] = Field(
         "best", description="save physically pruned retrained models: none, the best trial, or every trial"
     )
+    push_to_hub: Optional[str] = Field(
+        None, description="after the study, upload best/ to this Hub repo (NAMESPACE/NAME) with its model card; "
+                          "the token comes from `hf auth login` / HF_TOKEN, never from the recipe")
+    private: bool = Field(False, description="create the push_to_hub repository as private")
+
+    @model_validator(mode="after")
+    def _push_needs_best(self) -> "ExportSection":
+        if self.push_to_hub and self.checkpoints != "best":
+            raise ValueError("push_to_hub uploads the best trial's checkpoint; set checkpoints: best")
+        return self
 
 
 class Recipe(Section):
@@ -168,6 +254,21 @@ class Recipe(Section):
     def _dense_source(self) -> "Recipe":
         if self.pretrain is None and self.model.pretrained is None:
             raise ValueError("give either model.pretrained (a dense checkpoint) or a pretrain section")
+        return self
+
+    @model_validator(mode="after")
+    def _data_of_family(self) -> "Recipe":
+        from hfprune.models import ADAPTERS
+
+        wants_instructions = ADAPTERS[self.model.family].structure == "unstructured"
+        if wants_instructions != (self.data.dataset in INSTRUCTION_DATASETS):
+            kind = "an instruction dataset (" + ", ".join(INSTRUCTION_DATASETS) + ")" if wants_instructions \
+                else "an image-classification dataset"
+            raise ValueError(f"model.family '{self.model.family}' trains on {kind}; data.dataset "
+                             f"'{self.data.dataset}' is not one")
+        if self.data.dataset in INSTRUCTION_DATASETS and (self.data.path is None or self.data.image_root is None):
+            raise ValueError(f"data.dataset '{self.data.dataset}' needs data.path (the conversations JSON) and "
+                             "data.image_root (the folder its image paths are relative to)")
         return self
 
     @model_validator(mode="after")

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from transformers import AutoModelForImageClassification
@@ -14,6 +13,7 @@ from hfprune.errors import HfpruneError
 from hfprune.recipe import parse_recipe
 from hfprune.store import read_trials
 from hfprune.study import run_study
+from launchers import cpu_ddp_environment, torchrun
 from study_helpers import tiny_recipe, write_recipe
 
 NUMBERS = ("pruned_train_loss", "pruned_train_acc", "short_test_acc", "final_test_acc", "final_test_loss")
@@ -128,17 +128,17 @@ def test_a_directory_of_another_recipe_is_refused(reference):
         run_study(parse_recipe(changed), directory, progress=False)
 
 
-def test_accelerate_launch_two_processes_trains_each_trial_data_parallel(tmp_path):
-    """`accelerate launch` with 2 CPU processes: one record per trial, masks exact under DDP."""
+def test_two_processes_train_each_trial_data_parallel(tmp_path):
+    """2 CPU processes (torchrun; `accelerate launch --cpu` starts only one): one record per trial, masks exact
+    under DDP."""
     recipe = write_recipe(tmp_path, pruning={"settings": [{"ratios": {"conv1": 0.8},
                                                             "candidates": {"mode": "random", "num": 3}}]})
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    command = torchrun("-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cpu_ddp_environment())
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(lines) == len({line["trial_id"] for line in lines}) == 3, "only the main process writes records"
     assert all(line["mask_violations"] == 0 for line in lines)
     assert result.stdout.count("3 trials run, 3 in the study") == 1
+    assert json.loads((out / "study.json").read_text())["processes"] == 2

@@ -16,7 +16,18 @@ def build_optimizer(parameters, section: OptimizerSection) -> torch.optim.Optimi
             weight_decay=section.weight_decay,
         )
     optimizer_class = torch.optim.Adam if section.name == "adam" else torch.optim.AdamW
-    return optimizer_class(params, lr=section.lr, betas=section.betas, weight_decay=section.weight_decay)
+    return optimizer_class(params, lr=section.lr, betas=section.betas, weight_decay=section.weight_decay,
+                           fused=_can_fuse(params) or None)
+
+
+def _can_fuse(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused (single-kernel) Adam can take these parameters: floating point, on the CPU or a GPU.
+
+    Fused Adam is the fastest on both, and on the CPU it is also the one whose square root is not slowed down
+    by the exact zeros that pruned weights keep in the second moments (the default multi-tensor one is ~2x
+    slower per step there with 44% of the weights pruned). The parameters may move to the GPU after this.
+    """
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 def build_schedule(

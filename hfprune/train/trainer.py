@@ -1,17 +1,35 @@
-"""The training loop: Accelerate for devices, mixed precision, accumulation and processes."""
+"""The training loop: Accelerate for devices, mixed precision, accumulation and processes.
+
+One loop for every backend Accelerate launches: one CPU or GPU, DDP, and DeepSpeed ZeRO-1/2/3 (``accelerate
+launch --config_file accelerate_configs/deepspeed_zero2.yaml ...``). Pruning masks stay exact on all of them
+(:mod:`hfprune.pruning.masking`): pruned weights are zeroed before ``accelerator.prepare`` (so DeepSpeed's fp32
+master copies start at zero), gradient hooks mask every gradient before it is accumulated, reduced or
+partitioned, and the masks are re-applied after every optimiser step.
+
+Under DeepSpeed the recipe is the source of truth for what it says: micro-batch size, gradient accumulation,
+gradient clipping and mixed precision are written into the DeepSpeed config of each run; ZeRO stage, offload
+and the rest come from the Accelerate/DeepSpeed config. At the end of a run the engine is taken apart again:
+the model gets its (fp32 master) weights back, in its own dtype, unpartitioned, without DeepSpeed's hooks, so
+that it evaluates, saves and trains again like any model.
+"""
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+import re
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
+from hfprune.errors import HfpruneError
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.recipe import TrainingSection
 from hfprune.train.optim import build_optimizer, build_schedule
@@ -22,7 +40,23 @@ LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
 @functools.lru_cache(maxsize=None)
 def get_accelerator(mixed_precision: str = "no", gradient_accumulation_steps: int = 1) -> Accelerator:
     """The process's Accelerator for coordination (main process, barriers); its state is process-wide."""
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps)
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps)
+    _honour_zero3_init_flag(accelerator)
+    return accelerator
+
+
+def _honour_zero3_init_flag(accelerator: Accelerator) -> None:
+    """Under ZeRO-3 with ``zero3_init_flag: false``, let transformers build and load models whole.
+
+    Accelerate registers its DeepSpeed config with transformers whatever the flag says, and transformers then
+    builds every model under ``deepspeed.zero.Init`` (partitioned at construction). hfprune copies the dense
+    model for every trial and lets each run partition its copy at ``prepare``, so it needs whole models.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None and plugin.is_zero3_init_enabled() is False:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
 
 
 def _identity(batch):
@@ -47,6 +81,101 @@ class TrainResult:
     last_epoch_loss: float
 
 
+# -- gradient checkpointing -------------------------------------------------------------------------------------
+def _enable_gradient_checkpointing(model: torch.nn.Module) -> Callable[[], None]:
+    """Turn on (non-reentrant) activation checkpointing and off the KV cache; returns how to undo both."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise HfpruneError(f"{type(model).__name__} does not support gradient checkpointing; "
+                           "set training.gradient_checkpointing: false in the recipe")
+    was_on = any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
+    configs = [model.config] + [getattr(model.config, key) for key in ("text_config", "vision_config")
+                                if getattr(model.config, key, None) is not None]
+    caches = [(config, getattr(config, "use_cache", None)) for config in configs]
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name warns
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    for config, _ in caches:
+        config.use_cache = False
+
+    def undo() -> None:
+        for config, value in caches:
+            if value is None:
+                config.__dict__.pop("use_cache", None)
+            else:
+                config.use_cache = value
+        if not was_on:
+            (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
+
+    return undo
+
+
+# -- DeepSpeed ----------------------------------------------------------------------------------------------------
+def _configure_deepspeed(plugin, section: TrainingSection) -> None:
+    """Write the recipe's batch size, accumulation, clipping and precision into this run's DeepSpeed config.
+
+    Accelerate fills a config's ``auto`` entries in place at ``prepare``; the config as first seen is kept on
+    the plugin and restored before each run, so one run's values never leak into the next.
+    """
+    config = plugin.deepspeed_config
+    template = getattr(plugin, "_hfprune_template", None)
+    if template is None:
+        template = plugin._hfprune_template = copy.deepcopy(config)
+        for key, value in (("gradient_accumulation_steps", section.gradient_accumulation_steps),
+                           ("gradient_clipping", float(section.grad_clip or 0.0))):
+            given = template.get(key, "auto")
+            if given not in ("auto", value) and not (key == "gradient_accumulation_steps" and given == 1):
+                warnings.warn(f"the DeepSpeed config sets {key}={given}; hfprune uses the recipe's value "
+                              f"({value} in this run)", stacklevel=3)
+    config.clear()
+    config.update(copy.deepcopy(template))
+    config["gradient_accumulation_steps"] = section.gradient_accumulation_steps
+    config["gradient_clipping"] = float(section.grad_clip or 0.0)
+    config["train_micro_batch_size_per_gpu"] = section.batch_size
+    config["train_batch_size"] = "auto"
+    for precision in ("fp16", "bf16"):
+        entry = config.get(precision)
+        config[precision] = {**(entry if isinstance(entry, dict) else {}),
+                             "enabled": section.mixed_precision == precision}
+
+
+def _release_deepspeed(engine, parameters: dict[torch.nn.Parameter, tuple[torch.dtype, set[str]]]) -> None:
+    """Give the model back its weights, whole and in their own dtype, and remove DeepSpeed's hooks.
+
+    ``parameters`` maps each parameter to its dtype and instance attributes before ``prepare``. The weights
+    are the optimiser's fp32 master copies (gathered across ranks: every rank must call this).
+    """
+    from deepspeed import zero
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    for param, (dtype, _) in parameters.items():
+        full = safe_get_full_fp32_param(param) if param.requires_grad else None
+        if full is None and hasattr(param, "ds_id"):  # a frozen ZeRO-3 parameter: gather its 16-bit values
+            with zero.GatheredParameters([param]):
+                full = param.data.clone()
+        if full is not None:
+            param.data = full.reshape(getattr(param, "ds_shape", param.shape)).to(dtype)
+        elif param.dtype != dtype:
+            param.data = param.data.to(dtype)
+    engine.destroy()  # removes ZeRO's gradient hooks and, for ZeRO-3, its module hooks
+    for param, (_, attributes) in parameters.items():
+        for name in set(vars(param)) - attributes:  # ZeRO-3's ds_* partition state, ZeRO-1/2's _hp_mapping
+            delattr(param, name)
+
+
+def freeze(model: torch.nn.Module, patterns: list[str]) -> list[torch.nn.Parameter]:
+    """Turn off the gradients of the parameters whose names fully match a pattern; returns them."""
+    if not patterns:
+        return []
+    compiled = [re.compile(pattern) for pattern in patterns]
+    frozen = [param for name, param in model.named_parameters()
+              if param.requires_grad and any(pattern.fullmatch(name) for pattern in compiled)]
+    for param in frozen:
+        param.requires_grad_(False)
+    return frozen
+
+
 def train(
     model: torch.nn.Module,
     dataset,
@@ -57,42 +186,75 @@ def train(
     masks: MaskedParameters | None = None,
     progress: bool = True,
     description: str = "train",
+    find_unused_parameters: bool = False,
 ) -> TrainResult:
-    """Train ``model`` in place for ``section.epochs`` epochs, keeping ``masks`` exact."""
+    """Train ``model`` in place for ``section.epochs`` epochs, keeping ``masks`` exact.
+
+    Parameters matching ``section.freeze`` stay as they are (no gradient, not in the optimizer).
+    """
     # A fresh Accelerator per run (cheap: the process state is shared) holds the prepared objects only
     # as long as this run; free_memory() would cost a full gc.collect() per trial instead.
+    # DDP must tolerate parameters without gradients in a step (a text-only batch never reaches a VLM's
+    # vision tower or connector); it costs one graph traversal per step, so only where asked.
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
     accelerator = Accelerator(mixed_precision=section.mixed_precision,
-                              gradient_accumulation_steps=section.gradient_accumulation_steps)
+                              gradient_accumulation_steps=section.gradient_accumulation_steps, kwargs_handlers=handlers)
+    # accelerate launch exports a DeepSpeed config's gradient_accumulation_steps, which overrides the argument
+    accelerator.gradient_accumulation_steps = section.gradient_accumulation_steps
+    plugin = accelerator.state.deepspeed_plugin  # None unless DeepSpeed
+    if plugin is not None:
+        _honour_zero3_init_flag(accelerator)
+        _configure_deepspeed(plugin, section)
     torch.manual_seed(seed)
     loader = make_loader(dataset, section.batch_size, shuffle=True, seed=seed)
     steps_per_epoch = math.ceil(len(loader) / section.gradient_accumulation_steps)
-    optimizer = build_optimizer(model.parameters(), section.optimizer)
-    schedule = build_schedule(optimizer, section.schedule, steps_per_epoch, section.epochs)
-    model, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
+    undo_checkpointing = _enable_gradient_checkpointing(model) if section.gradient_checkpointing else None
     if masks is not None:
-        masks.apply()
+        masks.apply()  # before prepare: DeepSpeed copies the weights into its fp32 master partitions there
+    # DeepSpeed changes parameters in place (dtype, ZeRO-3 partitioning, attributes); a model that came
+    # partitioned (built under zero.Init) is left to its engine.
+    parameters = {param: (param.dtype, set(vars(param))) for param in model.parameters()}
+    release = plugin is not None and not any(hasattr(param, "ds_id") for param in parameters)
+    frozen = freeze(model, section.freeze)
+    optimizer = build_optimizer([param for param in model.parameters() if param.requires_grad], section.optimizer)
+    schedule = build_schedule(optimizer, section.schedule, steps_per_epoch, section.epochs)
+    prepared, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
     started, steps, epoch_loss = time.perf_counter(), 0, float("nan")
-    bar = tqdm(range(section.epochs), desc=description, leave=False, disable=not (progress and accelerator.is_main_process))
-    model.train()
-    for _ in bar:
-        total, batches = torch.zeros((), device=accelerator.device), 0
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = loss_fn(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    if masks is not None:
-                        masks.mask_gradients()
-                    if section.grad_clip:
-                        accelerator.clip_grad_norm_(model.parameters(), section.grad_clip)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                if masks is not None and accelerator.sync_gradients:
-                    masks.apply()
-            total += loss.detach()
-            batches += 1
-            steps += accelerator.sync_gradients
-        epoch_loss = (total / max(1, batches)).item()
-        bar.set_postfix(loss=f"{epoch_loss:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
+    try:
+        if masks is not None:
+            masks.apply()
+            masks.attach()
+        bar = tqdm(range(section.epochs), desc=description, leave=False,
+                   disable=not (progress and accelerator.is_main_process))
+        prepared.train()
+        for _ in bar:
+            total, batches = torch.zeros((), device=accelerator.device), 0
+            for batch in loader:
+                with accelerator.accumulate(prepared):
+                    loss = loss_fn(prepared, batch)
+                    accelerator.backward(loss)  # DeepSpeed: also clips and steps at accumulation boundaries
+                    if accelerator.sync_gradients and section.grad_clip and plugin is None:
+                        accelerator.clip_grad_norm_(prepared.parameters(), section.grad_clip)
+                    optimizer.step()
+                    schedule.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if masks is not None and accelerator.sync_gradients:
+                        masks.apply()
+                total += loss.detach().float()
+                batches += 1
+                steps += accelerator.sync_gradients
+            epoch_loss = (total / max(1, batches)).item()
+            bar.set_postfix(loss=f"{epoch_loss:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
+    finally:
+        for param in frozen:
+            param.requires_grad_(True)
+        if masks is not None:
+            masks.detach()  # a MaskedParameters serves several runs: hooks never stack
+        if undo_checkpointing is not None:
+            undo_checkpointing()
+    if release:  # after a run that finished (a collective under ZeRO: every rank gets here)
+        _release_deepspeed(accelerator.deepspeed_engine_wrapped.engine, parameters)
+        accelerator.deepspeed_engine_wrapped = None
+        if masks is not None:
+            masks.apply()
     return TrainResult(section.epochs, steps, time.perf_counter() - started, epoch_loss)
