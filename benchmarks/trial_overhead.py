@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from hfprune.candidates import StructuredPlan
 from hfprune.data.registry import load_image_classification
 from hfprune.models import get_adapter
 from hfprune.pruning.groups import parameter_masks
@@ -93,7 +94,7 @@ def main() -> None:
     hfprune_s, bare_s = [], []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        record, _ = run_trial(spec, dense, groups, task, retrain, study_seed=0, progress=False)
+        record, _ = run_trial(spec, dense, StructuredPlan(groups).masks, task, retrain, study_seed=0, progress=False)
         hfprune_s.append(time.perf_counter() - started)
         started = time.perf_counter()
         bare_acc = bare_trial(dense, masks, data, args.epochs, 256, 0.01, max(1, args.epochs - 1))

@@ -35,7 +35,7 @@ def _resolve_recipe(recipe: str) -> Path:
 @app.command()
 def run(
     recipe: str = typer.Argument(..., help="recipe YAML path, or the name of a shipped recipe"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study directory [default: runs/<recipe name>]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study directory \\[default: runs/<recipe name>]"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
@@ -51,19 +51,24 @@ def run(
         typer.echo(f"\ninterrupted; finished trials are saved in {directory}. Run the same command to resume.",
                    err=True)
         raise typer.Exit(130) from None
-    from hfprune.train.trainer import get_accelerator
+    from accelerate import PartialState
 
-    if get_accelerator().is_main_process:
+    if PartialState().is_main_process:  # the state run_study set up, whatever its mixed precision
         summary = report_study(directory, plots=parsed.report.plots)
         typer.echo(f"{result.trials_run} trials run, {result.trials_total} in the study; results in {directory}")
         print_summary(summary)
+        if parsed.export.push_to_hub:
+            from hfprune.hub import push_checkpoint
+
+            url = push_checkpoint(directory / "best", parsed.export.push_to_hub, private=parsed.export.private)
+            typer.echo(f"pushed {directory / 'best'} to {url}")
 
 
 @app.command()
 def report(
     path: Path = typer.Argument(..., help="a study directory, or a CSV/JSONL/JSON table of trials"),
-    x: Optional[str] = typer.Option(None, "--x", help="criterion column [default: pruned_train_loss]"),
-    y: Optional[str] = typer.Option(None, "--y", help="outcome column [default: final_test_acc]"),
+    x: Optional[str] = typer.Option(None, "--x", help="criterion column \\[default: pruned_train_loss]"),
+    y: Optional[str] = typer.Option(None, "--y", help="outcome column \\[default: final_test_acc]"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object for the (x, y) pair"),
     higher_is_better: Optional[bool] = typer.Option(
         None, "--higher-is-better/--lower-is-better", help="direction of --y (inferred from its name if omitted)"),
@@ -122,25 +127,85 @@ def eval_command(
 @app.command()
 def prune(
     model: str = typer.Argument(..., help="model to prune: a local directory (save_pretrained) or a Hub id"),
-    structure: str = typer.Option(..., "--structure", help="fractions to remove, by kind or group: "
-                                  "heads=0.5,ffn=0.5 (ViT) or conv1=0.5 (LeNet); per layer e.g. layers.3.heads=0.25"),
-    method: str = typer.Option("l1", "--method", help="criterion: random, l1 or taylor_fo"),
     out: Path = typer.Option(..., "--out", "-o", help="output directory for the pruned checkpoint"),
+    structure: Optional[str] = typer.Option(None, "--structure", help="structured: fractions to remove, by kind or "
+                                            "group: heads=0.5,ffn=0.5 (ViT) or conv1=0.5 (LeNet); per layer e.g. "
+                                            "layers.3.heads=0.25"),
+    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="unstructured (llava): fraction of the target "
+                                             "weights to zero, e.g. 0.4375"),
+    method: Optional[str] = typer.Option(None, "--method", help="structured: random, l1 (default) or taylor_fo; "
+                                         "unstructured: ump, gmp, onp or pnp"),
     seed: int = typer.Option(0, "--seed", help="seed of the random criterion and the calibration subset"),
-    calibration_data: Optional[str] = typer.Option(None, "--calibration-data",
-                                                   help="registered dataset for taylor_fo, e.g. imagenet_1k"),
+    calibration_data: Optional[str] = typer.Option(
+        None, "--calibration-data", help="taylor_fo: a registered dataset, e.g. imagenet_1k; unstructured: a "
+        "LLaVA-1.5 conversations JSON (for --score activation and --loss-samples)"),
     calibration_path: Optional[str] = typer.Option(None, "--calibration-path", help="local copy of that dataset"),
-    calibration_samples: int = typer.Option(256, "--calibration-samples", min=1, help="train images used"),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="calibration batch size"),
+    image_root: Optional[str] = typer.Option(None, "--image-root", help="folder the LLaVA JSON's images are under"),
+    calibration_samples: Optional[int] = typer.Option(None, "--calibration-samples", min=1,
+                                                      help="calibration samples \\[default: 256 images / 128 "
+                                                           "conversations]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="calibration batch size "
+                                             "\\[default: 32 images / 8 conversations]"),
+    target: Optional[list[str]] = typer.Option(None, "--target", help="unstructured: regex (full match) of Linear "
+                                               "modules to prune; repeat for several \\[default: the language model's "
+                                               "decoder q/k/v/dense/fc1/fc2]"),
+    ignore: Optional[list[str]] = typer.Option(None, "--ignore", help="unstructured: regex of Linear modules to keep"),
+    lam: float = typer.Option(0.08, "--lambda", help="onp/pnp: layer sparsities spread over [S-lambda, S+lambda]"),
+    outlier_m: float = typer.Option(5.0, "--outlier-m", help="onp: outlier when score > M x the layer's mean"),
+    score: str = typer.Option("weight", "--score", help="onp: outlier score 'weight' (|w|) or 'activation' "
+                              "(|w|*||x||, needs --calibration-data)"),
+    variance: float = typer.Option(0.9, "--variance", help="pnp: share of variance the principal components explain"),
+    loss_samples: int = typer.Option(0, "--loss-samples", min=0, help="unstructured: measure the pruned train loss "
+                                     "on this many --calibration-data conversations"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
-    """Prune heads and FFN neurons (or filters) physically; save a checkpoint plain transformers loads."""
+    """Prune a checkpoint: structurally (heads, FFN neurons, filters; physically smaller) with --structure, or
+    unstructurally (UMP/GMP/ONP/PNP on a Llava model's decoder Linears) with --sparsity."""
+    if (structure is None) == (sparsity is None):
+        raise HfpruneError("give exactly one of --structure (structured pruning) and --sparsity (unstructured: "
+                           "--method ump|gmp|onp|pnp)")
+    if sparsity is not None:
+        from hfprune.prune_unstructured import prune_unstructured_checkpoint
+
+        if method is None:
+            raise HfpruneError("--sparsity needs --method ump, gmp, onp or pnp")
+        facts = prune_unstructured_checkpoint(
+            model, method, sparsity, out, targets=target or None, ignore=ignore or (), lam=lam, outlier_m=outlier_m,
+            score=score, variance=variance, calibration_data=calibration_data, image_root=image_root,
+            calibration_samples=calibration_samples or 128, loss_samples=loss_samples, batch_size=batch_size or 8,
+            seed=seed, progress=progress)
+        loss = (f", pruned train loss {facts['metrics']['pruned_train_loss']:.4f}"
+                if "pruned_train_loss" in facts["metrics"] else "")
+        typer.echo(f"{method}: sparsity {facts['sparsity']:.4f} over {facts['target_weights']:,} target weights"
+                   f"{loss}; saved to {out}")
+        return
     from hfprune.prune import prune_checkpoint
 
-    facts = prune_checkpoint(model, structure, method, out, seed=seed, calibration_data=calibration_data,
-                             calibration_path=calibration_path, calibration_samples=calibration_samples,
-                             batch_size=batch_size)
+    facts = prune_checkpoint(model, structure, method or "l1", out, seed=seed, calibration_data=calibration_data,
+                             calibration_path=calibration_path, calibration_samples=calibration_samples or 256,
+                             batch_size=batch_size or 32)
     macs = (f", MACs {facts['macs_before']:,} -> {facts['macs_after']:,}" if facts.get("macs_before") else "")
     typer.echo(f"parameters {facts['params_before']:,} -> {facts['params_after']:,}{macs}; saved to {out}")
+
+
+@app.command()
+def convert(
+    family: str = typer.Argument(..., help="checkpoint family to convert: tinyllava"),
+    source: str = typer.Argument(..., metavar="SRC", help="the public checkpoint: a local directory or a Hub id"),
+    out: Path = typer.Option(..., "--out", "-o", help="new or empty output directory"),
+    layout: str = typer.Option("auto", "--layout", help="auto, legacy (bczhou/TinyLLaVA-3.1B) or factory "
+                               "(tinyllava/TinyLLaVA-Phi-2-SigLIP-3.1B)"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (as stored), float16, bfloat16 or float32"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Convert a public TinyLLaVA-3.1B checkpoint to a plain transformers LlavaForConditionalGeneration."""
+    if family != "tinyllava":
+        raise HfpruneError(f"unknown family '{family}' to convert; known: tinyllava")
+    from hfprune.models.llava_convert import convert_tinyllava
+
+    converted = convert_tinyllava(source, out, layout=layout, dtype=dtype, progress=progress)
+    typer.echo(f"converted {source} to {converted}; load it with LlavaForConditionalGeneration.from_pretrained "
+               f"and LlavaProcessor.from_pretrained")
 
 
 @app.command()
@@ -150,6 +215,21 @@ def recipes() -> None:
         data = yaml.safe_load(path.read_text()) or {}
         description = " ".join(str(data.get("description", "")).split())
         typer.echo(f"{path.stem:<24} {description}")
+
+
+@app.command()
+def push(
+    directory: Path = typer.Argument(..., help="checkpoint folder: hfprune prune's --out, or a study's best/"),
+    repo_id: str = typer.Argument(..., help="Hub repository, NAMESPACE/NAME (created if missing)"),
+    private: bool = typer.Option(False, "--private", help="create the repository as private"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="branch to push to \\[default: main]"),
+    message: Optional[str] = typer.Option(None, "--message", "-m", help="commit message"),
+) -> None:
+    """Upload a pruned checkpoint with its model card; the token comes from `hf auth login` or HF_TOKEN."""
+    from hfprune.hub import push_checkpoint
+
+    url = push_checkpoint(directory, repo_id, private=private, revision=revision, commit_message=message)
+    typer.echo(f"pushed {directory} to {url}")
 
 
 def main() -> None:

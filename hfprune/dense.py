@@ -33,6 +33,8 @@ def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Pa
         return adapter.model_class.from_pretrained(cache)
     if recipe.model.pretrained:
         model = _load_pretrained(adapter, recipe.model.pretrained)
+        if not adapter.cache_pretrained:
+            return model
     else:
         seed = stable_seed(recipe.seed, "pretrain")
         seed_everything(seed)

@@ -17,10 +17,12 @@ from transformers import PretrainedConfig
 
 from hfprune.checkpoints import quiet_hf_progress
 from hfprune.errors import HfpruneError
+from hfprune.hub import front_matter
 from hfprune.models import get_adapter
 from hfprune.pruning.criteria import METHODS, criterion_mask, expand_ratios
 
 FAMILY_OF_MODEL_TYPE = {"vit": "vit", "pruned_vit": "vit", "lenet5_mini": "lenet5_mini"}
+UNSTRUCTURED_MODEL_TYPES = ("llava",)
 
 
 def parse_structure(text: str) -> dict[str, float]:
@@ -67,9 +69,11 @@ def load_model(source: str):
         )
     family = FAMILY_OF_MODEL_TYPE.get(model_type)
     if family is None:
+        hint = ("; prune it unstructurally with --method ump|gmp|onp|pnp --sparsity S"
+                if model_type in UNSTRUCTURED_MODEL_TYPES else "")
         raise HfpruneError(
             f"model '{source}' is of type '{model_type}', which hfprune cannot prune structurally; "
-            f"supported types: {', '.join(FAMILY_OF_MODEL_TYPE)}"
+            f"supported types: {', '.join(FAMILY_OF_MODEL_TYPE)}{hint}"
         )
     adapter = get_adapter(family)
     try:
@@ -78,6 +82,17 @@ def load_model(source: str):
     except (OSError, ValueError, RuntimeError) as error:
         raise HfpruneError(f"cannot load model '{source}' as a {family} checkpoint ({_reason(error)})") from None
     return adapter, model.eval()
+
+
+def check_out_dir(out: str | Path, source: str) -> Path:
+    """``out`` as a Path if it may receive a pruned checkpoint: new, empty, or an earlier prune output."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "hfprune_pruning.json").is_file())):
+        raise HfpruneError(f"--out '{out}' exists and is not an earlier hfprune prune output; "
+                           "choose a new or empty directory")
+    if Path(source).exists() and out.resolve() == Path(source).resolve():
+        raise HfpruneError("--out must differ from the source model directory")
+    return out
 
 
 def _copy_image_processor(source: str, out: Path) -> bool:
@@ -115,8 +130,7 @@ def model_card(facts: dict[str, Any]) -> str:
         return f"{after / before:.3f}" if before else "–"
 
     lines = [
-        "---", "library_name: transformers", "tags:", "- hfprune", "- pruned", "- structured-pruning",
-        f"base_model: {facts['source']}" if not Path(facts["source"]).exists() else None, "---", "",
+        *front_matter(facts["source"], ["hfprune", "pruned", "structured-pruning"]),
         f"# {facts['source']} — structurally pruned with hfprune", "",
         f"Pruned with `{facts['command']}`.", "",
         "| | dense | pruned | pruned / dense |", "|---|---:|---:|---:|",
@@ -161,12 +175,7 @@ def prune_checkpoint(
     if method == "taylor_fo" and calibration_data is None:
         raise HfpruneError("--method taylor_fo needs --calibration-data DATASET (e.g. imagenet_1k with "
                            "--calibration-path DIR)")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "hfprune_pruning.json").is_file())):
-        raise HfpruneError(f"--out '{out}' exists and is not an earlier hfprune prune output; "
-                           "choose a new or empty directory")
-    if Path(source).exists() and out.resolve() == Path(source).resolve():
-        raise HfpruneError("--out must differ from the source model directory")
+    out = check_out_dir(out, source)
     adapter, model = load_model(source)
     groups = adapter.groups(model.config)
     expand_ratios(groups, ratios)  # unknown keys and bad ratios fail before any work

@@ -16,16 +16,15 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hfprune import __version__
+from hfprune.candidates import plan_for
 from hfprune.checkpoints import save_atomically
 from hfprune.data.registry import load_image_classification
 from hfprune.dense import dense_model
 from hfprune.errors import HfpruneError
+from hfprune.hub import write_trial_card
 from hfprune.models import get_adapter
 from hfprune.models.base import ModelAdapter
-from hfprune.pruning.criteria import expand_kinds
-from hfprune.pruning.groups import Group
-from hfprune.pruning.samplers import candidates_for
-from hfprune.recipe import Recipe
+from hfprune.recipe import INSTRUCTION_DATASETS, Recipe
 from hfprune.store import TrialStore, read_trials, write_json_atomically
 from hfprune.tasks import ImageClassificationTask, Task
 from hfprune.train.trainer import get_accelerator
@@ -40,23 +39,18 @@ class StudyResult:
     records: list[dict[str, Any]]
 
 
-def build_task(recipe: Recipe) -> Task:
+def build_task(recipe: Recipe, progress: bool = True) -> Task:
+    """The recipe's task: instruction tuning of a vision-language model, or image classification."""
+    if recipe.data.dataset in INSTRUCTION_DATASETS:
+        from hfprune.vl_task import VisionLanguageTask
+
+        return VisionLanguageTask(recipe, progress)
     data = load_image_classification(
         recipe.data.dataset, path=recipe.data.path, image_size=recipe.data.image_size,
         train_limit=recipe.data.train_limit, test_limit=recipe.data.test_limit, limit_seed=recipe.seed,
         image_processor=recipe.data.image_processor or recipe.model.pretrained, augment=tuple(recipe.data.augment),
     )
     return ImageClassificationTask(data, recipe.evaluation.batch_size)
-
-
-def plan_trials(recipe: Recipe, groups: dict[str, Group]) -> list[TrialSpec]:
-    """Every trial of the study, in a fixed order that depends only on the recipe."""
-    specs = []
-    for setting in recipe.pruning.settings:
-        candidates = candidates_for(groups, expand_kinds(groups, setting.ratios), setting.label, setting.candidates.mode,
-                                    setting.candidates.num, recipe.seed)
-        specs += [TrialSpec(candidate, repeat) for candidate in candidates for repeat in range(recipe.pruning.repeats)]
-    return specs
 
 
 def _claim_directory(recipe: Recipe, directory: Path) -> None:
@@ -83,23 +77,44 @@ def _write_manifest(directory: Path, updates: dict[str, Any]) -> None:
     write_json_atomically(manifest, current)
 
 
-def _export(adapter: ModelAdapter, spec: TrialSpec, model: PreTrainedModel, record: dict, directory: Path,
-            mode: str) -> None:
-    """Save the physically pruned retrained model: every trial's, or the best one so far."""
+def _is_better(record: dict, best: dict | None, metric: str, higher_is_better: bool) -> bool:
+    if best is None or best.get("metric") != metric:
+        return True
+    return record[metric] > best["value"] if higher_is_better else record[metric] < best["value"]
+
+
+def _export(adapter: ModelAdapter, task: Task, spec: TrialSpec, model: PreTrainedModel, record: dict,
+            recipe: Recipe, directory: Path) -> None:
+    """Save the physically pruned retrained model (with a model card): every trial's, or the best so far."""
+    mode = recipe.export.checkpoints
     if mode == "none":
         return
+    metric, higher_is_better = task.best_metric(record)
     if mode == "all":
-        target = directory / "checkpoints" / spec.trial_id.replace(":", "_")
+        target = directory / "checkpoints" / spec.directory_name
     else:
         target = directory / "best"
         best_file = directory / "best.json"
-        best = json.loads(best_file.read_text()) if best_file.is_file() else None
-        if best is not None and best["final_test_acc"] >= record["final_test_acc"]:
+        if not _is_better(record, json.loads(best_file.read_text()) if best_file.is_file() else None, metric,
+                          higher_is_better):
             return
-    save_atomically(adapter.prune_physically(model, spec.candidate.mask), target)
+    save_atomically(adapter.prune_physically(model, spec.candidate.mask), target,
+                    companions=getattr(task, "save_companions", None),
+                    card=lambda folder: write_trial_card(folder, recipe, record))
     if mode == "best":
-        write_json_atomically(directory / "best.json",
-                              {"trial_id": record["trial_id"], "final_test_acc": record["final_test_acc"]})
+        write_json_atomically(directory / "best.json", {"trial_id": record["trial_id"], "metric": metric,
+                                                        "value": record[metric], metric: record[metric]})
+
+
+def _evaluate_dense(task: Task, dense: PreTrainedModel, device, workdir: Path) -> dict[str, float]:
+    """Train and test metrics of the dense model, measured on ``device``; the model goes back to the CPU after
+    (trials copy it from there)."""
+    dense.to(device)
+    try:
+        return {f"{split}_{key}": value for split in ("train", "test")
+                for key, value in task.evaluate(dense, split, workdir).items()}
+    finally:
+        dense.to("cpu")
 
 
 def run_study(recipe: Recipe, directory: str | Path, progress: bool = True) -> StudyResult:
@@ -107,30 +122,36 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True) -> S
     directory = Path(directory)
     accelerator = get_accelerator(recipe.retrain.mixed_precision, recipe.retrain.gradient_accumulation_steps)
     main = accelerator.is_main_process
-    adapter = get_adapter(recipe.model.family)
-    task = build_task(recipe)
+    adapter = get_adapter(recipe.model.family, recipe.model.dtype)
+    task = build_task(recipe, progress and main)
     if main:
         _claim_directory(recipe, directory)
     accelerator.wait_for_everyone()
+    dense_evaluated = "dense" in json.loads((directory / "study.json").read_text())  # read before anyone writes it
 
     dense = dense_model(recipe, adapter, task, directory, progress and main)
     groups = adapter.groups(dense.config)
-    specs = plan_trials(recipe, groups)
-    if main and "dense" not in json.loads((directory / "study.json").read_text()):
-        metrics = {f"{split}_{key}": value for split in ("train", "test")
-                   for key, value in task.evaluate(dense, split).items()}
-        _write_manifest(directory, {"dense": metrics, "trials_planned": len(specs),
-                                    "groups": {name: group.size for name, group in groups.items()}})
+    plan = plan_for(recipe, groups, task)
+    specs = plan.trials()
+    if not dense_evaluated:  # on every process: an evaluation may synchronise them
+        metrics = _evaluate_dense(task, dense, accelerator.device, directory / "dense_eval")
+        if main:
+            _write_manifest(directory, {"dense": metrics, "trials_planned": len(specs),
+                                        "processes": accelerator.num_processes,
+                                        "groups": {name: group.size for name, group in groups.items()}})
+        accelerator.wait_for_everyone()
 
     store = TrialStore(directory)
     finished = store.finished_ids()
     todo = [spec for spec in specs if spec.trial_id not in finished]
     bar = tqdm(todo, desc="trials", initial=len(specs) - len(todo), total=len(specs), disable=not (progress and main))
     for spec in bar:
-        record, model = run_trial(spec, dense, groups, task, recipe.retrain, recipe.seed, progress and main)
+        record, model = run_trial(spec, dense, plan.masks, task, recipe.retrain, recipe.seed, progress and main,
+                                  workdir=directory / "trials" / spec.directory_name)
         if main:  # export first: a kill in between reruns the trial, which re-exports the same model
-            _export(adapter, spec, model, record, directory, recipe.export.checkpoints)
+            _export(adapter, task, spec, model, record, recipe, directory)
             store.append(record)
-        bar.set_postfix(pruned_loss=f"{record['pruned_train_loss']:.3f}", acc=f"{record['final_test_acc']:.3f}")
+        metric, _ = task.best_metric(record)
+        bar.set_postfix(pruned_loss=f"{record['pruned_train_loss']:.3f}", **{metric: f"{record[metric]:.3f}"})
     accelerator.wait_for_everyone()
     return StudyResult(directory, len(specs), len(todo), read_trials(directory))

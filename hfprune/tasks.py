@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -16,12 +17,18 @@ from hfprune.train.trainer import LossFn
 class Task(Protocol):
     name: str
     train_set: torch.utils.data.Dataset
+    pruned_splits: tuple[str, ...]  # the splits measured right after pruning, before retraining
+    find_unused_parameters: bool  # some steps leave parameters without gradients (DDP must be told)
 
     def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
         """The training loss under ``section``'s label smoothing and batch mixing (None: plain)."""
 
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
-        """Metrics of ``model`` on ``split`` ('train' or 'test'); keys include 'loss'."""
+    def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
+        """Metrics of ``model`` on ``split`` ('train' or 'test'); keys include 'loss'. ``workdir`` keeps
+        what an evaluation writes on its way (e.g. generated answers)."""
+
+    def best_metric(self, record: dict) -> tuple[str, bool]:
+        """The record column that ranks retrained models, and whether higher is better."""
 
 
 def mix_batch(
@@ -64,6 +71,9 @@ def mixed_classification_loss(model: torch.nn.Module, batch: dict, label_smoothi
 class ImageClassificationTask:
     """Cross-entropy training; loss and top-1 accuracy as metrics."""
 
+    pruned_splits = ("train", "test")
+    find_unused_parameters = False
+
     def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024):
         self.data = data
         self.name = data.name
@@ -78,6 +88,9 @@ class ImageClassificationTask:
                                      mixup=section.mixup, cutmix=section.cutmix)
         return functools.partial(classification_loss, label_smoothing=section.label_smoothing)
 
-    def evaluate(self, model: torch.nn.Module, split: str) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
         dataset = {"train": self.data.train, "test": self.data.test}[split]
         return evaluate_classification(model, dataset, self.eval_batch_size)
+
+    def best_metric(self, record: dict) -> tuple[str, bool]:
+        return "final_test_acc", True

@@ -5,14 +5,14 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
+import torch
+from accelerate import PartialState
 from transformers import PreTrainedModel
 
-from hfprune.models.base import ModelAdapter
-from hfprune.pruning.groups import Group, parameter_masks
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
-from hfprune.pruning.samplers import Candidate
 from hfprune.recipe import RetrainSection
 from hfprune.seeding import stable_seed
 from hfprune.tasks import Task
@@ -21,14 +21,21 @@ from hfprune.train.trainer import train
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """A candidate mask and which repeat (retraining seed) of it this is."""
+    """A candidate (a structured mask, or an unstructured method) and which repeat (retraining seed) it is."""
 
-    candidate: Candidate
+    candidate: Any  # has .setting, .mask_id and .mask (its structured mask; empty when unstructured)
     repeat: int
 
     @property
     def trial_id(self) -> str:
         return f"{self.candidate.setting}:{self.candidate.mask_id}:r{self.repeat}"
+
+    @property
+    def directory_name(self) -> str:
+        return self.trial_id.replace(":", "_")
+
+
+MasksFor = Callable[[TrialSpec, torch.nn.Module], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -38,35 +45,40 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 def run_trial(
     spec: TrialSpec,
     dense: PreTrainedModel,
-    groups: dict[str, Group],
+    masks_for: MasksFor,
     task: Task,
     retrain: RetrainSection,
     study_seed: int,
     progress: bool = True,
+    workdir: Path | None = None,
 ) -> tuple[dict[str, Any], PreTrainedModel]:
     """Prune a copy of ``dense``, measure it, retrain it (masks exact) and evaluate it.
 
+    ``masks_for`` gives the trial's parameter masks and the facts the record keeps about them;
+    ``workdir`` keeps what the final evaluation writes (e.g. generated answers).
     Returns the trial record and the retrained (still masked) model.
     """
     seed = stable_seed(study_seed, spec.trial_id)
     timings: dict[str, float] = {}
-    model = copy.deepcopy(dense)
-    masks = parameter_masks(groups, spec.candidate.mask, dict(model.named_parameters()))
+    model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
+    started = time.perf_counter()
+    masks, mask_facts = masks_for(spec, model)
+    timings["masks_s"] = time.perf_counter() - started
     record: dict[str, Any] = {
         "trial_id": spec.trial_id,
         "setting": spec.candidate.setting,
         "mask_id": spec.candidate.mask_id,
         "repeat": spec.repeat,
         "seed": seed,
-        "mask": {name: list(kept) for name, kept in spec.candidate.mask.items()},
+        **mask_facts,
         "pruned_l1": pruned_l1(model, masks),
     }
     masked = MaskedParameters(model, masks)
     masked.apply()
 
     started = time.perf_counter()
-    record.update(_prefixed("pruned_train", task.evaluate(model, "train")))
-    record.update(_prefixed("pruned_test", task.evaluate(model, "test")))
+    for split in task.pruned_splits:
+        record.update(_prefixed(f"pruned_{split}", task.evaluate(model, split)))
     timings["pruned_eval_s"] = time.perf_counter() - started
 
     loss_fn = task.loss_fn(retrain)
@@ -74,17 +86,20 @@ def run_trial(
         started = time.perf_counter()
         short_model = copy.deepcopy(model)
         train(short_model, task.train_set, retrain.scaled(retrain.short_fraction), loss_fn, seed=seed,
-              masks=MaskedParameters(short_model, masks), progress=progress, description="short retrain")
+              masks=MaskedParameters(short_model, masks), progress=progress, description="short retrain",
+              find_unused_parameters=task.find_unused_parameters)
         record.update(_prefixed("short_test", task.evaluate(short_model, "test")))
         timings["short_retrain_s"] = time.perf_counter() - started
         del short_model
 
     started = time.perf_counter()
     result = train(model, task.train_set, retrain, loss_fn, seed=seed, masks=masked, progress=progress,
-                   description="retrain")
+                   description="retrain", find_unused_parameters=task.find_unused_parameters)
     timings["retrain_s"] = time.perf_counter() - started
-    record.update(_prefixed("final_test", task.evaluate(model, "test")))
+    started = time.perf_counter()
+    record.update(_prefixed("final_test", task.evaluate(model, "test", workdir)))
     record.update(_prefixed("final_train", task.evaluate(model, "train")))
+    timings["final_eval_s"] = time.perf_counter() - started
     record["retrain_steps"] = result.steps
     record["mask_violations"] = masked.violations()
     record["timings"] = timings

@@ -6,10 +6,12 @@ from hfprune.errors import HfpruneError
 from hfprune.models.base import ModelAdapter
 from hfprune.models.lenet import LeNet5MiniConfig, LeNet5MiniForImageClassification
 from hfprune.models.lenet_adapter import LeNetAdapter
+from hfprune.models.llava_adapter import LlavaAdapter
 from hfprune.models.vit import PrunedViTConfig, PrunedViTForImageClassification
 from hfprune.models.vit_adapter import ViTAdapter
 
-ADAPTERS: dict[str, type[ModelAdapter]] = {LeNetAdapter.name: LeNetAdapter, ViTAdapter.name: ViTAdapter}
+ADAPTERS: dict[str, type[ModelAdapter]] = {
+    adapter.name: adapter for adapter in (LeNetAdapter, ViTAdapter, LlavaAdapter)}
 
 LeNet5MiniConfig.register_for_auto_class()
 LeNet5MiniForImageClassification.register_for_auto_class("AutoModelForImageClassification")
@@ -17,9 +19,9 @@ PrunedViTConfig.register_for_auto_class()
 PrunedViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 
-def get_adapter(family: str) -> ModelAdapter:
-    """The adapter of a registered model family."""
+def get_adapter(family: str, dtype: str = "auto") -> ModelAdapter:
+    """The adapter of a registered model family; ``dtype`` of the pretrained weights it loads."""
     try:
-        return ADAPTERS[family]()
+        return ADAPTERS[family](dtype)
     except KeyError:
         raise HfpruneError(f"unknown model family '{family}'; known families: {', '.join(ADAPTERS)}") from None

@@ -24,13 +24,17 @@ class ModelAdapter(ABC):
         return self.config_class(num_labels=num_labels, num_channels=channels, image_size=image_size, **overrides)
 
     structure: str = "filters"  # the recipe's ``pruning.structure`` this family prunes
+    cache_pretrained: bool = True  # copy a pretrained dense model into the study directory (False: too large)
+
+    def __init__(self, dtype: str = "auto"):
+        self.dtype = dtype  # of pretrained weights when loaded: "auto" keeps the checkpoint's
 
     def build(self, config: PretrainedConfig) -> PreTrainedModel:
         return self.model_class(config)
 
     def load_pretrained(self, source: str) -> PreTrainedModel:
         """A dense model of this family from a local directory or a Hub id."""
-        return self.model_class.from_pretrained(source)
+        return self.model_class.from_pretrained(source, dtype=self.dtype)
 
     @abstractmethod
     def groups(self, config: PretrainedConfig) -> dict[str, Group]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -26,6 +27,7 @@ STUDY_PAIRS = (
     ("short_test_acc", "final_test_acc"),
     ("pruned_l1", "final_test_acc"),
 )
+BENCHMARK_SCORE = re.compile(r"final_test_\w+_score")
 Y_FLAG = "--higher-is-better / --lower-is-better"
 X_FLAG = "--x-higher-is-better / --x-lower-is-better"
 
@@ -53,6 +55,13 @@ def analyse_pair(rows: list[dict[str, Any]], x: str, y: str, x_higher_is_better:
 
 def _has_values(rows: list[dict[str, Any]], column: str, source: str) -> bool:
     return column in numeric_columns(rows) and bool(np.isfinite(column_values(rows, column, source)).any())
+
+
+def default_pairs(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``STUDY_PAIRS``, then the pruned train loss against every benchmark score (``final_test_<name>_score``)."""
+    scores = sorted({column for row in rows for column in row if BENCHMARK_SCORE.fullmatch(column)},
+                    key=lambda column: (column == "final_test_mean_score", column))
+    return [*STUDY_PAIRS, *(("pruned_train_loss", column) for column in scores)]
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
@@ -83,7 +92,7 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
     source = str(directory)
     directions = dict(directions or {})
     if pairs is None:
-        pairs = [(x, y) for x, y in STUDY_PAIRS if _has_values(rows, x, source) and _has_values(rows, y, source)]
+        pairs = [(x, y) for x, y in default_pairs(rows) if _has_values(rows, x, source) and _has_values(rows, y, source)]
         if not pairs:
             raise HfpruneError(f"{directory} has none of the default column pairs "
                                f"({', '.join(f'{x}/{y}' for x, y in STUDY_PAIRS)}); choose one with --x and --y "

@@ -1,0 +1,112 @@
+"""The task of a vision-language model: instruction tuning on LLaVA-1.5 data, scored on VQA benchmarks.
+
+The pruned train loss is the token-weighted mean loss over ``evaluation.loss_samples`` training
+conversations (STUDY.md §4); the test metrics are the benchmark scores (``final_test_<name>_score`` and
+their mean) and, with ``data.test_limit``, the loss on that many held-out conversations.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from accelerate import PartialState
+from torch.utils.data import Subset
+from transformers import AutoConfig, AutoProcessor
+
+from hfprune.data.llava import load_llava_instructions, subsample
+from hfprune.errors import HfpruneError
+from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss
+from hfprune.recipe import Recipe, TrainingSection
+from hfprune.train.trainer import LossFn, make_loader
+
+
+def split_indices(total: int, train_limit: int | None, test_limit: int | None, seed: int) -> tuple[list, list]:
+    """(train, held-out test) sample indices: disjoint, deterministic in ``seed``."""
+    test = subsample(total, test_limit, seed) if test_limit else []
+    held_out = set(test)
+    rest = [index for index in range(total) if index not in held_out]
+    if train_limit and train_limit < len(rest):
+        rest = [rest[i] for i in subsample(len(rest), train_limit, seed)]
+    return rest, test
+
+
+class VisionLanguageTask:
+    """LLaVA-style instruction data for a ``LlavaForConditionalGeneration``: causal-LM loss, benchmarks."""
+
+    pruned_splits = ("train",)  # benchmarks before retraining would cost a full evaluation per trial
+    find_unused_parameters = True  # a text-only batch leaves the vision tower and connector without gradients
+
+    def __init__(self, recipe: Recipe, progress: bool = True):
+        source = recipe.model.pretrained
+        try:
+            self.processor = AutoProcessor.from_pretrained(source)
+            config = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError) as error:
+            raise HfpruneError(f"model.pretrained: cannot load the processor of '{source}' ({error}); give a "
+                               "checkpoint written by `hfprune convert` or `save_pretrained` with its processor"
+                               ) from None
+        data = load_llava_instructions(recipe.data.path, recipe.data.image_root, self.processor,
+                                       max_length=recipe.data.max_length,
+                                       image_seq_length=getattr(config, "image_seq_length", None))
+        train, test = split_indices(len(data), recipe.data.train_limit, recipe.data.test_limit, recipe.seed)
+        evaluation = recipe.evaluation
+        self.name = recipe.data.dataset
+        self.train_set = Subset(data, train)
+        self.loss_set = Subset(data, [train[i] for i in subsample(len(train), min(evaluation.loss_samples, len(train)),
+                                                                  recipe.seed + 1)])
+        self.test_set = Subset(data, test) if test else None
+        calibration = recipe.pruning.calibration_samples
+        self.calibration_set = Subset(data, [train[i] for i in subsample(len(train), min(calibration, len(train)),
+                                                                         recipe.seed + 2)])
+        self.evaluation = evaluation
+        self.progress = progress
+
+    def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
+        return causal_lm_loss
+
+    def calibration_batches(self, device: torch.device | None = None) -> Iterator[dict]:
+        """Batches of the calibration conversations (for activation-aware pruning scores)."""
+        for batch in make_loader(self.calibration_set, self.evaluation.batch_size, shuffle=False, seed=0):
+            yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
+
+    def _token_loss(self, model: torch.nn.Module, dataset) -> dict[str, float]:
+        measured = pruned_train_loss(model, dataset, batch_size=self.evaluation.batch_size, progress=self.progress)
+        return {"loss": measured["loss"], "tokens": measured["tokens"]}
+
+    def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
+        if split == "train":
+            return self._token_loss(model, self.loss_set)
+        metrics = self._token_loss(model, self.test_set) if self.test_set is not None else {}
+        if self.evaluation.benchmarks:
+            metrics.update(self._benchmark_scores(model, workdir))
+        return metrics
+
+    def _benchmark_scores(self, model: torch.nn.Module, workdir: Path | None) -> dict[str, float]:
+        """The main process generates and scores; the others wait for its summary (one set of answers)."""
+        from hfprune.evaluation.runner import evaluate_model
+
+        evaluation, state = self.evaluation, PartialState()
+        with tempfile.TemporaryDirectory() as scratch:
+            out = Path(workdir or scratch)
+            if state.is_main_process:
+                evaluate_model((model, self.processor), list(evaluation.benchmarks), out,
+                               limit=evaluation.benchmark_limit, batch_size=evaluation.batch_size,
+                               data_dir=evaluation.benchmark_data_dir, max_new_tokens=evaluation.max_new_tokens,
+                               progress=self.progress)
+            state.wait_for_everyone()
+            summary = json.loads((out / "summary.json").read_text())
+        scores = {f"{name}_score": score for name, score in summary["scores"].items()}
+        return {**scores, "mean_score": summary["mean"]}
+
+    def best_metric(self, record: dict) -> tuple[str, bool]:
+        if "final_test_mean_score" in record:
+            return "final_test_mean_score", True
+        return ("final_test_loss", False) if "final_test_loss" in record else ("final_train_loss", False)
+
+    def save_companions(self, directory: Path) -> None:
+        """The processor (tokenizer, image processor, chat template) beside a saved model."""
+        self.processor.save_pretrained(directory)
