@@ -92,7 +92,8 @@ def sparsity_facts(masks: ParameterMasks) -> dict[str, Any]:
     pruned = {name: int((~mask).sum()) for name, mask in masks.items()}
     total = sum(mask.numel() for mask in masks.values())
     return {"sparsity": sum(pruned.values()) / total if total else 0.0, "target_weights": total,
-            "layer_sparsity": {name: pruned[name] / masks[name].numel() for name in masks}}
+            "layer_sparsity": {name: pruned[name] / masks[name].numel() for name in masks},
+            "layer_weights": {name: masks[name].numel() for name in masks}}
 
 
 def plan_for(recipe: Recipe, groups: dict[str, Group], task) -> Plan:

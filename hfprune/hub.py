@@ -13,7 +13,6 @@ from typing import Any, Iterable
 from hfprune.errors import HfpruneError
 
 CARD = "README.md"
-_LAYER_PARAM = re.compile(r"^(?P<prefix>.*?layers\.)(?P<index>\d+)\.(?P<rest>.+?)(\.weight)?$")
 
 
 def front_matter(source: str | None, tags: Iterable[str]) -> list[str]:
@@ -26,14 +25,16 @@ def front_matter(source: str | None, tags: Iterable[str]) -> list[str]:
 
 def layer_sparsity_table(layer_sparsity: dict[str, float]) -> list[str]:
     """Markdown: one row per decoder layer, one column per projection (q_proj, …, fc2); others one per row."""
+    from hfprune.pruning.unstructured.targets import layer_index
+
     by_layer: dict[int, dict[str, float]] = {}
     others: dict[str, float] = {}
     for name, sparsity in layer_sparsity.items():
-        match = _LAYER_PARAM.match(name)
-        if match:
-            by_layer.setdefault(int(match["index"]), {})[match["rest"].split(".")[-1]] = sparsity
-        else:
+        index = layer_index(name)
+        if index is None:
             others[name] = sparsity
+        else:
+            by_layer.setdefault(index, {})[name.removesuffix(".weight").rsplit(".", 1)[-1]] = sparsity
     lines = []
     if by_layer:
         columns = list(dict.fromkeys(column for row in by_layer.values() for column in row))
@@ -42,8 +43,8 @@ def layer_sparsity_table(layer_sparsity: dict[str, float]) -> list[str]:
             cells = (f"{by_layer[index][column]:.4f}" if column in by_layer[index] else "–" for column in columns)
             lines.append(f"| {index} | " + " | ".join(cells) + " |")
     if others:
-        lines += (["", "| module | sparsity |", "|---|---:|"] if lines else ["| module | sparsity |", "|---|---:|"])
-        lines += [f"| {name} | {sparsity:.4f} |" for name, sparsity in others.items()]
+        lines += [""] if lines else []
+        lines += ["| module | sparsity |", "|---|---:|", *(f"| {name} | {value:.4f} |" for name, value in others.items())]
     return lines
 
 

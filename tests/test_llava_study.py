@@ -95,7 +95,11 @@ def test_report_gives_counterexample_ratios_per_benchmark(compare_study):
     assert ("pruned_train_loss", "final_test_mean_score") in pairs
     pope = next(result for result in report["results"] if result["y"] == "final_test_pope_score")
     assert pope["n"] == 4 and 0 <= pope["counterexample_ratio"] <= 1
-    assert "final_test_pope_score" in (study / "report.md").read_text()
+    markdown = (study / "report.md").read_text()
+    assert "final_test_pope_score" in markdown and "| layer | ump | gmp | onp | pnp |" in markdown
+    table = report["sparsity"]
+    assert [row["layer"] for row in table["rows"]] == ["model.language_model.layers.0", "model.language_model.layers.1"]
+    assert all(abs(row["ump"] - 0.4375) < 0.01 for row in table["rows"])  # uniform: every layer at S
 
 
 def test_rerun_resumes_without_repeating_a_trial(compare_study):

@@ -14,7 +14,9 @@ from rich.table import Table
 from hfprune.errors import HfpruneError
 from hfprune.report.plots import plot_file_name, scatter_plot
 from hfprune.report.render import dumps, fmt, write_report
+from hfprune.report.sparsity import sparsity_by_layer
 from hfprune.report.stats import correlate, infer_higher_is_better
+from hfprune.store import read_trials
 from hfprune.report.tables import (column_values, load_table, numeric_columns, pair_points, require_columns,
                                    setting_of)
 
@@ -115,6 +117,7 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
         summary["pairs"].append({"x": x, "y": y, "x_higher_is_better": x_higher, "higher_is_better": y_higher})
         summary["results"] += analyse_pair(rows, x, y, x_higher, y_higher, source, average_repeats=average_repeats,
                                            plot_dir=directory if plots else None)
+    summary["sparsity"] = sparsity_by_layer(read_trials(directory)) if directory.is_dir() else None
     write_report(directory, summary)
     return summary
 

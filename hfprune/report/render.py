@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hfprune.report.sparsity import render_sparsity
 from hfprune.report.stats import VALID_P, VALID_TAU
 
 DEFINITION = (
@@ -93,6 +94,8 @@ def render_markdown(summary: dict) -> str:
     lines += ["", DEFINITION, ""]
     for pair in summary["pairs"]:
         lines += _pair_section(pair, [r for r in summary["results"] if (r["x"], r["y"]) == (pair["x"], pair["y"])])
+    if summary.get("sparsity"):
+        lines += render_sparsity(summary["sparsity"])
     return "\n".join(lines)
 
 
