@@ -22,11 +22,12 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 from tqdm.auto import tqdm
 
 from hfprune.errors import HfpruneError
@@ -37,10 +38,19 @@ from hfprune.train.optim import build_optimizer, build_schedule
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]
 
 
+# How long processes wait for each other at a barrier: the main process alone answers a benchmark suite on a
+# multi-billion-parameter model (hours) while the others wait; torch's default (10 min for NCCL) would kill them.
+DISTRIBUTED_TIMEOUT = timedelta(hours=6)
+
+
 @functools.lru_cache(maxsize=None)
 def get_accelerator(mixed_precision: str = "no", gradient_accumulation_steps: int = 1) -> Accelerator:
-    """The process's Accelerator for coordination (main process, barriers); its state is process-wide."""
-    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps)
+    """The process's Accelerator for coordination (main process, barriers); its state is process-wide.
+
+    Created first (it sets up the process group, with :data:`DISTRIBUTED_TIMEOUT`); later Accelerators share it.
+    """
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=DISTRIBUTED_TIMEOUT)])
     _honour_zero3_init_flag(accelerator)
     return accelerator
 
