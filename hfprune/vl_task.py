@@ -17,7 +17,7 @@ from accelerate import PartialState
 from torch.utils.data import Subset
 from transformers import AutoConfig, AutoProcessor
 
-from hfprune.data.llava import load_llava_instructions, subsample
+from hfprune.data.llava import check_images, load_llava_instructions, subsample
 from hfprune.errors import HfpruneError
 from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss
 from hfprune.recipe import Recipe, TrainingSection
@@ -50,9 +50,10 @@ class VisionLanguageTask:
                                "checkpoint written by `hfprune convert` or `save_pretrained` with its processor"
                                ) from None
         data = load_llava_instructions(recipe.data.path, recipe.data.image_root, self.processor,
-                                       max_length=recipe.data.max_length,
+                                       max_length=recipe.data.max_length, verify_images=False,
                                        image_seq_length=getattr(config, "image_seq_length", None))
         train, test = split_indices(len(data), recipe.data.train_limit, recipe.data.test_limit, recipe.seed)
+        check_images([data.records[index] for index in (*train, *test)], recipe.data.image_root)  # only those used
         evaluation = recipe.evaluation
         self.name = recipe.data.dataset
         self.train_set = Subset(data, train)

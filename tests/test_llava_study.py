@@ -176,3 +176,21 @@ def test_two_processes_run_a_llava_study_data_parallel(setup, tmp_path):
     assert json.loads((tmp_path / "study" / "study.json").read_text())["processes"] == 2
     answers = (tmp_path / "study" / "trials" / "sparsity@0.4375_gmp_r0" / "pope" / "predictions.jsonl").read_text()
     assert len(answers.splitlines()) == 6  # one process wrote them, once
+
+
+def test_missing_images_of_the_samples_used_are_named_before_any_work(setup, tmp_path):
+    import shutil
+
+    from hfprune.study import build_task
+
+    images = tmp_path / "images"
+    shutil.copytree(setup["images"], images)
+    missing = next(images.rglob("*.jpg"))
+    missing.unlink()
+    recipe = parse_recipe(tiny_llava_recipe("tinyllava_ump", setup, data={"image_root": str(images)}))
+    with pytest.raises(HfpruneError, match=missing.name):
+        build_task(recipe, progress=False)
+    subset = parse_recipe(tiny_llava_recipe("tinyllava_ump", setup, data={"image_root": str(images), "train_limit": 2,
+                                                                          "test_limit": None}))
+    task = build_task(subset, progress=False)  # a subset that does not use the missing image loads
+    assert len(task.train_set) == 2
