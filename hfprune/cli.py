@@ -196,6 +196,10 @@ def convert(
     layout: str = typer.Option("auto", "--layout", help="auto, legacy (bczhou/TinyLLaVA-3.1B) or factory "
                                "(tinyllava/TinyLLaVA-Phi-2-SigLIP-3.1B)"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (as stored), float16, bfloat16 or float32"),
+    vision_tower: Optional[str] = typer.Option(
+        None, "--vision-tower", metavar="SRC", help="legacy layout: the SigLIP vision tower checkpoint (a local "
+        "directory or a Hub id), in place of the checkpoint's own; default: the checkpoint's own tower, else the "
+        "one its config's mm_vision_tower names"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Convert a public TinyLLaVA-3.1B checkpoint to a plain transformers LlavaForConditionalGeneration."""
@@ -203,7 +207,8 @@ def convert(
         raise HfpruneError(f"unknown family '{family}' to convert; known: tinyllava")
     from hfprune.models.llava_convert import convert_tinyllava
 
-    converted = convert_tinyllava(source, out, layout=layout, dtype=dtype, progress=progress)
+    converted = convert_tinyllava(source, out, layout=layout, dtype=dtype, vision_tower=vision_tower,
+                                  progress=progress)
     typer.echo(f"converted {source} to {converted}; load it with LlavaForConditionalGeneration.from_pretrained "
                f"and LlavaProcessor.from_pretrained")
 

@@ -1,6 +1,7 @@
 """`hfprune convert tinyllava`: both public TinyLLaVA-3.1B layouts become plain transformers Llava checkpoints."""
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +16,9 @@ from typer.testing import CliRunner
 from hfprune.cli import app
 from hfprune.errors import HfpruneError
 from hfprune.models.llava_convert import (
+    LEGACY_TOWER,
     LM_HEAD_BIAS,
+    _as_legacy_tower_key,
     convert_tinyllava,
     fold_lm_head_bias,
     llava_config,
@@ -26,10 +29,14 @@ from hfprune.models.llava_convert import (
 from tinyllava_layouts import (
     REAL_FACTORY_CONFIG,
     REAL_LEGACY_CONFIG,
+    SO400M,
+    TINY_TOWER_DIR,
     factory_weight_shapes,
     legacy_weight_shapes,
+    siglip_shapes,
     write_factory_checkpoint,
     write_legacy_checkpoint,
+    write_siglip_tower,
 )
 
 REAL = {"legacy": (REAL_LEGACY_CONFIG, legacy_weight_shapes), "factory": (REAL_FACTORY_CONFIG, factory_weight_shapes)}
@@ -44,7 +51,7 @@ def test_key_tables_map_every_real_parameter_bijectively(layout):
     config, shapes_of = REAL[layout]
     shapes = shapes_of()
     llava = llava_config(config, layout, shapes, image_token_index=PHI2_IMAGE_TOKEN,
-                         vision=source_vision_config(config, layout, Path("/nonexistent")))
+                         vision=source_vision_config(config, layout))
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(llava)
     parameters = {name: tuple(p.shape) for name, p in model.named_parameters()}
@@ -62,7 +69,7 @@ def test_key_tables_map_every_real_parameter_bijectively(layout):
 def test_real_configs_become_the_expected_llava_configs():
     legacy = llava_config(REAL_LEGACY_CONFIG, "legacy", legacy_weight_shapes(), image_token_index=PHI2_IMAGE_TOKEN)
     factory = llava_config(REAL_FACTORY_CONFIG, "factory", factory_weight_shapes(), image_token_index=PHI2_IMAGE_TOKEN,
-                           vision=source_vision_config(REAL_FACTORY_CONFIG, "factory", Path("/nonexistent")))
+                           vision=source_vision_config(REAL_FACTORY_CONFIG, "factory"))
     for config in (legacy, factory):
         text = config.text_config
         assert (text.hidden_size, text.num_hidden_layers, text.intermediate_size, text.vocab_size) == \
@@ -76,6 +83,16 @@ def test_real_configs_become_the_expected_llava_configs():
     assert not legacy.vision_config.vision_use_head
     assert (factory.vision_config.num_hidden_layers, factory.vision_feature_layer,
             factory.vision_feature_select_strategy, factory.image_seq_length) == (27, -2, "default", 728)
+
+
+@pytest.mark.parametrize("layers", [27, 26])
+def test_a_real_siglip_tower_becomes_the_legacy_checkpoints_tower(layers):
+    """bczhou/TinyLLaVA-3.1B-SigLIP (so400m: 27 layers and a head, or 26 saved after the legacy cut) gives
+    exactly the tower names a legacy checkpoint that holds its tower has."""
+    siglip = siglip_shapes("vision_model.", SO400M, layers, pooling_head=layers == 27)
+    renamed = {_as_legacy_tower_key(key, kept_layers=26): shape for key, shape in siglip.items()}
+    renamed.pop(None, None)
+    assert renamed == {key: shape for key, shape in legacy_weight_shapes().items() if key.startswith(LEGACY_TOWER)}
 
 
 # ------------------------------------------------------------------ (b) end to end on tiny checkpoints
@@ -94,12 +111,8 @@ def _image() -> Image.Image:
                            .to(torch.uint8).numpy())
 
 
-@pytest.mark.parametrize("name, image_tokens", [("legacy", 16), ("legacy-bin", 16), ("factory", 15)])
-def test_conversion_loads_with_plain_transformers_and_gives_the_reference_logits(sources, tmp_path, name,
-                                                                                 image_tokens):
-    source = sources[name]
-    out = convert_tinyllava(source.directory, tmp_path / "out", progress=False, max_shard_bytes=256 * 1024)
-
+def _assert_converts_exactly(source, out, image_tokens: int = 16, reference=None) -> LlavaForConditionalGeneration:
+    """``out`` loads with plain transformers, every tensor equals its source and the logits the reference's."""
     model, info = LlavaForConditionalGeneration.from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info
     processor = LlavaProcessor.from_pretrained(out)
@@ -114,10 +127,19 @@ def test_conversion_loads_with_plain_transformers_and_gives_the_reference_logits
     assert int((inputs["input_ids"] == model.config.image_token_index).sum()) == image_tokens
     with torch.no_grad():
         logits = model(**inputs).logits
-        expected = source.reference(**inputs).logits
+        expected = (reference or source.reference)(**inputs).logits
     if source.lm_head_bias is not None:
         expected = expected + source.lm_head_bias
     torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+    return model
+
+
+@pytest.mark.parametrize("name, image_tokens", [("legacy", 16), ("legacy-bin", 16), ("factory", 15)])
+def test_conversion_loads_with_plain_transformers_and_gives_the_reference_logits(sources, tmp_path, name,
+                                                                                 image_tokens):
+    source = sources[name]
+    out = convert_tinyllava(source.directory, tmp_path / "out", progress=False, max_shard_bytes=256 * 1024)
+    _assert_converts_exactly(source, out, image_tokens)
 
 
 def test_output_is_sharded_like_save_pretrained(sources, tmp_path):
@@ -207,7 +229,114 @@ def test_a_hub_id_offline_says_to_download_it(tmp_path):
         convert_tinyllava("bczhou/TinyLLaVA-3.1B", tmp_path / "out", progress=False)
 
 
-# ------------------------------------------------------------------ (d) the command line
+# ------------------------------------------------------------------ (d) the legacy vision tower from a separate SigLIP
+
+
+def _set_config(directory: Path, **fields) -> None:
+    config = json.loads((directory / "config.json").read_text())
+    config.update(fields)
+    (directory / "config.json").write_text(json.dumps(config))
+
+
+def _towerless(tmp_path, seed: int = 0):
+    """A tiny legacy checkpoint without tower weights (its config's mm_vision_tower: a local directory)."""
+    return write_legacy_checkpoint(tmp_path / "src", seed=seed, with_tower=False)
+
+
+@pytest.mark.parametrize("form, weights_format, where", [
+    ("whole", "safetensors", "relative"), ("cut", "bin", "relative"), ("siglip", "safetensors", "absolute")])
+def test_a_checkpoint_without_its_tower_takes_the_one_mm_vision_tower_names(tmp_path, form, weights_format,
+                                                                              where):
+    source = _towerless(tmp_path)
+    if where == "relative":  # the checkpoint's own mm_vision_tower: a directory relative to the checkpoint
+        tower = write_siglip_tower(source.directory / TINY_TOWER_DIR, source.reference, form, weights_format)
+    else:
+        tower = write_siglip_tower(tmp_path / "elsewhere" / "siglip", source.reference, form, weights_format)
+        _set_config(source.directory, mm_vision_tower=str(tower.directory))
+    out = convert_tinyllava(source.directory, tmp_path / "out", progress=False)
+    model = _assert_converts_exactly(source.with_tower(tower), out)
+    # what the legacy tower keeps: 2 of the 3 layers, no head, the last kept layer's states
+    vision = model.config.vision_config
+    assert (vision.num_hidden_layers, vision.vision_use_head, model.config.vision_feature_layer) == (2, False, -1)
+
+
+def test_a_hub_id_as_mm_vision_tower_offline_asks_for_vision_tower(tmp_path):
+    source = _towerless(tmp_path)
+    _set_config(source.directory, mm_vision_tower="bczhou/TinyLLaVA-3.1B-SigLIP")
+    shutil.rmtree(source.directory / TINY_TOWER_DIR)
+    with pytest.raises(HfpruneError, match=r"holds no vision tower weights.*mm_vision_tower: cannot download "
+                                           r"'bczhou/TinyLLaVA-3.1B-SigLIP'.*pass the local directory DIR with "
+                                           r"--vision-tower") as error:
+        convert_tinyllava(source.directory, tmp_path / "out", progress=False)
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+
+    tower = write_siglip_tower(tmp_path / "TinyLLaVA-3.1B-SigLIP", source.reference)  # sizes from its config.json
+    result = CliRunner().invoke(app, ["convert", "tinyllava", str(source.directory), "--out", str(tmp_path / "out"),
+                                      "--vision-tower", str(tower.directory), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    _assert_converts_exactly(source.with_tower(tower), tmp_path / "out")
+
+
+def test_an_explicit_vision_tower_replaces_the_checkpoints_own(sources, tmp_path, caplog):
+    source = sources["legacy"]
+    other = write_legacy_checkpoint(tmp_path / "other", seed=5)  # another tower, as a separate SigLIP checkpoint
+    tower = write_siglip_tower(tmp_path / "siglip", other.reference, "whole")
+    with caplog.at_level(logging.WARNING, logger="hfprune.models.llava_convert"):
+        out = convert_tinyllava(source.directory, tmp_path / "out", vision_tower=tower.directory, progress=False)
+    assert [r.getMessage() for r in caplog.records] == \
+        [f"note: the vision tower comes from {tower.directory}; the one in the checkpoint is left out"]
+    expected = write_legacy_checkpoint(tmp_path / "copy").reference  # the same reference, then the other tower
+    expected.model.vision_tower.load_state_dict(other.reference.model.vision_tower.state_dict())
+    _assert_converts_exactly(source.with_tower(tower), out, reference=expected)
+
+
+def _drop(directory: Path, dropped) -> Path:
+    """``directory``, its ``model.safetensors`` less the keys for which ``dropped(key)`` holds."""
+    tensors = load_file(directory / "model.safetensors")
+    save_file({key: tensor for key, tensor in tensors.items() if not dropped(key)}, directory / "model.safetensors")
+    return directory
+
+
+def _own_tower(key: str) -> bool:
+    return key.startswith(LEGACY_TOWER)
+
+
+@pytest.mark.parametrize("dropped, edit_tower, expected", [
+    (lambda key: key in (LEGACY_TOWER + "post_layernorm.weight", LEGACY_TOWER + "encoder.layers.0.mlp.fc1.bias"),
+     None,
+     f"the legacy checkpoint holds only part of its vision tower: {LEGACY_TOWER}encoder.layers.0.mlp.fc1.bias, "
+     f"{LEGACY_TOWER}post_layernorm.weight missing (2 of 37 tensors); pass a whole SigLIP tower with --vision-tower"),
+    (lambda key: key.startswith(LEGACY_TOWER + "encoder."),  # the embeddings only
+     None, "the legacy checkpoint holds only part of its vision tower: "),
+    (_own_tower, lambda tower: _drop(tower, lambda key: key.endswith("layers.1.mlp.fc2.weight")),
+     "the vision tower {tower} lacks vision_model.encoder.layers.1.mlp.fc2.weight (1 of the 37 tensors the "
+     "legacy tower loads)"),
+    (_own_tower, lambda tower: _drop(tower, lambda key: ".layers.1." in key or ".layers.2." in key),
+     "the vision tower {tower} holds 1 encoder layers; with num_hidden_layers 3 the legacy tower needs 3 (a whole "
+     "tower, of which it keeps 2) or 2 (a tower saved after that cut)"),
+    (_own_tower, lambda tower: save_file({"visual.proj.weight": torch.zeros(2)}, tower / "model.safetensors"),
+     "the vision tower {tower} is not a SigLIP checkpoint: expected vision_model.* keys, found visual.proj.weight"),
+    (_own_tower, lambda tower: _set_config(tower.parent, mm_vision_tower=None),
+     "the legacy checkpoint holds no vision tower weights and its config.json names no mm_vision_tower; pass the "
+     "SigLIP tower's directory with --vision-tower"),
+])
+def test_a_partial_or_wrong_tower_is_named(sources, tmp_path, dropped, edit_tower, expected):
+    main = _drop(_copy(sources["legacy"], tmp_path), dropped)
+    tower = write_siglip_tower(main / TINY_TOWER_DIR, sources["legacy"].reference, "whole").directory
+    if edit_tower is not None:
+        edit_tower(tower)
+    with pytest.raises(HfpruneError, match="^" + re.escape(expected.format(tower=tower))) as error:
+        convert_tinyllava(main, tmp_path / "out", progress=False)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_vision_tower_is_for_the_legacy_layout_only(sources, tmp_path):
+    with pytest.raises(HfpruneError, match="--vision-tower is for the legacy layout only"):
+        convert_tinyllava(sources["factory"].directory, tmp_path / "out", vision_tower=tmp_path, progress=False)
+
+
+# ------------------------------------------------------------------ (e) the command line
 
 
 def test_cli_convert(sources, tmp_path):

@@ -6,6 +6,8 @@ computes what the public code computes, so a conversion must give back the refer
 - legacy (``bczhou/TinyLLaVA-3.1B``): the reference tower has one encoder layer more than the checkpoint and a
   pooling head, and reads ``hidden_states[-2]`` of all patches; the checkpoint holds what the legacy SigLIP tower
   keeps after ``del encoder.layers[-1:]`` and ``head = Identity()``. Phi's tokenizer has no ``<image>`` or pad.
+  Without its tower, the legacy code loads the tower from ``mm_vision_tower`` (``bczhou/TinyLLaVA-3.1B-SigLIP``):
+  :func:`write_siglip_tower` writes the reference's tower as such a SigLIP checkpoint (``vision_model.*``).
 - factory (``tinyllava/TinyLLaVA-Phi-2-SigLIP-3.1B``): the reference drops the first patch state (strategy
   ``default``, the factory's ``patch``); the checkpoint adds Phi's ``lm_head.bias``, so the expected logits are the
   reference's plus that bias. Two safetensors shards and an index.
@@ -176,6 +178,21 @@ class TinyCheckpoint:
     origin: dict[str, str]             # converted parameter name → the source key it must equal
     lm_head_bias: torch.Tensor | None  # added to the reference's logits (factory)
 
+    def with_tower(self, tower: "TinyTower") -> "TinyCheckpoint":
+        """This checkpoint with its vision tower taken from ``tower``."""
+        origin = {name: key for name, key in self.origin.items() if not name.startswith("model.vision_tower.")}
+        return TinyCheckpoint(self.directory, self.reference, self.tensors | tower.tensors, origin | tower.origin,
+                              self.lm_head_bias)
+
+
+@dataclass
+class TinyTower:
+    """A written tiny SigLIP checkpoint: its tensors and which converted parameter each must become."""
+
+    directory: Path
+    tensors: dict[str, torch.Tensor]  # vision_model.* (and a SiglipModel's text half) → tensor, as written
+    origin: dict[str, str]            # converted tower parameter → its SigLIP key
+
 
 def phi_like_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE like Phi-2's: ``<|endoftext|>`` as bos/eos/unk, no pad token and no ``<image>``."""
@@ -232,21 +249,37 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-def write_legacy_checkpoint(directory: Path, weights_format: str = "safetensors", seed: int = 0) -> TinyCheckpoint:
-    """A tiny ``bczhou/TinyLLaVA-3.1B``: one file of weights, its SigLIP config in ``mm_vision_tower``."""
+def _save(tensors: dict[str, torch.Tensor], directory: Path, weights_format: str) -> None:
+    """One weights file, ``model.safetensors`` or (``bin``) ``pytorch_model.bin``."""
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = phi_like_tokenizer()
-    tokenizer.save_pretrained(directory)
-    reference = reference_model(image_token_index=len(tokenizer), strategy="full", seed=seed)  # <image> comes next
-    last = f"model.vision_tower.encoder.layers.{TINY_SIGLIP['num_hidden_layers'] - 1}."
-    kept = {name: tensor for name, tensor in reference.state_dict().items()
-            if not name.startswith((last, "model.vision_tower.head."))}
-    tensors = {_renamed(name, LEGACY_PREFIXES): tensor.clone() for name, tensor in kept.items()}
-    assert set(tensors) == set(legacy_weight_shapes(TINY_PHI, TINY_SIGLIP)), "tiny legacy names = real names"
     if weights_format == "bin":
         torch.save(tensors, directory / "pytorch_model.bin")
     else:
         save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+def _legacy_cut(reference: LlavaForConditionalGeneration) -> dict[str, torch.Tensor]:
+    """The reference's parameters less what the legacy tower drops: its last encoder layer and its head."""
+    last = f"model.vision_tower.encoder.layers.{TINY_SIGLIP['num_hidden_layers'] - 1}."
+    return {name: tensor for name, tensor in reference.state_dict().items()
+            if not name.startswith((last, "model.vision_tower.head."))}
+
+
+def write_legacy_checkpoint(directory: Path, weights_format: str = "safetensors", seed: int = 0,
+                            with_tower: bool = True) -> TinyCheckpoint:
+    """A tiny ``bczhou/TinyLLaVA-3.1B``: one file of weights, its SigLIP config in ``mm_vision_tower``;
+    ``with_tower=False``: no tower weights (the legacy code loads them from ``mm_vision_tower``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer = phi_like_tokenizer()
+    tokenizer.save_pretrained(directory)
+    reference = reference_model(image_token_index=len(tokenizer), strategy="full", seed=seed)  # <image> comes next
+    kept = _legacy_cut(reference)
+    tensors = {_renamed(name, LEGACY_PREFIXES): tensor.clone() for name, tensor in kept.items()}
+    assert set(tensors) == set(legacy_weight_shapes(TINY_PHI, TINY_SIGLIP)), "tiny legacy names = real names"
+    if not with_tower:
+        kept = {name: tensor for name, tensor in kept.items() if not name.startswith("model.vision_tower.")}
+        tensors = {key: tensor for key, tensor in tensors.items() if not key.startswith("model.vision_tower.")}
+    _save(tensors, directory, weights_format)
     _write_json(directory / "config.json", REAL_LEGACY_CONFIG | TINY_PHI | {
         "mm_vision_tower": TINY_TOWER_DIR, "mm_hidden_size": TINY_SIGLIP["hidden_size"], "torch_dtype": "float32"})
     tower = directory / TINY_TOWER_DIR
@@ -254,6 +287,31 @@ def write_legacy_checkpoint(directory: Path, weights_format: str = "safetensors"
     _write_json(tower / "config.json", {"model_type": "siglip_vision_model", **TINY_SIGLIP})
     origin = {name: _renamed(name, LEGACY_PREFIXES) for name in kept}
     return TinyCheckpoint(directory, reference, tensors, origin, lm_head_bias=None)
+
+
+def write_siglip_tower(directory: Path, reference: LlavaForConditionalGeneration, form: str = "whole",
+                       weights_format: str = "safetensors") -> TinyTower:
+    """The reference's SigLIP tower as a SigLIP checkpoint in ``directory`` (``vision_model.*`` keys, config.json):
+
+    - ``whole``: a ``SiglipVisionModel`` (all 3 layers and the pooling head);
+    - ``cut``: one saved after the legacy cut (2 layers, no head; its config still says 3);
+    - ``siglip``: a whole ``SiglipModel`` (``model_type`` siglip): the vision half plus a text half.
+    """
+    tower = {"vision_model." + name[len("model.vision_tower."):]: tensor.clone()
+             for name, tensor in reference.state_dict().items() if name.startswith("model.vision_tower.")}
+    kept = {name for name in _legacy_cut(reference) if name.startswith("model.vision_tower.")}
+    origin = {name: "vision_model." + name[len("model.vision_tower."):] for name in kept}
+    tensors = {key: tensor for key, tensor in tower.items() if form != "cut" or key in origin.values()}
+    config = {"model_type": "siglip_vision_model", **TINY_SIGLIP}
+    if form == "siglip":
+        generator = torch.Generator().manual_seed(7)
+        tensors |= {"text_model.embeddings.token_embedding.weight": torch.randn(50, 32, generator=generator),
+                    "text_model.head.weight": torch.randn(32, 32, generator=generator),
+                    "logit_scale": torch.ones(1), "logit_bias": torch.zeros(1)}
+        config = {"model_type": "siglip", "vision_config": config, "text_config": {"model_type": "siglip_text_model"}}
+    _save(tensors, directory, weights_format)
+    _write_json(directory / "config.json", config)
+    return TinyTower(directory, tensors, origin)
 
 
 def write_factory_checkpoint(directory: Path, seed: int = 1,

@@ -8,6 +8,19 @@ TinyLLaVA-3.1B = SigLIP-so400m (384 px, patch 14) + 2-layer GELU MLP connector +
 when it loads and feeds all 729 patch states of its (new) last layer to the connector, so the converted tower
 keeps the layers the checkpoint holds, reads ``hidden_states[-1]`` and keeps every patch (strategy ``full``).
 
+The legacy model builds its tower with ``delay_load`` and loads it at inference from the config's
+``mm_vision_tower`` (``bczhou/TinyLLaVA-3.1B-SigLIP`` for the 3.1B): ``SigLipVisionModel.from_pretrained`` of
+that SigLIP checkpoint, then ``del encoder.layers[-1:]`` and ``head = Identity()``. So a legacy checkpoint may
+hold no ``model.vision_tower.vision_tower.vision_model.*`` keys; the tower then comes from a separate SigLIP
+checkpoint (``vision_tower``: a directory or Hub id, by default ``mm_vision_tower``; given explicitly it also
+replaces a tower the checkpoint holds, as the legacy code's reload does). Its ``vision_model.X`` becomes the
+legacy ``model.vision_tower.vision_tower.vision_model.X``, its config.json sizes the tower (so400m's without one)
+and, as in the legacy code, the tower keeps ``num_hidden_layers - 1`` encoder layers: the checkpoint holds all
+``num_hidden_layers`` (the last one and the head are left out) or is a tower saved after that cut, with
+``num_hidden_layers - 1`` layers (all kept); any other count is an error. A full ``SiglipModel`` checkpoint's
+text half (``text_model.*``, ``logit_scale``, ``logit_bias``) is left out as the legacy loader leaves it out.
+The converted tower then has exactly the layers it holds, like an embedded one (26 of so400m's 27, layer -1).
+
 ``factory`` — ``tinyllava/TinyLLaVA-Phi-2-SigLIP-3.1B`` (TinyLLaVA Factory, ``TinyLlavaForConditionalGeneration``,
 model_type ``tinyllava``, ``trust_remote_code``): ``language_model`` (a ``PhiForCausalLM``, whose ``lm_head`` has a
 bias), ``vision_tower._vision_tower`` (a full ``SiglipVisionModel``) and ``connector._connector``. Its vision
@@ -37,6 +50,12 @@ Where the names come from (public sources, read when this module was written):
   ``modeling_tinyllava_phi.py``, with its weight loader naming ``vision_tower._vision_tower.vision_model...`` and
   ``connector._connector.{0,2}``), and a factory ``config.json`` of a sibling model (alisalamatian1/ChartGaze,
   ``models/TinyLLaVA/my_modeling/TinyLLaVA-OpenELM-450M-SigLIP-0.89B_wAttn/config.json``).
+- The legacy loader: TinyLLaVA_Factory's history (``tinyllava/model/builder.py`` ``load_pretrained_model``:
+  ``if not vision_tower.is_loaded: vision_tower.load_model()``; ``tinyllava/model/llava_arch.py``:
+  ``build_vision_tower(config, delay_load=True)``; ``multimodal_encoder/siglip_encoder.py`` ``load_model``) and
+  transformers' ``models/llava/convert_llava_weights_to_hf.py`` (whose recipe calls
+  ``model.get_vision_tower().load_model()`` before saving, because LLaVA checkpoints need not hold the tower; for
+  SigLIP it uses 26 layers, no head, layer -1, strategy ``full``, as here).
 - transformers 5.x itself (the pinned version): ``LlavaForConditionalGeneration`` parameter names.
 """
 
@@ -44,12 +63,13 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Iterator, Mapping
+from typing import Callable, Collection, Iterator, Mapping
 
 import torch
 from transformers import (
@@ -69,14 +89,21 @@ from transformers.models.siglip.image_processing_pil_siglip import SiglipImagePr
 from hfprune.errors import HfpruneError
 from hfprune.models.tiny_llava import PHI_CHAT_TEMPLATE
 
+log = logging.getLogger(__name__)
+
 LAYOUTS = ("legacy", "factory")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 IMAGE_TOKEN = "<image>"
 MAX_SHARD_BYTES = 2 * 1024**3  # the writer holds one output shard in memory
 
+LEGACY_TOWER = "model.vision_tower.vision_tower.vision_model."  # the legacy checkpoint's SigLIP tower
+SIGLIP_VISION = "vision_model."  # a SigLIP checkpoint's tower (SiglipVisionModel, or SiglipModel's vision half)
+SIGLIP_TEXT = ("text_model.", "logit_scale", "logit_bias")  # a SiglipModel's text half: never loaded
+TOWER_TARGET = "model.vision_tower."
+
 # Source key prefix → LlavaForConditionalGeneration parameter prefix; the first matching prefix wins.
 LEGACY_KEY_MAP: tuple[tuple[str, str], ...] = (
-    ("model.vision_tower.vision_tower.vision_model.", "model.vision_tower."),
+    (LEGACY_TOWER, TOWER_TARGET),
     ("model.mm_projector.0.", "model.multi_modal_projector.linear_1."),
     ("model.mm_projector.2.", "model.multi_modal_projector.linear_2."),
     ("model.", "model.language_model."),
@@ -198,8 +225,11 @@ def _check_shape(key: str, source: tuple[int, ...], target: tuple[int, ...]) -> 
 # --------------------------------------------------------------------------- source checkpoint
 
 
-def resolve_source(source: str | Path) -> Path:
-    """A local directory as is; a Hub id downloaded with ``snapshot_download`` (HfpruneError when offline)."""
+def resolve_source(source: str | Path, what: str = "source", option: str = "") -> Path:
+    """A local directory as is; a Hub id downloaded with ``snapshot_download`` (HfpruneError when offline).
+
+    ``what`` names the checkpoint in errors; ``option`` is the command-line option that takes its directory.
+    """
     path = Path(source).expanduser()
     if path.is_dir():
         return path
@@ -209,14 +239,15 @@ def resolve_source(source: str | Path) -> Path:
     try:
         validate_repo_id(str(source))
     except HFValidationError:
-        raise HfpruneError(f"source '{source}' is neither a directory nor a Hugging Face Hub id") from None
+        raise HfpruneError(f"{what} '{source}' is neither a directory nor a Hugging Face Hub id") from None
     try:
         return Path(snapshot_download(str(source), allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt",
                                                                    "*.model", "*.jinja"]))
     except Exception as error:  # offline, unknown repository, network or disk trouble: all end the same way
         raise HfpruneError(
             f"cannot download '{source}' from the Hugging Face Hub ({type(error).__name__}); download it where "
-            f"there is network (`hf download {source} --local-dir DIR`) and pass the local directory DIR") from error
+            f"there is network (`hf download {source} --local-dir DIR`) and pass the local directory DIR"
+            f"{f' with {option}' if option else ''}") from error
 
 
 def read_source_config(directory: Path) -> dict:
@@ -283,32 +314,69 @@ class _Shard:
         return self._loaded[key] if self._handle is None else self._handle.get_tensor(key)
 
 
+def _unchanged(key: str) -> str:
+    return key
+
+
+class _Weights:
+    """What :class:`SourceWeights` and :class:`MergedWeights` share: one tensor found by name."""
+
+    def tensors(self, wanted: Collection[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """One tensor by name."""
+        for _, tensor in self.tensors((name,)):
+            return tensor
+        raise HfpruneError(f"no tensor '{name}' in the checkpoint")
+
+
 @dataclass
-class SourceWeights:
-    """A checkpoint's tensors, read one shard at a time."""
+class SourceWeights(_Weights):
+    """A checkpoint's tensors, read one shard at a time, under the names ``rename`` gives (None leaves one out)."""
 
     files: list[Path]
+    rename: Callable[[str], str | None] = _unchanged
 
-    def _shards(self) -> Iterator[_Shard]:
+    def _named(self) -> Iterator[tuple[_Shard, str, str]]:
+        """``(shard, stored key, name)`` for every tensor not left out, shard after shard."""
         for path in self.files:
-            yield _Shard(path)
+            shard = _Shard(path)
+            for key in shard.keys():
+                if (name := self.rename(key)) is not None:
+                    yield shard, key, name
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every key's shape, without reading the tensors' data."""
-        return {key: shard.shape(key) for shard in self._shards() for key in shard.keys()}
+        """Every name's shape, without reading the tensors' data."""
+        return {name: shard.shape(key) for shard, key, name in self._named()}
 
-    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """``(key, tensor)`` for every tensor, shard after shard."""
-        for shard in self._shards():
-            for key in shard.keys():
-                yield key, shard.get(key)
+    def tensors(self, wanted: Collection[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` for every tensor (or only the ``wanted`` names), shard after shard."""
+        for shard, key, name in self._named():
+            if wanted is None or name in wanted:
+                yield name, shard.get(key)
 
-    def tensor(self, key: str) -> torch.Tensor:
-        """One tensor by key."""
-        shard = next((shard for shard in self._shards() if key in shard.keys()), None)
-        if shard is None:
-            raise HfpruneError(f"no tensor '{key}' in the checkpoint")
-        return shard.get(key)
+
+@dataclass
+class MergedWeights(_Weights):
+    """Several checkpoints' tensors as one (a legacy checkpoint and its separate vision tower)."""
+
+    parts: list[SourceWeights]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every name's shape; HfpruneError for a name two parts give."""
+        merged: dict[str, tuple[int, ...]] = {}
+        for part in self.parts:
+            shapes = part.shapes()
+            if twice := merged.keys() & shapes.keys():
+                raise HfpruneError(f"keys in more than one checkpoint: {_listed(twice)}")
+            merged |= shapes
+        return merged
+
+    def tensors(self, wanted: Collection[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` part after part."""
+        for part in self.parts:
+            yield from part.tensors(wanted)
 
 
 # --------------------------------------------------------------------------- layout and config
@@ -369,36 +437,47 @@ def text_config_from_source(config: Mapping, layout: str) -> PhiConfig:
     return PhiConfig(**_known(PHI_FIELDS, text), tie_word_embeddings=False)
 
 
-def _legacy_tower_dir(config: Mapping, directory: Path) -> Path | None:
+def _legacy_tower_name(config: Mapping) -> str:
+    """The legacy config's ``mm_vision_tower`` ('' when unset); HfpruneError unless it is a SigLIP."""
+    tower = str(config.get("mm_vision_tower") or "")
+    if tower and "siglip" not in tower.lower():  # the legacy builder picks SigLIP by this very test
+        raise HfpruneError(f"unsupported vision tower '{tower}': only TinyLLaVA-3.1B's SigLIP converts")
+    return tower
+
+
+def local_tower_dir(config: Mapping, directory: Path) -> Path | None:
     """The directory ``mm_vision_tower`` names (absolute, or relative to the checkpoint), if it exists."""
-    tower = config.get("mm_vision_tower")
+    tower = _legacy_tower_name(config)
     if not tower:
         return None
     path = Path(tower) if Path(tower).is_absolute() else directory / tower
     return path if path.is_dir() else None
 
 
-def source_vision_config(config: Mapping, layout: str, directory: Path) -> SiglipVisionConfig:
-    """The source's SigLIP tower as configured: factory ``vision_config``; legacy the ``mm_vision_tower``
-    directory's config.json when it is local; else google/siglip-so400m-patch14-384's."""
+def source_vision_config(config: Mapping, layout: str, tower_dir: Path | None = None) -> SiglipVisionConfig:
+    """The source's SigLIP tower as configured: factory ``vision_config``; legacy the config.json in
+    ``tower_dir`` (the tower's directory, when local); else google/siglip-so400m-patch14-384's."""
     if layout == "factory" and config.get("vision_config"):
         vision = config["vision_config"]
         _require(vision.get("model_type"), "siglip_vision_model", "vision tower")
         return SiglipVisionConfig(**_known(SIGLIP_FIELDS, vision))
     if layout == "legacy":
-        tower = str(config.get("mm_vision_tower", "siglip"))
-        if "siglip" not in tower.lower():
-            raise HfpruneError(f"unsupported vision tower '{tower}': only TinyLLaVA-3.1B's SigLIP converts")
-        tower_dir = _legacy_tower_dir(config, directory)
+        _legacy_tower_name(config)
         if tower_dir is not None and (tower_dir / "config.json").is_file():
             vision = json.loads((tower_dir / "config.json").read_text())
             return SiglipVisionConfig(**_known(SIGLIP_FIELDS, vision.get("vision_config", vision)))
     return SiglipVisionConfig(**SO400M_384)
 
 
-def _legacy_layer_count(keys: Collection[str]) -> int:
-    prefix = "model.vision_tower.vision_tower.vision_model.encoder.layers."
-    indices = {int(key[len(prefix):].split(".")[0]) for key in keys if key.startswith(prefix)}
+def _layer_index(key: str, prefix: str) -> int | None:
+    """``i`` for a key ``{prefix}encoder.layers.{i}.…``, else None."""
+    start = prefix + "encoder.layers."
+    return int(key[len(start):].split(".")[0]) if key.startswith(start) else None
+
+
+def _layer_count(keys: Collection[str], prefix: str) -> int:
+    """How many encoder layers the keys under ``prefix`` hold (the highest index + 1; 0 for none)."""
+    indices = [index for key in keys if (index := _layer_index(key, prefix)) is not None]
     return max(indices) + 1 if indices else 0
 
 
@@ -414,7 +493,7 @@ def llava_config(config: Mapping, layout: str, keys: Collection[str], *, image_t
         text.vocab_size = vocab_size
     vision = copy.deepcopy(vision) if vision is not None else SiglipVisionConfig(**SO400M_384)
     if layout == "legacy":
-        vision.num_hidden_layers = _legacy_layer_count(keys) or vision.num_hidden_layers - 1
+        vision.num_hidden_layers = _layer_count(keys, LEGACY_TOWER) or vision.num_hidden_layers - 1
         vision.vision_use_head, feature_layer, strategy = False, -1, "full"
     else:
         feature_layer = int(config.get("vision_feature_layer", -2))
@@ -428,6 +507,94 @@ def llava_config(config: Mapping, layout: str, keys: Collection[str], *, image_t
                        image_seq_length=patches - (strategy == "default"), projector_hidden_act="gelu",
                        vision_feature_select_strategy=strategy, vision_feature_layer=feature_layer,
                        multimodal_projector_bias=True, tie_word_embeddings=False)
+
+
+# --------------------------------------------------------------------------- the legacy vision tower
+
+
+@dataclass
+class LegacyTower:
+    """Where a legacy checkpoint's SigLIP tower comes from: its weights from ``directory`` when ``separate``,
+    else from the checkpoint itself; ``directory`` (None when not local) also holds its config.json."""
+
+    directory: Path | None
+    separate: bool
+
+
+def _embedded_tower_keys(keys: Collection[str]) -> list[str]:
+    """The legacy checkpoint's own tower weights (buffers that are dropped anyway do not count)."""
+    return [key for key in keys if key.startswith(LEGACY_TOWER) and dropped_reason(key) is None]
+
+
+def find_legacy_tower(config: Mapping, directory: Path, keys: Collection[str],
+                      vision_tower: str | Path | None = None) -> LegacyTower:
+    """``vision_tower`` when given (it replaces a tower the checkpoint holds, as the legacy code's reload from
+    ``mm_vision_tower`` does); else the checkpoint's own tower; else the one ``mm_vision_tower`` names."""
+    named = _legacy_tower_name(config)
+    if vision_tower is not None:
+        tower = LegacyTower(resolve_source(vision_tower, "vision tower", "--vision-tower"), separate=True)
+        if _embedded_tower_keys(keys):
+            log.warning("note: the vision tower comes from %s; the one in the checkpoint is left out", vision_tower)
+        return tower
+    if _embedded_tower_keys(keys):
+        return LegacyTower(local_tower_dir(config, directory), separate=False)
+    if not named:
+        raise HfpruneError("the legacy checkpoint holds no vision tower weights and its config.json names no "
+                           "mm_vision_tower; pass the SigLIP tower's directory with --vision-tower")
+    try:
+        return LegacyTower(local_tower_dir(config, directory) or resolve_source(named, "vision tower",
+                                                                                "--vision-tower"), separate=True)
+    except HfpruneError as error:
+        raise HfpruneError(f"the legacy checkpoint holds no vision tower weights; the legacy code loads them from "
+                           f"its mm_vision_tower: {error}") from error
+
+
+def _as_legacy_tower_key(key: str, kept_layers: int) -> str | None:
+    """A SigLIP key's legacy-checkpoint name; None for what the legacy tower never loads (the text half, the
+    pooling head, encoder layers from ``kept_layers`` on)."""
+    if not key.startswith(SIGLIP_VISION) or key.startswith(SIGLIP_VISION + "head."):
+        return None
+    index = _layer_index(key, SIGLIP_VISION)
+    if index is not None and index >= kept_layers:
+        return None
+    return LEGACY_TOWER + key[len(SIGLIP_VISION):]
+
+
+def separate_tower_weights(directory: Path, vision: SiglipVisionConfig) -> SourceWeights:
+    """The SigLIP checkpoint's tower as the legacy tower loads it, under the legacy checkpoint's names:
+    ``vision.num_hidden_layers - 1`` encoder layers, no head (module docstring)."""
+    files = weight_files(directory)
+    keys = list(SourceWeights(files).shapes())
+    unknown = [key for key in keys if not key.startswith((SIGLIP_VISION, *SIGLIP_TEXT))]
+    if unknown or not any(key.startswith(SIGLIP_VISION) for key in keys):
+        raise HfpruneError(f"the vision tower {directory} is not a SigLIP checkpoint: expected vision_model.* keys"
+                           f"{f', found {_listed(unknown)}' if unknown else ''}")
+    layers, configured = _layer_count(keys, SIGLIP_VISION), vision.num_hidden_layers
+    if layers not in (configured, configured - 1):
+        raise HfpruneError(f"the vision tower {directory} holds {layers} encoder layers; with num_hidden_layers "
+                           f"{configured} the legacy tower needs {configured} (a whole tower, of which it keeps "
+                           f"{configured - 1}) or {configured - 1} (a tower saved after that cut)")
+    return SourceWeights(files, rename=lambda key: _as_legacy_tower_key(key, kept_layers=configured - 1))
+
+
+def _without_tower(key: str) -> str | None:
+    """Leaves out a legacy checkpoint's own tower (replaced by a separate one)."""
+    return None if key.startswith(LEGACY_TOWER) else key
+
+
+def check_whole_tower(keys: Collection[str], target_shapes: Mapping[str, tuple[int, ...]],
+                      tower: LegacyTower) -> None:
+    """HfpruneError naming the tower tensors that are missing (a checkpoint that holds part of its tower)."""
+    wanted = {source_name(target, "legacy") for target in target_shapes if target.startswith(TOWER_TARGET)}
+    missing = wanted - set(keys)
+    if not missing:
+        return
+    if tower.separate:
+        names = [SIGLIP_VISION + key[len(LEGACY_TOWER):] for key in missing]
+        raise HfpruneError(f"the vision tower {tower.directory} lacks {_listed(names)} ({len(missing)} of the "
+                           f"{len(wanted)} tensors the legacy tower loads)")
+    raise HfpruneError(f"the legacy checkpoint holds only part of its vision tower: {_listed(missing)} missing "
+                       f"({len(missing)} of {len(wanted)} tensors); pass a whole SigLIP tower with --vision-tower")
 
 
 # --------------------------------------------------------------------------- tokenizer and processor
@@ -453,9 +620,9 @@ def load_tokenizer(directory: Path, config: Mapping, text_config: PhiConfig) -> 
     return tokenizer
 
 
-def _preprocessor_settings(directory: Path, config: Mapping) -> dict:
-    """The source's ``preprocessor_config.json`` (beside the weights, or in a local ``mm_vision_tower``)."""
-    for folder in (directory, _legacy_tower_dir(config, directory)):
+def _preprocessor_settings(directory: Path, tower_dir: Path | None) -> dict:
+    """The source's ``preprocessor_config.json`` (beside the weights, or in the legacy tower's directory)."""
+    for folder in (directory, tower_dir):
         if folder is not None and (folder / "preprocessor_config.json").is_file():
             return json.loads((folder / "preprocessor_config.json").read_text())
     return {}
@@ -469,10 +636,11 @@ def _square_size(size, default: int) -> int:
     return default
 
 
-def build_image_processor(directory: Path, config: Mapping, vision: SiglipVisionConfig):
+def build_image_processor(directory: Path, config: Mapping, vision: SiglipVisionConfig,
+                          tower_dir: Path | None = None):
     """SigLIP's preprocessing at the tower's size; ``image_aspect_ratio: pad`` first pads to a square
     of the mean colour, as the TinyLLaVA code's ``expand2square`` does."""
-    settings = _preprocessor_settings(directory, config)
+    settings = _preprocessor_settings(directory, tower_dir)
     side = _square_size(settings.get("size"), vision.image_size)
     common = dict(size={"height": side, "width": side}, image_mean=settings.get("image_mean", SIGLIP_MEAN_STD),
                   image_std=settings.get("image_std", SIGLIP_MEAN_STD),
@@ -484,9 +652,9 @@ def build_image_processor(directory: Path, config: Mapping, vision: SiglipVision
 
 
 def build_processor(directory: Path, config: Mapping, tokenizer: PreTrainedTokenizerBase,
-                    llava: LlavaConfig) -> LlavaProcessor:
+                    llava: LlavaConfig, tower_dir: Path | None = None) -> LlavaProcessor:
     """``LlavaProcessor`` expanding ``<image>`` to ``llava.image_seq_length`` tokens."""
-    return LlavaProcessor(image_processor=build_image_processor(directory, config, llava.vision_config),
+    return LlavaProcessor(image_processor=build_image_processor(directory, config, llava.vision_config, tower_dir),
                           tokenizer=tokenizer,
                           patch_size=llava.vision_config.patch_size,
                           vision_feature_select_strategy=llava.vision_feature_select_strategy,
@@ -627,8 +795,9 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor.clone()
 
 
-def write_weights(weights: SourceWeights, plan: ConversionPlan, layout: str, model: LlavaForConditionalGeneration,
-                  out: Path, dtype: torch.dtype | None, progress: bool, max_shard_bytes: int) -> torch.dtype:
+def write_weights(weights: SourceWeights | MergedWeights, plan: ConversionPlan, layout: str,
+                  model: LlavaForConditionalGeneration, out: Path, dtype: torch.dtype | None, progress: bool,
+                  max_shard_bytes: int) -> torch.dtype:
     """Stream the source tensors into ``out`` under their new names; return the dtype most weights have."""
     from tqdm.auto import tqdm
 
@@ -636,10 +805,8 @@ def write_weights(weights: SourceWeights, plan: ConversionPlan, layout: str, mod
     vocab_rows = model.config.text_config.vocab_size
     writer = ShardWriter(out, max_shard_bytes)
     with tqdm(total=len(plan.renames), desc="converting", unit="tensor", disable=not progress) as bar:
-        for key, tensor in weights.tensors():
-            target = plan.renames.get(key)
-            if target is None:
-                continue
+        for key, tensor in weights.tensors(plan.renames):
+            target = plan.renames[key]
             if target == "lm_head.weight" and plan.lm_head_bias is not None:
                 norm = FINAL_NORM[layout]
                 tensor = fold_lm_head_bias(tensor, weights.tensor(plan.lm_head_bias), weights.tensor(f"{norm}.weight"),
@@ -670,39 +837,79 @@ def _fresh_partial(out: Path) -> Path:
     return partial
 
 
+@dataclass
+class Source:
+    """A TinyLLaVA checkpoint opened for conversion: its tensors (with a separate legacy tower's) and configs."""
+
+    directory: Path
+    config: dict
+    layout: str
+    weights: SourceWeights | MergedWeights
+    shapes: dict[str, tuple[int, ...]]
+    text: PhiConfig
+    vision: SiglipVisionConfig
+    tower: LegacyTower | None = None  # legacy only
+
+
+def open_source(source: str | Path, layout: str = "auto", vision_tower: str | Path | None = None) -> Source:
+    """The checkpoint (local directory or Hub id) with its layout told, its configs read and checked and,
+    for a legacy checkpoint, its vision tower found (:func:`find_legacy_tower`)."""
+    directory = resolve_source(source)
+    config = read_source_config(directory)
+    weights = SourceWeights(weight_files(directory))
+    shapes = weights.shapes()
+    layout = detect_layout(config, shapes) if layout == "auto" else layout
+    text = text_config_from_source(config, layout)
+    if layout != "legacy":
+        if vision_tower is not None:
+            raise HfpruneError("--vision-tower is for the legacy layout only; a factory checkpoint holds its tower")
+        return Source(directory, config, layout, weights, shapes, text, source_vision_config(config, layout))
+    tower = find_legacy_tower(config, directory, shapes, vision_tower)
+    vision = source_vision_config(config, layout, tower.directory)
+    if tower.separate:
+        weights = MergedWeights([SourceWeights(weights.files, rename=_without_tower),
+                                 separate_tower_weights(tower.directory, vision)])
+        shapes = weights.shapes()
+    return Source(directory, config, layout, weights, shapes, text, vision, tower)
+
+
 def convert_tinyllava(source: str | Path, out: str | Path, *, layout: str = "auto", dtype: str = "auto",
-                      progress: bool = True, max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
+                      vision_tower: str | Path | None = None, progress: bool = True,
+                      max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
     """Convert a TinyLLaVA-3.1B checkpoint (local directory or Hub id) into ``out``; return ``out``.
 
     ``out`` then loads with plain ``LlavaForConditionalGeneration.from_pretrained`` and
     ``LlavaProcessor.from_pretrained``. ``layout``: auto, legacy or factory; ``dtype``: auto (as stored),
-    float16, bfloat16 or float32. Source tensors are read one shard at a time and written in shards of at most
-    ``max_shard_bytes``, so memory holds one output shard, never the whole model.
+    float16, bfloat16 or float32; ``vision_tower`` (legacy only): a SigLIP checkpoint (directory or Hub id) whose
+    tower replaces the checkpoint's own; without it a legacy checkpoint's own tower, else the one its
+    ``mm_vision_tower`` names (module docstring). Source tensors are read one shard at a time and written in
+    shards of at most ``max_shard_bytes``, so memory holds one output shard, never the whole model.
     """
     out = Path(out).expanduser()
     resolved_dtype = resolve_dtype(dtype)
     if layout != "auto":
         check_layout(layout)
     _check_out(out)
-    directory = resolve_source(source)
-    config = read_source_config(directory)
-    weights = SourceWeights(weight_files(directory))
-    shapes = weights.shapes()
-    layout = detect_layout(config, shapes) if layout == "auto" else layout
-    tokenizer = load_tokenizer(directory, config, text_config_from_source(config, layout))
-    llava = llava_config(config, layout, shapes, image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                         vocab_size=len(tokenizer), vision=source_vision_config(config, layout, directory))
+    src = open_source(source, layout, vision_tower)
+    tokenizer = load_tokenizer(src.directory, src.config, src.text)
+    llava = llava_config(src.config, src.layout, src.shapes, vision=src.vision, vocab_size=len(tokenizer),
+                         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(llava)
-    plan = plan_conversion(shapes, layout, {name: tuple(p.shape) for name, p in model.named_parameters()})
+    targets = {name: tuple(parameter.shape) for name, parameter in model.named_parameters()}
+    if src.tower is not None:
+        check_whole_tower(src.shapes, targets, src.tower)
+    plan = plan_conversion(src.shapes, src.layout, targets)
+    tower_dir = src.tower.directory if src.tower is not None else None
     partial = _fresh_partial(out)
     try:
-        llava.dtype = write_weights(weights, plan, layout, model, partial, resolved_dtype, progress, max_shard_bytes)
+        llava.dtype = write_weights(src.weights, plan, src.layout, model, partial, resolved_dtype, progress,
+                                    max_shard_bytes)
         llava.architectures = ["LlavaForConditionalGeneration"]
         llava.save_pretrained(partial)
         GenerationConfig(bos_token_id=llava.text_config.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id).save_pretrained(partial)
-        build_processor(directory, config, tokenizer, llava).save_pretrained(partial)
+        build_processor(src.directory, src.config, tokenizer, llava, tower_dir).save_pretrained(partial)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
