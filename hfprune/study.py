@@ -7,6 +7,7 @@ recipe into the same directory skips every recorded trial and ends with the same
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from hfprune.recipe import INSTRUCTION_DATASETS, Recipe
 from hfprune.store import TrialStore, read_trials, write_json_atomically
 from hfprune.tasks import ImageClassificationTask, Task
 from hfprune.train.trainer import get_accelerator
-from hfprune.trial import TrialSpec, run_trial
+from hfprune.trial import RETRAINED, TrialSpec, run_trial
 
 
 @dataclass
@@ -151,6 +152,7 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True) -> S
         if main:  # export first: a kill in between reruns the trial, which re-exports the same model
             _export(adapter, task, spec, model, record, recipe, directory)
             store.append(record)
+            shutil.rmtree(directory / "trials" / spec.directory_name / RETRAINED, ignore_errors=True)
         metric, _ = task.best_metric(record)
         bar.set_postfix(pruned_loss=f"{record['pruned_train_loss']:.3f}", **{metric: f"{record[metric]:.3f}"})
     accelerator.wait_for_everyone()

@@ -19,6 +19,7 @@ class Task(Protocol):
     train_set: torch.utils.data.Dataset
     pruned_splits: tuple[str, ...]  # the splits measured right after pruning, before retraining
     find_unused_parameters: bool  # some steps leave parameters without gradients (DDP must be told)
+    keeps_retrained: bool  # retraining is costly: a trial saves its retrained model until it is recorded
 
     def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
         """The training loss under ``section``'s label smoothing and batch mixing (None: plain)."""
@@ -73,6 +74,7 @@ class ImageClassificationTask:
 
     pruned_splits = ("train", "test")
     find_unused_parameters = False
+    keeps_retrained = False
 
     def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024):
         self.data = data

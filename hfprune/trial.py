@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from accelerate import PartialState
 from transformers import PreTrainedModel
 
+from hfprune.checkpoints import quiet_hf_progress, save_atomically
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
 from hfprune.recipe import RetrainSection
 from hfprune.seeding import stable_seed
@@ -35,11 +37,15 @@ class TrialSpec:
         return self.trial_id.replace(":", "_")
 
 
+TRIAL_FILE = "trial.json"
 MasksFor = Callable[[TrialSpec, torch.nn.Module], tuple[dict[str, torch.Tensor], dict[str, Any]]]
 
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{key}": value for key, value in metrics.items()}
+
+
+RETRAINED = "retrained"  # in a trial's workdir: the retrained model and its record, until the trial is recorded
 
 
 def run_trial(
@@ -55,9 +61,27 @@ def run_trial(
     """Prune a copy of ``dense``, measure it, retrain it (masks exact) and evaluate it.
 
     ``masks_for`` gives the trial's parameter masks and the facts the record keeps about them;
-    ``workdir`` keeps what the final evaluation writes (e.g. generated answers).
-    Returns the trial record and the retrained (still masked) model.
+    ``workdir`` keeps what the final evaluation writes (e.g. generated answers) and, for tasks whose
+    retraining is expensive (``task.keeps_retrained``), the retrained model: a trial killed during its final
+    evaluation resumes there. Returns the trial record and the retrained (still masked) model.
     """
+    checkpoint = workdir / RETRAINED if workdir is not None and task.keeps_retrained else None
+    resumed = _load_retrained(checkpoint, dense) if checkpoint is not None else None
+    if resumed is not None:
+        record, model = resumed
+    else:
+        record, model = _prune_and_retrain(spec, dense, masks_for, task, retrain, study_seed, progress)
+        if checkpoint is not None:
+            _save_retrained(model, record, checkpoint)
+    started = time.perf_counter()
+    record.update(_prefixed("final_test", task.evaluate(model, "test", workdir)))
+    record.update(_prefixed("final_train", task.evaluate(model, "train")))
+    record["timings"]["final_eval_s"] = time.perf_counter() - started
+    return record, model
+
+
+def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, task: Task,
+                       retrain: RetrainSection, study_seed: int, progress: bool) -> tuple[dict[str, Any], PreTrainedModel]:
     seed = stable_seed(study_seed, spec.trial_id)
     timings: dict[str, float] = {}
     model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
@@ -96,11 +120,24 @@ def run_trial(
     result = train(model, task.train_set, retrain, loss_fn, seed=seed, masks=masked, progress=progress,
                    description="retrain", find_unused_parameters=task.find_unused_parameters)
     timings["retrain_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    record.update(_prefixed("final_test", task.evaluate(model, "test", workdir)))
-    record.update(_prefixed("final_train", task.evaluate(model, "train")))
-    timings["final_eval_s"] = time.perf_counter() - started
     record["retrain_steps"] = result.steps
     record["mask_violations"] = masked.violations()
     record["timings"] = timings
     return record, model
+
+
+def _save_retrained(model: PreTrainedModel, record: dict[str, Any], checkpoint: Path) -> None:
+    """The retrained model with its record so far (the main process writes; the others wait for it)."""
+    state = PartialState()
+    if state.is_main_process:
+        save_atomically(model, checkpoint, card=lambda folder: (folder / TRIAL_FILE).write_text(json.dumps(record)))
+    state.wait_for_everyone()
+
+
+def _load_retrained(checkpoint: Path, dense: PreTrainedModel) -> tuple[dict[str, Any], PreTrainedModel] | None:
+    """(record so far, retrained model) saved by an earlier, interrupted run of this trial; None if there is none."""
+    if not (checkpoint / TRIAL_FILE).is_file():
+        return None
+    with quiet_hf_progress():
+        model = type(dense).from_pretrained(checkpoint, dtype=dense.dtype)
+    return json.loads((checkpoint / TRIAL_FILE).read_text()), model.to(PartialState().device)

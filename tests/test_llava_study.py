@@ -194,3 +194,32 @@ def test_missing_images_of_the_samples_used_are_named_before_any_work(setup, tmp
                                                                           "test_limit": None}))
     task = build_task(subset, progress=False)  # a subset that does not use the missing image loads
     assert len(task.train_set) == 2
+
+
+def test_a_kill_during_the_final_evaluation_resumes_without_retraining(setup, tmp_path, monkeypatch):
+    from hfprune import trial, vl_task
+    from hfprune.study import run_study
+
+    recipe = parse_recipe(tiny_llava_recipe("tinyllava_ump", setup, export={"checkpoints": "none"}))
+    reference = run_study(recipe, tmp_path / "reference", progress=False).records
+    trainings, real_train = [], trial.train
+    monkeypatch.setattr(trial, "train", lambda *args, **kwargs: trainings.append(1) or real_train(*args, **kwargs))
+    real_scores = vl_task.VisionLanguageTask._benchmark_scores
+
+    def killed_in_a_trial(self, model, workdir):
+        if "trials" in str(workdir):
+            raise KeyboardInterrupt
+        return real_scores(self, model, workdir)
+
+    monkeypatch.setattr(vl_task.VisionLanguageTask, "_benchmark_scores", killed_in_a_trial)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(recipe, tmp_path / "killed", progress=False)
+    retrained = tmp_path / "killed" / "trials" / "sparsity@0.4375_ump_r0" / "retrained"
+    assert trainings == [1] and (retrained / "trial.json").is_file()
+
+    monkeypatch.setattr(vl_task.VisionLanguageTask, "_benchmark_scores", real_scores)
+    resumed = run_study(recipe, tmp_path / "killed", progress=False).records
+    assert trainings == [1], "the retrained model was reused, not trained again"
+    assert not retrained.exists(), "removed once the trial is recorded"
+    drop = lambda record: {key: value for key, value in record.items() if key != "timings"}  # noqa: E731
+    assert [drop(record) for record in resumed] == [drop(record) for record in reference]
