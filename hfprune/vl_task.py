@@ -14,6 +14,7 @@ from typing import Iterator
 
 import torch
 from accelerate import PartialState
+from accelerate.utils import reduce
 from torch.utils.data import Subset
 from transformers import AutoConfig, AutoProcessor
 
@@ -76,7 +77,12 @@ class VisionLanguageTask:
             yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
 
     def _token_loss(self, model: torch.nn.Module, dataset) -> dict[str, float]:
-        measured = pruned_train_loss(model, dataset, batch_size=self.evaluation.batch_size, progress=self.progress)
+        """Token-weighted loss over ``dataset``; with several processes each measures its share and they add up."""
+        state = PartialState()
+        share = Subset(dataset, range(state.process_index, len(dataset), state.num_processes))
+        sum_across = (lambda totals: reduce(totals, reduction="sum")) if state.num_processes > 1 else None
+        measured = pruned_train_loss(model, share, batch_size=self.evaluation.batch_size, sum_across=sum_across,
+                                     progress=self.progress)
         return {"loss": measured["loss"], "tokens": measured["tokens"]}
 
     def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
@@ -88,17 +94,24 @@ class VisionLanguageTask:
         return metrics
 
     def _benchmark_scores(self, model: torch.nn.Module, workdir: Path | None) -> dict[str, float]:
-        """The main process generates and scores; the others wait for its summary (one set of answers)."""
-        from hfprune.evaluation.runner import evaluate_model
+        """Every process answers its share of the benchmarks; the main process gathers and scores them."""
+        from hfprune.evaluation.runner import answer_share, evaluate_model, merge_shares
 
         evaluation, state = self.evaluation, PartialState()
+        tasks = list(evaluation.benchmarks)
+        options = {"limit": evaluation.benchmark_limit, "batch_size": evaluation.batch_size,
+                   "data_dir": evaluation.benchmark_data_dir, "max_new_tokens": evaluation.max_new_tokens,
+                   "progress": self.progress}
+        if workdir is None and state.num_processes > 1:
+            raise HfpruneError("benchmarks on several processes need a workdir that all of them share")
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(workdir or scratch)
+            if state.num_processes > 1:
+                answer_share((model, self.processor), tasks, out, state.process_index, state.num_processes, **options)
+                state.wait_for_everyone()
             if state.is_main_process:
-                evaluate_model((model, self.processor), list(evaluation.benchmarks), out,
-                               limit=evaluation.benchmark_limit, batch_size=evaluation.batch_size,
-                               data_dir=evaluation.benchmark_data_dir, max_new_tokens=evaluation.max_new_tokens,
-                               progress=self.progress)
+                merge_shares(tasks, out)
+                evaluate_model((model, self.processor), tasks, out, **options)  # scores; answers nothing left
             state.wait_for_everyone()
             summary = json.loads((out / "summary.json").read_text())
         scores = {f"{name}_score": score for name, score in summary["scores"].items()}

@@ -150,3 +150,24 @@ def test_lm_eval_on_the_language_model_with_a_local_task(tiny, tmp_path):
     written = json.loads((tmp_path / "out" / "lm_eval.json").read_text())
     assert written["results"]["tiny_choice"]["acc,none"] == accuracy
     assert "lm-eval tiny_choice" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_processes_answer_disjoint_shares_that_merge_into_one_prediction_file(tiny, tmp_path):
+    from benchmark_fixtures import write_fixture
+    from hfprune.evaluation.runner import answer_share, merge_shares
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_fixture("pope", tmp_path).rename(data / "pope")
+    out = tmp_path / "eval"
+    for rank in (0, 1):  # as two processes would, one after the other
+        answer_share(tiny, ["pope"], out, rank, 2, data_dir=data, max_new_tokens=2, progress=False)
+    shares = [{p.sample_id for p in read_predictions(out / "pope" / f"predictions.rank{rank}.jsonl")} for rank in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == 3 and not shares[0] & shares[1]
+
+    merge_shares(["pope"], out)
+    assert not list((out / "pope").glob("predictions.rank*.jsonl"))
+    assert {p.sample_id for p in read_predictions(out / "pope" / "predictions.jsonl")} == shares[0] | shares[1]
+    summary = evaluate_model(str(tmp_path / "no-model-needed"), ["pope"], out, data_dir=data, max_new_tokens=2,
+                             progress=False)  # every answer is there: scoring never loads the model
+    assert 0 <= summary["scores"]["pope"] <= 100

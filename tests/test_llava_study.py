@@ -164,9 +164,9 @@ def test_push_to_hub_needs_the_best_checkpoint(setup):
         parse_recipe(tiny_llava_recipe("tinyllava_compare", setup, export={"push_to_hub": "me/x"}))
 
 
-def test_two_processes_run_a_llava_study_data_parallel(setup, tmp_path):
-    """torchrun with 2 CPU processes: DDP over text-only and image batches (unused parameters), benchmarks
-    answered once by the main process while the other waits, one record."""
+def test_two_processes_run_a_llava_study_data_parallel(setup, compare_study, tmp_path):
+    """torchrun with 2 CPU processes: DDP over text-only and image batches (unused parameters), the pruned train
+    loss and the benchmark answers split between the processes and gathered, one record."""
     recipe = write_llava_recipe(tmp_path, "tinyllava_gmp", setup, export={"checkpoints": "none"})
     command = torchrun("-m", "hfprune", "run", str(recipe), "--out", str(tmp_path / "study"), "--no-progress")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cpu_ddp_environment())
@@ -174,8 +174,11 @@ def test_two_processes_run_a_llava_study_data_parallel(setup, tmp_path):
     (record,) = read_trials(tmp_path / "study")
     assert record["method"] == "gmp" and record["mask_violations"] == 0 and "final_test_pope_score" in record
     assert json.loads((tmp_path / "study" / "study.json").read_text())["processes"] == 2
-    answers = (tmp_path / "study" / "trials" / "sparsity@0.4375_gmp_r0" / "pope" / "predictions.jsonl").read_text()
-    assert len(answers.splitlines()) == 6  # one process wrote them, once
+    pope = tmp_path / "study" / "trials" / "sparsity@0.4375_gmp_r0" / "pope"
+    assert len((pope / "predictions.jsonl").read_text().splitlines()) == 6 and not list(pope.glob("*rank*"))
+    single = next(r for r in read_trials(compare_study[1]) if r["method"] == "gmp")  # the same mask, 1 process
+    assert record["pruned_train_tokens"] == single["pruned_train_tokens"]
+    assert record["pruned_train_loss"] == pytest.approx(single["pruned_train_loss"], rel=1e-6)  # fp32 batches differ
 
 
 def test_missing_images_of_the_samples_used_are_named_before_any_work(setup, tmp_path):

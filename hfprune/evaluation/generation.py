@@ -86,7 +86,7 @@ def read_predictions(path: str | Path) -> list[Prediction]:
     return predictions
 
 
-def _drop_torn_tail(path: Path) -> None:
+def drop_torn_tail(path: Path) -> None:
     """Cut a partial last line so that appended records start on a fresh line."""
     if path.exists():
         data = path.read_bytes()
@@ -105,7 +105,7 @@ def generate_predictions(model, processor, samples: list[BenchmarkSample], path:
     path.parent.mkdir(parents=True, exist_ok=True)
     done = {prediction.sample_id: prediction for prediction in read_predictions(path)}
     todo = [sample for sample in samples if sample.sample_id not in done]
-    _drop_torn_tail(path)
+    drop_torn_tail(path)
     with tqdm(total=len(samples), initial=len(samples) - len(todo), desc=desc, disable=not progress,
               unit="sample") as bar, path.open("a", encoding="utf-8") as handle:
         for batch in _batches(todo, batch_size):

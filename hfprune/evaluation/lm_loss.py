@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from tqdm.auto import tqdm
 
@@ -31,11 +33,13 @@ def supervised_token_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Te
 
 @torch.no_grad()
 def pruned_train_loss(model: torch.nn.Module, dataset, *, batch_size: int = 8, progress: bool = True,
-                      device: torch.device | str | None = None) -> dict:
+                      device: torch.device | str | None = None,
+                      sum_across: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
     """Token-weighted mean cross-entropy over all supervised tokens of ``dataset`` (eval mode, no gradients).
 
     Returns ``{"loss", "tokens", "samples"}``. The mean is the sum of all token losses over the total number of
     supervised tokens, so it does not depend on ``batch_size``. Batches go to ``device`` (default: the model's).
+    When each process holds a shard of the set, ``sum_across`` (a sum over the processes) combines their totals.
     """
     device = device or next(model.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -50,10 +54,15 @@ def pruned_train_loss(model: torch.nn.Module, dataset, *, batch_size: int = 8, p
             tokens += batch_tokens
     finally:
         model.train(was_training)
+    totals = torch.stack([loss_sum, tokens.double(), torch.tensor(float(len(dataset)), dtype=torch.float64,
+                                                                   device=device)])
+    if sum_across is not None:
+        totals = sum_across(totals)
+    loss_sum, tokens, samples = totals.tolist()
     if not tokens:
-        raise HfpruneError(f"the {len(dataset)} samples have no supervised (answer) token; check the data or "
+        raise HfpruneError(f"the {int(samples)} samples have no supervised (answer) token; check the data or "
                            "raise max_length")
-    return {"loss": (loss_sum / tokens).item(), "tokens": int(tokens), "samples": len(dataset)}
+    return {"loss": loss_sum / tokens, "tokens": int(tokens), "samples": int(samples)}
 
 
 def _to_device(batch: dict, device) -> dict:

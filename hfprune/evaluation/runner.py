@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -17,7 +18,7 @@ from hfprune.evaluation.benchmarks.judge import NO_JUDGE, JudgeConfig
 from hfprune.evaluation.benchmarks.loaders import load_samples
 from hfprune.evaluation.benchmarks.scorers import SCORERS, score_predictions
 from hfprune.evaluation.benchmarks.spec import load_spec, spec_names
-from hfprune.evaluation.generation import generate_predictions, load_model, read_predictions
+from hfprune.evaluation.generation import drop_torn_tail, generate_predictions, load_model, read_predictions
 
 # The paper's Table A6 order and column names; other benchmarks follow under their own names.
 TABLE_A6 = {"sqa_img": "SQA-IMG", "textvqa": "TextVQA", "gqa": "GQA", "mmvet": "MM-Vet", "pope": "POPE"}
@@ -111,6 +112,47 @@ def evaluate_model(model, tasks: list[str], out_dir: str | Path, limit: int | No
     _write_json(out_dir / "summary.json", summary)
     (out_dir / "summary.md").write_text(summary_markdown(summary))
     return summary
+
+
+SHARE_GLOB = "predictions.rank*.jsonl"
+
+
+def answer_share(model, tasks: list[str], out_dir: str | Path, rank: int, world: int, limit: int | None = None,
+                 batch_size: int = 8, data_dir: str | Path | None = None, max_new_tokens: int | None = None,
+                 progress: bool = True) -> None:
+    """Process ``rank`` of ``world`` answers every ``world``-th unanswered sample of each benchmark, into
+    ``<task>/predictions.rank<rank>.jsonl``; :func:`merge_shares` then gathers the shares for scoring."""
+    handle = _Model(model)
+    for name, spec in resolve_specs(tasks).items():
+        task_dir = Path(out_dir) / name
+        samples = load_samples(spec, data_path=Path(data_dir) / name if data_dir is not None else None, limit=limit)
+        # Shares split what the merged file lacks (the same on every process, whoever writes first); a resumed
+        # process skips what its own share file already has.
+        merged = {prediction.sample_id for prediction in read_predictions(task_dir / "predictions.jsonl")}
+        mine = [sample for sample in samples if sample.sample_id not in merged][rank::world]
+        if mine:
+            new_tokens = min(spec.generation.max_new_tokens, max_new_tokens or spec.generation.max_new_tokens)
+            generate_predictions(*handle.get(), mine, task_dir / f"predictions.rank{rank}.jsonl", new_tokens,
+                                 batch_size=batch_size, desc=f"{spec.name} [{rank}]", progress=progress)
+
+
+def merge_shares(tasks: list[str], out_dir: str | Path) -> None:
+    """Append every process's share to ``<task>/predictions.jsonl`` (durably) and remove the shares."""
+    for name in resolve_specs(tasks):
+        task_dir = Path(out_dir) / name
+        shares = sorted(task_dir.glob(SHARE_GLOB))
+        if not shares:
+            continue
+        path = task_dir / "predictions.jsonl"
+        drop_torn_tail(path)
+        with path.open("a", encoding="utf-8") as handle:  # a kill mid-way repeats ids, which readers collapse
+            for share in shares:
+                handle.write("".join(json.dumps(asdict(prediction), ensure_ascii=False) + "\n"
+                                     for prediction in read_predictions(share)))
+            handle.flush()
+            os.fsync(handle.fileno())
+        for share in shares:
+            share.unlink()
 
 
 def summary_markdown(summary: dict) -> str:
