@@ -226,3 +226,14 @@ def test_a_kill_during_the_final_evaluation_resumes_without_retraining(setup, tm
     assert not retrained.exists(), "removed once the trial is recorded"
     drop = lambda record: {key: value for key, value in record.items() if key != "timings"}  # noqa: E731
     assert [drop(record) for record in resumed] == [drop(record) for record in reference]
+
+
+def test_onp_with_activation_scores_reads_the_calibration_conversations(setup, compare_study, tmp_path):
+    from hfprune.study import run_study
+
+    recipe = parse_recipe(tiny_llava_recipe("tinyllava_onp", setup, evaluation={"benchmarks": []},
+                                            pruning={"onp": {"score": "activation"}, "calibration_samples": 4}))
+    (record,) = run_study(recipe, tmp_path / "study", progress=False).records
+    by_weight = next(r for r in read_trials(compare_study[1]) if r["method"] == "onp")
+    assert abs(record["sparsity"] - 0.4375) * record["target_weights"] <= len(record["layer_sparsity"])
+    assert record["layer_sparsity"] != by_weight["layer_sparsity"]  # |w|·‖x‖ allocates differently from |w|
