@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator
 
 from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
@@ -26,12 +26,11 @@ def quiet_hf_progress() -> Iterator[None]:
 WriteInto = Callable[[Path], None]
 
 
-def save_atomically(model: PreTrainedModel, target: Path, companions: Optional[WriteInto] = None,
-                    card: Optional[WriteInto] = None) -> None:
+def save_atomically(model: PreTrainedModel, target: Path, extras: Iterable[WriteInto] = ()) -> None:
     """``save_pretrained`` into ``target.partial``, then rename over ``target``.
 
-    ``companions`` and ``card`` write what belongs beside the weights (a processor, a README.md model card)
-    into the same folder before the rename, so a finished target always has them.
+    ``extras`` write what belongs beside the weights (a processor, a model card, a record) into the same
+    folder before the rename, so a finished target always has them.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -39,8 +38,7 @@ def save_atomically(model: PreTrainedModel, target: Path, companions: Optional[W
     shutil.rmtree(partial, ignore_errors=True)
     with quiet_hf_progress():  # one-shard "Writing model shards" bars would flood the trial loop
         model.save_pretrained(partial)
-        for write in (companions, card):
-            if write is not None:
-                write(partial)
+        for write in extras:
+            write(partial)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)

@@ -6,3 +6,8 @@ class HfpruneError(Exception):
 
     The CLI prints ``str(error)`` as a single line and exits with status 2, never a traceback.
     """
+
+
+def reason(error: BaseException, limit: int = 300) -> str:
+    """A library error as one line of at most ``limit`` characters, to quote inside an HfpruneError."""
+    return (" ".join(str(error).split()) or type(error).__name__)[:limit]

@@ -6,11 +6,12 @@ hfprune never reads one from a recipe or a flag, and never writes or prints one.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
 
 CARD = "README.md"
 
@@ -81,8 +82,9 @@ def unstructured_card(facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def trial_card(recipe, record: dict[str, Any], model_class: str) -> str:
-    """README.md of a study's exported model: what the trial pruned and what it measured."""
+def trial_card(recipe, record: dict[str, Any], architecture: str) -> str:
+    """README.md of a study's exported model: what the trial pruned and what it measured. ``architecture`` is
+    the saved model's class; structurally pruned ones load through the Auto class with their own code."""
     metrics = {name: value for name, value in record.items()
                if name.startswith(("pruned_", "short_", "final_")) and isinstance(value, (int, float))}
     title = f"{recipe.name}: trial {record['trial_id']}"
@@ -91,27 +93,22 @@ def trial_card(recipe, record: dict[str, Any], model_class: str) -> str:
                                   "sparsity": record["sparsity"], "target_weights": record["target_weights"],
                                   "requested_sparsity": recipe.pruning.sparsity,
                                   "targets": recipe.pruning.targets, "metrics": metrics,
-                                  "layer_sparsity": record["layer_sparsity"], "model_class": model_class,
+                                  "layer_sparsity": record["layer_sparsity"], "model_class": architecture,
                                   "command": f"hfprune run {recipe.name}"})
     lines = front_matter(recipe.model.pretrained, ["hfprune", "pruned", "structured-pruning"])
     lines += [f"# {title}", "", f"Exported by `hfprune run` from study `{recipe.name}`.", "",
               "## Kept units per group", "", "| group | kept |", "|---|---|"]
     lines += [f"| {group} | {', '.join(map(str, kept))} |" for group, kept in record.get("mask", {}).items()]
     lines += ["", "## Metrics", "", *_metric_lines(metrics), "", "## Loading", "", "```python",
-              f"from transformers import {model_class}",
-              f"model = {model_class}.from_pretrained(PATH, trust_remote_code=True)", "```", ""]
+              "from transformers import AutoModelForImageClassification",
+              "model = AutoModelForImageClassification.from_pretrained(PATH, trust_remote_code=True)", "```", ""]
     return "\n".join(lines)
 
 
 def write_trial_card(folder: Path, recipe, record: dict[str, Any]) -> None:
     """Write :func:`trial_card` as ``folder/README.md``, naming the saved model's class."""
-    import json
-
-    architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or []
-    model_class = architectures[0] if architectures else "AutoModel"
-    if model_class not in ("LlavaForConditionalGeneration",):
-        model_class = "AutoModelForImageClassification"
-    (Path(folder) / CARD).write_text(trial_card(recipe, record, model_class), encoding="utf-8")
+    architectures = json.loads((Path(folder) / "config.json").read_text()).get("architectures") or ["AutoModel"]
+    (Path(folder) / CARD).write_text(trial_card(recipe, record, architectures[0]), encoding="utf-8")
 
 
 def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -134,6 +131,5 @@ def push_checkpoint(folder: str | Path, repo_id: str, *, private: bool = False, 
                                    commit_message=commit_message or f"Upload pruned checkpoint ({folder.name})",
                                    ignore_patterns=["*.partial", "hfprune_*.tmp"])
     except Exception as error:  # noqa: BLE001 - network, auth and permission errors all end the same way
-        reason = " ".join(str(error).split())[:300]
-        raise HfpruneError(f"upload of '{folder}' to '{repo_id}' failed: {reason}") from None
+        raise HfpruneError(f"upload of '{folder}' to '{repo_id}' failed: {reason(error)}") from None
     return getattr(commit, "commit_url", None) or f"https://huggingface.co/{repo_id}"

@@ -16,7 +16,7 @@ import torch
 from transformers import PretrainedConfig
 
 from hfprune.checkpoints import quiet_hf_progress
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
 from hfprune.hub import front_matter
 from hfprune.models import get_adapter
 from hfprune.pruning.criteria import METHODS, criterion_mask, expand_ratios
@@ -47,26 +47,22 @@ def parse_structure(text: str) -> dict[str, float]:
     return ratios
 
 
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]
+def model_type_of(source: str) -> str:
+    """The ``model_type`` in the config.json of a local directory or Hub id."""
+    how = "give a directory written by save_pretrained or hfprune convert, or a Hub id reachable from this machine"
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(source)
+    except (OSError, ValueError) as error:
+        raise HfpruneError(f"cannot load model '{source}' ({reason(error)}); {how}") from None
+    model_type = config_dict.get("model_type")
+    if model_type is None:
+        raise HfpruneError(f"cannot load model '{source}' (no config.json with a model_type); {how}")
+    return model_type
 
 
 def load_model(source: str):
     """(adapter, dense model in eval mode) of a local directory or Hub id."""
-    try:
-        config_dict, _ = PretrainedConfig.get_config_dict(source)
-    except (OSError, ValueError) as error:
-        raise HfpruneError(
-            f"cannot load model '{source}' ({_reason(error)}); give a directory written by save_pretrained "
-            "or a Hub id reachable from this machine"
-        ) from None
-    model_type = config_dict.get("model_type")
-    if model_type is None:
-        raise HfpruneError(
-            f"cannot load model '{source}' (no config.json with a model_type); give a directory written by "
-            "save_pretrained or a Hub id reachable from this machine"
-        )
+    model_type = model_type_of(source)
     family = FAMILY_OF_MODEL_TYPE.get(model_type)
     if family is None:
         hint = ("; prune it unstructurally with --method ump|gmp|onp|pnp --sparsity S"
@@ -80,7 +76,7 @@ def load_model(source: str):
         with quiet_hf_progress():  # keep stderr for the one-line errors
             model = adapter.load_pretrained(source)
     except (OSError, ValueError, RuntimeError) as error:
-        raise HfpruneError(f"cannot load model '{source}' as a {family} checkpoint ({_reason(error)})") from None
+        raise HfpruneError(f"cannot load model '{source}' as a {family} checkpoint ({reason(error)})") from None
     return adapter, model.eval()
 
 

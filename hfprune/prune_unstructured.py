@@ -12,28 +12,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from transformers import AutoProcessor, LlavaForConditionalGeneration, PretrainedConfig
+from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from hfprune.candidates import sparsity_facts
 from hfprune.checkpoints import quiet_hf_progress, save_atomically
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
 from hfprune.hub import CARD, unstructured_card
-from hfprune.prune import UNSTRUCTURED_MODEL_TYPES, check_out_dir
+from hfprune.prune import UNSTRUCTURED_MODEL_TYPES, check_out_dir, model_type_of
 from hfprune.pruning.masking import MaskedParameters
-
-
-def _reason(error: BaseException) -> str:
-    return (" ".join(str(error).split()) or type(error).__name__)[:300]
 
 
 def load_vlm(source: str):
     """(model in eval mode, processor or None) of a Llava checkpoint, in the dtype it was saved in."""
-    try:
-        config_dict, _ = PretrainedConfig.get_config_dict(source)
-    except (OSError, ValueError) as error:
-        raise HfpruneError(f"cannot load model '{source}' ({_reason(error)}); give a directory written by "
-                           "save_pretrained or hfprune convert, or a Hub id reachable from this machine") from None
-    model_type = config_dict.get("model_type")
+    model_type = model_type_of(source)
     if model_type not in UNSTRUCTURED_MODEL_TYPES:
         raise HfpruneError(f"model '{source}' is of type '{model_type}'; unstructured methods prune "
                            f"{', '.join(UNSTRUCTURED_MODEL_TYPES)} checkpoints (convert TinyLLaVA first: "
@@ -42,7 +33,7 @@ def load_vlm(source: str):
         with quiet_hf_progress():
             model = LlavaForConditionalGeneration.from_pretrained(source, dtype="auto")
     except (OSError, ValueError, RuntimeError) as error:
-        raise HfpruneError(f"cannot load model '{source}' as a Llava checkpoint ({_reason(error)})") from None
+        raise HfpruneError(f"cannot load model '{source}' as a Llava checkpoint ({reason(error)})") from None
     try:
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError):
@@ -137,5 +128,5 @@ def prune_unstructured_checkpoint(
         (folder / CARD).write_text(unstructured_card(facts), encoding="utf-8")
         (folder / "hfprune_pruning.json").write_text(json.dumps(facts, indent=1), encoding="utf-8")
 
-    save_atomically(model, out, companions=write_companions)
+    save_atomically(model, out, extras=[write_companions])
     return facts

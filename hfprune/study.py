@@ -100,8 +100,7 @@ def _export(adapter: ModelAdapter, task: Task, spec: TrialSpec, model: PreTraine
                           higher_is_better):
             return
     save_atomically(adapter.prune_physically(model, spec.candidate.mask), target,
-                    companions=getattr(task, "save_companions", None),
-                    card=lambda folder: write_trial_card(folder, recipe, record))
+                    extras=[task.save_companions, lambda folder: write_trial_card(folder, recipe, record)])
     if mode == "best":
         write_json_atomically(directory / "best.json", {"trial_id": record["trial_id"], "metric": metric,
                                                         "value": record[metric], metric: record[metric]})

@@ -31,6 +31,9 @@ class Task(Protocol):
     def best_metric(self, record: dict) -> tuple[str, bool]:
         """The record column that ranks retrained models, and whether higher is better."""
 
+    def save_companions(self, directory: Path) -> None:
+        """Write what a saved model needs beside its weights (e.g. a processor) into ``directory``."""
+
 
 def mix_batch(
     pixels: torch.Tensor, mixup: float, cutmix: float, switch_prob: float = 0.5
@@ -96,3 +99,6 @@ class ImageClassificationTask:
 
     def best_metric(self, record: dict) -> tuple[str, bool]:
         return "final_test_acc", True
+
+    def save_companions(self, directory: Path) -> None:
+        """Nothing: the classifiers' preprocessing is the dataset's, not a saved processor."""

@@ -130,7 +130,7 @@ def _save_retrained(model: PreTrainedModel, record: dict[str, Any], checkpoint: 
     """The retrained model with its record so far (the main process writes; the others wait for it)."""
     state = PartialState()
     if state.is_main_process:
-        save_atomically(model, checkpoint, card=lambda folder: (folder / TRIAL_FILE).write_text(json.dumps(record)))
+        save_atomically(model, checkpoint, extras=[lambda folder: (folder / TRIAL_FILE).write_text(json.dumps(record))])
     state.wait_for_everyone()
 
 

@@ -96,7 +96,7 @@ def _enable_gradient_checkpointing(model: torch.nn.Module) -> Callable[[], None]
     """Turn on (non-reentrant) activation checkpointing and off the KV cache; returns how to undo both."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise HfpruneError(f"{type(model).__name__} does not support gradient checkpointing; "
-                           "set training.gradient_checkpointing: false in the recipe")
+                           "set gradient_checkpointing: false in the recipe's pretrain/retrain section")
     was_on = any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
     configs = [model.config] + [getattr(model.config, key) for key in ("text_config", "vision_config")
                                 if getattr(model.config, key, None) is not None]

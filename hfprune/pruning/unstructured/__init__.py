@@ -7,7 +7,7 @@ from hfprune.pruning.unstructured.methods import (
     UnstructuredResult,
     unstructured_masks,
 )
-from hfprune.pruning.unstructured.report import SparsityRow, apply_masks, format_sparsity_table, sparsity_table
+from hfprune.pruning.unstructured.report import SparsityRow, format_sparsity_table, sparsity_table
 from hfprune.pruning.unstructured.selection import Threshold, kth_smallest_abs, prune_smallest
 from hfprune.pruning.unstructured.targets import DECODER_LINEAR_TARGETS, layer_group, select_targets
 
@@ -19,7 +19,6 @@ __all__ = [
     "UnstructuredMethod",
     "UnstructuredResult",
     "activation_norms",
-    "apply_masks",
     "format_sparsity_table",
     "kth_smallest_abs",
     "layer_group",

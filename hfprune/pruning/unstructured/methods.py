@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from hfprune.errors import HfpruneError
 from hfprune.pruning.groups import num_pruned
+from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.unstructured.allocation import (
     activation_norms,
     activation_score,
@@ -33,7 +34,6 @@ from hfprune.pruning.unstructured.allocation import (
     spread_ratios,
     weight_score,
 )
-from hfprune.pruning.unstructured.report import apply_masks
 from hfprune.pruning.unstructured.selection import prune_smallest
 from hfprune.pruning.unstructured.targets import group_by_layer, select_targets
 
@@ -181,7 +181,7 @@ class UnstructuredResult:
 
     def apply(self, model: nn.Module) -> None:
         """Zero the pruned weights of ``model`` in place."""
-        apply_masks(model, self.masks)
+        MaskedParameters(model, self.masks).apply()
 
 
 def _check_options(method: str, sparsity: float, options: Options) -> UnstructuredMethod:

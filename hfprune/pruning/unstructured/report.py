@@ -1,9 +1,9 @@
-"""Apply unstructured masks, and measure the sparsity a model actually has."""
+"""Measure the sparsity a model actually has (its live zeros), per parameter and overall."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -24,17 +24,6 @@ class SparsityRow:
     @property
     def sparsity(self) -> float:
         return 1 - self.kept / self.total if self.total else 0.0
-
-
-@torch.no_grad()
-def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
-    """Set the pruned entries (mask False) of the named parameters to exactly zero, in place."""
-    parameters = dict(model.named_parameters())
-    unknown = [name for name in masks if name not in parameters]
-    if unknown:
-        raise HfpruneError(f"masks name parameters the model does not have: {unknown[:3]}")
-    for name, mask in masks.items():
-        parameters[name].masked_fill_(~mask.to(parameters[name].device), 0)
 
 
 def _parameter(parameters: dict[str, nn.Parameter], name: str) -> tuple[str, nn.Parameter]:
