@@ -20,7 +20,7 @@ from PIL import Image
 
 from hfprune.evaluation.benchmarks.base import BenchmarkSample
 from hfprune.evaluation.generation import generate_batch
-from hfprune.models.tiny_llava import tiny_llava
+from hfprune.models.llava.tiny import tiny_llava
 
 # Phi-2's padded vocabulary (51,200 rows) and SigLIP's patch 14; 4 Phi layers of width 256.
 CONFIG = {"image_size": 224, "patch_size": 14, "vision_hidden_size": 128, "hidden_size": 256, "num_layers": 4,

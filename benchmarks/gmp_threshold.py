@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from hfprune.pruning.groups import num_pruned
+from hfprune.pruning.structured.groups import num_pruned
 from hfprune.pruning.unstructured import select_targets, unstructured_masks
 
 GIB = 1024 ** 3

@@ -27,9 +27,9 @@ import time
 
 import torch
 
-from hfprune.models.tiny_llava import build_tokenizer, tiny_llava_config
+from hfprune.models.llava.tiny import build_tokenizer, tiny_llava_config
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.recipe import OptimizerSection
+from hfprune.config.recipe import OptimizerSection
 from hfprune.train.optim import build_optimizer
 
 TARGETS = re.compile(r".*language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|dense)|mlp\.(fc1|fc2))\.weight")

@@ -17,15 +17,15 @@ import time
 
 import torch
 
-from hfprune.candidates import StructuredPlan
+from hfprune.study.plan import StructuredPlan
 from hfprune.data.registry import load_image_classification
 from hfprune.models import get_adapter
-from hfprune.pruning.groups import parameter_masks
-from hfprune.pruning.samplers import Candidate
-from hfprune.recipe import RetrainSection, TrainingSection
-from hfprune.tasks import ImageClassificationTask
+from hfprune.pruning.structured.groups import parameter_masks
+from hfprune.pruning.structured.samplers import Candidate
+from hfprune.config.recipe import RetrainSection, TrainingSection
+from hfprune.study.tasks.image_classification import ImageClassificationTask
 from hfprune.train.trainer import train
-from hfprune.trial import TrialSpec, run_trial
+from hfprune.study.trial import TrialSpec, run_trial
 
 MASK = {"conv1": (0, 2, 4, 6, 8)}
 

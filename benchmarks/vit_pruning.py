@@ -9,7 +9,7 @@ at 0.5 heads and 0.5 FFN neurons in all 12 layers (L1 criterion): parameters, an
 inference latency pruned/dense, measured in one run, dense and pruned alternating, medians.
 
 Part 2 — the pruned train loss of K masks: one model with unit gates whose mask tensors are
-swapped (hfprune.pruning.gates) vs. K weight-masked model copies (what a copy per mask costs).
+swapped (hfprune.pruning.structured.gates) vs. K weight-masked model copies (what a copy per mask costs).
 Each variant runs in its own fresh process so its peak memory (ru_maxrss on CPU, the CUDA
 allocator's peak on GPU) is its own; a baseline process that only builds the dense model and the
 data is subtracted.
@@ -30,12 +30,12 @@ import torch
 from transformers import ViTConfig, ViTForImageClassification
 
 from hfprune.models import get_adapter
-from hfprune.models.vit_adapter import vit_macs
-from hfprune.pruning.criteria import criterion_mask, expand_ratios
-from hfprune.pruning.gates import pruned_losses
-from hfprune.pruning.groups import parameter_masks
+from hfprune.models.vit.adapter import vit_macs
+from hfprune.pruning.structured.importance import criterion_mask, expand_ratios
+from hfprune.pruning.structured.gates import pruned_losses
+from hfprune.pruning.structured.groups import parameter_masks
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.pruning.samplers import sample
+from hfprune.pruning.structured.samplers import sample
 
 RATIOS = {"heads": 0.5, "ffn": 0.5}
 

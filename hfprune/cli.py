@@ -18,16 +18,17 @@ app = typer.Typer(
     add_completion=False,
 )
 
-SHIPPED_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def _resolve_recipe(recipe: str) -> Path:
-    """A path, or the name of a shipped recipe (``quickstart`` → recipes/quickstart.yaml)."""
+    """A path, or the name of a shipped recipe (``quickstart`` → the shipped recipes/quickstart.yaml)."""
+    from hfprune.resources import shipped_recipes
+
     path = Path(recipe)
     if path.is_file():
         return path
-    shipped = SHIPPED_RECIPES / f"{path.stem}.yaml"
-    if path.suffix in ("", ".yaml") and shipped.is_file():
+    shipped = shipped_recipes().get(path.stem)
+    if path.suffix in ("", ".yaml") and shipped is not None:
         return shipped
     raise HfpruneError(f"recipe '{recipe}' not found; give a YAML path or a name from `hfprune recipes`")
 
@@ -39,9 +40,9 @@ def run(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
-    from hfprune.recipe import load_recipe
+    from hfprune.config.recipe import load_recipe
     from hfprune.report.command import print_summary, report_study
-    from hfprune.study import run_study
+    from hfprune.study.runner import run_study
 
     parsed = load_recipe(_resolve_recipe(recipe))
     directory = out or Path("runs") / parsed.name
@@ -58,7 +59,7 @@ def run(
         typer.echo(f"{result.trials_run} trials run, {result.trials_total} in the study; results in {directory}")
         print_summary(summary)
         if parsed.export.push_to_hub:
-            from hfprune.hub import push_checkpoint
+            from hfprune.oneshot.cards import push_checkpoint
 
             url = push_checkpoint(directory / "best", parsed.export.push_to_hub, private=parsed.export.private)
             typer.echo(f"pushed {directory / 'best'} to {url}")
@@ -165,7 +166,7 @@ def prune(
         raise HfpruneError("give exactly one of --structure (structured pruning) and --sparsity (unstructured: "
                            "--method ump|gmp|onp|pnp)")
     if sparsity is not None:
-        from hfprune.prune_unstructured import prune_unstructured_checkpoint
+        from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
 
         if method is None:
             raise HfpruneError("--sparsity needs --method ump, gmp, onp or pnp")
@@ -179,7 +180,7 @@ def prune(
         typer.echo(f"{method}: sparsity {facts['sparsity']:.4f} over {facts['target_weights']:,} target weights"
                    f"{loss}; saved to {out}")
         return
-    from hfprune.prune import prune_checkpoint
+    from hfprune.oneshot.structured import prune_checkpoint
 
     facts = prune_checkpoint(model, structure, method or "l1", out, seed=seed, calibration_data=calibration_data,
                              calibration_path=calibration_path, calibration_samples=calibration_samples or 256,
@@ -216,7 +217,9 @@ def convert(
 @app.command()
 def recipes() -> None:
     """List the shipped recipes with one line each."""
-    for path in sorted(SHIPPED_RECIPES.glob("*.yaml")):
+    from hfprune.resources import shipped_recipes
+
+    for path in shipped_recipes().values():
         data = yaml.safe_load(path.read_text()) or {}
         description = " ".join(str(data.get("description", "")).split())
         typer.echo(f"{path.stem:<24} {description}")
@@ -231,7 +234,7 @@ def push(
     message: Optional[str] = typer.Option(None, "--message", "-m", help="commit message"),
 ) -> None:
     """Upload a pruned checkpoint with its model card; the token comes from `hf auth login` or HF_TOKEN."""
-    from hfprune.hub import push_checkpoint
+    from hfprune.oneshot.cards import push_checkpoint
 
     url = push_checkpoint(directory, repo_id, private=private, revision=revision, commit_message=message)
     typer.echo(f"pushed {directory} to {url}")

@@ -6,7 +6,7 @@ import yaml
 
 from benchmark_fixtures import write_fixture
 from llava_fixtures import write_llava_fixture
-from hfprune.models.tiny_llava import build_tiny_llava
+from hfprune.models.llava.tiny import build_tiny_llava
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

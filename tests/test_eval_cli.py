@@ -15,7 +15,7 @@ from judge_server import JudgeServer
 from hfprune.errors import HfpruneError
 from hfprune.evaluation import runner
 from hfprune.evaluation.benchmarks.judge import JudgeConfig
-from hfprune.models.tiny_llava import build_tiny_llava
+from hfprune.models.llava.tiny import build_tiny_llava
 
 TASKS = ["gqa", "sqa_img", "textvqa", "pope", "mmvet"]
 SAMPLES = {"gqa": 5, "sqa_img": 3, "textvqa": 3, "pope": 6, "mmvet": 3}  # sqa_img: one of 4 rows has no image

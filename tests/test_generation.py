@@ -14,7 +14,7 @@ from hfprune.evaluation.generation import (generate_batch, generate_predictions,
                                            render_prompt)
 from hfprune.evaluation.lm_eval_bridge import causal_lm_of, run_lm_eval
 from hfprune.evaluation.runner import evaluate_model
-from hfprune.models.tiny_llava import build_tiny_llava
+from hfprune.models.llava.tiny import build_tiny_llava
 
 PHI_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
               "detailed, and polite answers to the user's questions. USER: <image>\n{q} ASSISTANT:")

@@ -7,9 +7,9 @@ import torch
 
 from hfprune.errors import HfpruneError
 from hfprune.models import get_adapter
-from hfprune.pruning.groups import num_pruned, parameter_masks
+from hfprune.pruning.structured.groups import num_pruned, parameter_masks
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
-from hfprune.pruning.samplers import candidates_for, count_combinations, exhaustive, mask_id, sample
+from hfprune.pruning.structured.samplers import candidates_for, count_combinations, exhaustive, mask_id, sample
 from fresh_process import assert_loads_in_fresh_process
 
 

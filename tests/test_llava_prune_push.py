@@ -11,9 +11,9 @@ from transformers import LlavaForConditionalGeneration
 
 from llava_fixtures import write_llava_fixture
 from hfprune.errors import HfpruneError
-from hfprune.hub import push_checkpoint
-from hfprune.models.tiny_llava import build_tiny_llava
-from hfprune.prune_unstructured import prune_unstructured_checkpoint
+from hfprune.oneshot.cards import push_checkpoint
+from hfprune.models.llava.tiny import build_tiny_llava
+from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
 from hfprune.pruning.unstructured import unstructured_masks
 
 TARGET_SUFFIXES = (".q_proj.weight", ".k_proj.weight", ".v_proj.weight", ".dense.weight", ".fc1.weight", ".fc2.weight")

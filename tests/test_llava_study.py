@@ -13,8 +13,8 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 from launchers import cpu_ddp_environment, torchrun
 from llava_study_helpers import llava_setup, tiny_llava_recipe, write_llava_recipe
 from hfprune.errors import HfpruneError
-from hfprune.recipe import parse_recipe
-from hfprune.store import read_trials
+from hfprune.config.recipe import parse_recipe
+from hfprune.study.store import read_trials
 
 TARGET = ("model.language_model.layers.", (".q_proj.weight", ".k_proj.weight", ".v_proj.weight", ".dense.weight",
                                            ".fc1.weight", ".fc2.weight"))
@@ -184,7 +184,7 @@ def test_two_processes_run_a_llava_study_data_parallel(setup, compare_study, tmp
 def test_missing_images_of_the_samples_used_are_named_before_any_work(setup, tmp_path):
     import shutil
 
-    from hfprune.study import build_task
+    from hfprune.study.runner import build_task
 
     images = tmp_path / "images"
     shutil.copytree(setup["images"], images)
@@ -200,8 +200,9 @@ def test_missing_images_of_the_samples_used_are_named_before_any_work(setup, tmp
 
 
 def test_a_kill_during_the_final_evaluation_resumes_without_retraining(setup, tmp_path, monkeypatch):
-    from hfprune import trial, vl_task
-    from hfprune.study import run_study
+    from hfprune.study import trial
+    from hfprune.study.tasks import vision_language as vl_task
+    from hfprune.study.runner import run_study
 
     recipe = parse_recipe(tiny_llava_recipe("tinyllava_ump", setup, export={"checkpoints": "none"}))
     reference = run_study(recipe, tmp_path / "reference", progress=False).records
@@ -229,7 +230,7 @@ def test_a_kill_during_the_final_evaluation_resumes_without_retraining(setup, tm
 
 
 def test_onp_with_activation_scores_reads_the_calibration_conversations(setup, compare_study, tmp_path):
-    from hfprune.study import run_study
+    from hfprune.study.runner import run_study
 
     recipe = parse_recipe(tiny_llava_recipe("tinyllava_onp", setup, evaluation={"benchmarks": []},
                                             pruning={"onp": {"score": "activation"}, "calibration_samples": 4}))

@@ -28,9 +28,9 @@ import torch
 from accelerate import PartialState
 
 from launchers import free_port
-from hfprune.models.tiny_llava import tiny_llava
+from hfprune.models.llava.tiny import tiny_llava
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.recipe import TrainingSection
+from hfprune.config.recipe import TrainingSection
 from hfprune.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

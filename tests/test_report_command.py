@@ -11,7 +11,7 @@ from hfprune.errors import HfpruneError
 from hfprune.report.command import report_study, report_table, run_report_command
 from hfprune.report.stats import correlate
 from hfprune.report.tables import load_table
-from hfprune.store import TrialStore
+from hfprune.study.store import TrialStore
 
 SETTINGS = ("conv1@0.5", "conv2 / 0.5|x")  # the second needs a safe file name
 REQUIRED = {"n", "x", "y", "kendall_tau", "p_value", "valid", "anomaly_ratio", "counterexample_ratio",

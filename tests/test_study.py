@@ -10,9 +10,9 @@ import pytest
 from transformers import AutoModelForImageClassification
 
 from hfprune.errors import HfpruneError
-from hfprune.recipe import parse_recipe
-from hfprune.store import read_trials
-from hfprune.study import run_study
+from hfprune.config.recipe import parse_recipe
+from hfprune.study.store import read_trials
+from hfprune.study.runner import run_study
 from launchers import cpu_ddp_environment, torchrun
 from study_helpers import tiny_recipe, write_recipe
 
@@ -65,7 +65,7 @@ def test_rerunning_a_finished_study_runs_nothing(reference):
 
 
 def test_crash_mid_study_then_resume_matches_uninterrupted_run(reference, tmp_path, monkeypatch):
-    import hfprune.study as study
+    import hfprune.study.runner as study
 
     real_run_trial, calls = study.run_trial, []
 

@@ -6,9 +6,9 @@ import torch
 from hfprune.data import TensorImageSet
 from hfprune.evaluation.classification import classification_loss, evaluate_classification
 from hfprune.models import get_adapter
-from hfprune.pruning.groups import parameter_masks
+from hfprune.pruning.structured.groups import parameter_masks
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.recipe import RetrainSection, ScheduleSection, TrainingSection
+from hfprune.config.recipe import RetrainSection, ScheduleSection, TrainingSection
 from hfprune.train.optim import build_optimizer, build_schedule
 from hfprune.train.trainer import train
 

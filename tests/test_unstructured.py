@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hfprune.errors import HfpruneError
-from hfprune.models.tiny_llava import tiny_llava
-from hfprune.pruning.groups import num_pruned
+from hfprune.models.llava.tiny import tiny_llava
+from hfprune.pruning.structured.groups import num_pruned
 from hfprune.pruning.unstructured import (
     UNSTRUCTURED_METHODS,
     format_sparsity_table,

@@ -9,11 +9,11 @@ from transformers import ViTConfig, ViTForImageClassification
 
 from hfprune.errors import HfpruneError
 from hfprune.models import get_adapter
-from hfprune.models.vit import PrunedViTConfig, PrunedViTForImageClassification
-from hfprune.models.vit_adapter import to_pruned_vit, vit_macs
-from hfprune.pruning.criteria import criterion_mask, expand_ratios, kept_counts, l1_scores
-from hfprune.pruning.gates import UnitGates, pruned_losses
-from hfprune.pruning.groups import parameter_masks
+from hfprune.models.vit.modeling_pruned_vit import PrunedViTConfig, PrunedViTForImageClassification
+from hfprune.models.vit.adapter import to_pruned_vit, vit_macs
+from hfprune.pruning.structured.importance import criterion_mask, expand_ratios, kept_counts, l1_scores
+from hfprune.pruning.structured.gates import UnitGates, pruned_losses
+from hfprune.pruning.structured.groups import parameter_masks
 from hfprune.pruning.masking import MaskedParameters
 from fresh_process import assert_loads_in_fresh_process
 
@@ -161,7 +161,7 @@ def test_taylor_fo_is_the_gate_gradient(dense, adapter):
     groups = adapter.groups(dense.config)
     batch = {"pixel_values": _x(6), "labels": torch.arange(6) % 5}
     loss_fn = lambda m, b: torch.nn.functional.cross_entropy(m(b["pixel_values"]).logits, b["labels"])  # noqa: E731
-    from hfprune.pruning.criteria import taylor_fo_scores
+    from hfprune.pruning.structured.importance import taylor_fo_scores
     scores = taylor_fo_scores(dense, groups, [batch, batch], loss_fn)
     # |dL/dgate| equals |Σ w·∂L/∂w| over the consumer's columns of that unit
     dense.zero_grad()
@@ -173,7 +173,7 @@ def test_taylor_fo_is_the_gate_gradient(dense, adapter):
 
 
 def test_mask_swapping_on_one_instance_equals_separate_copies(dense, adapter):
-    from hfprune.pruning.samplers import sample
+    from hfprune.pruning.structured.samplers import sample
     groups = adapter.groups(dense.config)
     candidates = sample(groups, expand_ratios(groups, {"heads": 0.5, "ffn": 0.5}), "s", 4, seed=0)
     x, y = _x(8), torch.arange(8) % 5

@@ -51,7 +51,7 @@ def test_imagenet_schema_loads_lazily_with_the_models_processor(imagenet_like, t
 
 
 def test_mixup_and_cutmix_mix_with_the_reversed_batch():
-    from hfprune.tasks import mix_batch
+    from hfprune.study.tasks.image_classification import mix_batch
 
     x = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 16, 16).contiguous()
     torch.manual_seed(0)
@@ -73,7 +73,7 @@ def test_cli_prune_as_typed_on_a_local_checkpoint(tmp_path, tiny_vit):
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = tmp_path / "vit-pruned"
-    assert {"config.json", "model.safetensors", "vit.py", "README.md", "preprocessor_config.json"} <= {
+    assert {"config.json", "model.safetensors", "modeling_pruned_vit.py", "README.md", "preprocessor_config.json"} <= {
         p.name for p in out.iterdir()}
     card = (out / "README.md").read_text()
     assert "parameters" in card and "MACs per image" in card and "`l1`" in card and "seed: 0" in card
@@ -82,7 +82,7 @@ def test_cli_prune_as_typed_on_a_local_checkpoint(tmp_path, tiny_vit):
     assert facts["params_after"] < facts["params_before"] and facts["macs_after"] < facts["macs_before"]
     # the same network as the dense model under the chosen mask, in a process without hfprune
     from hfprune.models import get_adapter
-    from hfprune.pruning.gates import UnitGates
+    from hfprune.pruning.structured.gates import UnitGates
     from transformers import ViTForImageClassification
 
     dense = ViTForImageClassification.from_pretrained(tiny_vit).eval()

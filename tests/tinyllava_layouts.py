@@ -32,7 +32,7 @@ from transformers import (
     SiglipVisionConfig,
 )
 
-from hfprune.models.tiny_llava import build_tokenizer
+from hfprune.models.llava.tiny import build_tokenizer
 
 # transformers' parameter prefix → the public layout's (the public code's module paths).
 LEGACY_PREFIXES = (

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from hfprune.errors import HfpruneError
 from hfprune.models.base import ModelAdapter
-from hfprune.models.lenet import LeNet5MiniConfig, LeNet5MiniForImageClassification
-from hfprune.models.lenet_adapter import LeNetAdapter
-from hfprune.models.llava_adapter import LlavaAdapter
-from hfprune.models.vit import PrunedViTConfig, PrunedViTForImageClassification
-from hfprune.models.vit_adapter import ViTAdapter
+from hfprune.models.lenet.modeling_lenet import LeNet5MiniConfig, LeNet5MiniForImageClassification
+from hfprune.models.lenet.adapter import LeNetAdapter
+from hfprune.models.llava.adapter import LlavaAdapter
+from hfprune.models.vit.modeling_pruned_vit import PrunedViTConfig, PrunedViTForImageClassification
+from hfprune.models.vit.adapter import ViTAdapter
 
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     adapter.name: adapter for adapter in (LeNetAdapter, ViTAdapter, LlavaAdapter)}

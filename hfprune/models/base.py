@@ -8,8 +8,8 @@ from typing import Any
 
 from transformers import PretrainedConfig, PreTrainedModel
 
-from hfprune.pruning.groups import Group, StructuredMask
-from hfprune.pruning.surgery import shrink
+from hfprune.pruning.structured.groups import Group, StructuredMask
+from hfprune.pruning.structured.surgery import shrink
 
 
 class ModelAdapter(ABC):

@@ -1,1 +1,1 @@
-"""Masks, structured groups and surgery, candidate samplers."""
+"""Pruning: masks kept exact (masking), structured groups and surgery, unstructured methods."""

@@ -16,7 +16,7 @@ from hfprune.report.plots import plot_file_name, scatter_plot
 from hfprune.report.render import dumps, fmt, write_report
 from hfprune.report.sparsity import sparsity_by_layer
 from hfprune.report.stats import correlate, infer_higher_is_better
-from hfprune.store import read_trials
+from hfprune.study.store import read_trials
 from hfprune.report.tables import (column_values, load_table, numeric_columns, pair_points, require_columns,
                                    setting_of)
 

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from hfprune.errors import HfpruneError
-from hfprune.store import TRIAL_FILES_GLOB, read_trials
+from hfprune.study.store import TRIAL_FILES_GLOB, read_trials
 
 MISSING_TEXT = frozenset({"", "nan", "null", "none", "na", "n/a"})
 ALL_SETTINGS = "all"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from hfprune.recipe import OptimizerSection, ScheduleSection
+from hfprune.config.recipe import OptimizerSection, ScheduleSection
 
 
 def build_optimizer(parameters, section: OptimizerSection) -> torch.optim.Optimizer:

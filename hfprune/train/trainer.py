@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from hfprune.errors import HfpruneError
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.recipe import TrainingSection
+from hfprune.config.recipe import TrainingSection
 from hfprune.train.optim import build_optimizer, build_schedule
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]

@@ -15,11 +15,12 @@ from typing import Any, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-import hfprune
 from hfprune.errors import HfpruneError
-from hfprune.schema import Section, one_of, read_yaml, validate_document
+from hfprune.config.schema import Section, one_of, read_yaml, validate_document
 
-EVAL_DIR = Path(hfprune.__file__).parent.parent / "eval"
+from hfprune.resources import BENCHMARK_SPECS, shipped_benchmark_specs, shipped_dir
+
+EVAL_DIR = shipped_dir(BENCHMARK_SPECS)  # the shipped specs: eval/ in a checkout, package data when installed
 
 
 class JoinSpec(Section):
@@ -113,7 +114,7 @@ def _read(path: Path) -> BenchmarkSpec:
 
 def spec_names() -> list[str]:
     """Names of the shipped specs (``eval/*.yaml``)."""
-    return sorted(path.stem for path in EVAL_DIR.glob("*.yaml"))
+    return list(shipped_benchmark_specs())
 
 
 def load_spec(name_or_path: str | Path) -> BenchmarkSpec:
@@ -124,8 +125,8 @@ def load_spec(name_or_path: str | Path) -> BenchmarkSpec:
         if not path.is_file():
             raise HfpruneError(f"benchmark spec file '{path}' not found")
         return _read(path)
-    shipped = EVAL_DIR / f"{text}.yaml"
-    if not shipped.is_file():
+    shipped = shipped_benchmark_specs().get(text)
+    if shipped is None:
         raise HfpruneError(
             f"unknown benchmark '{text}'; choose one of: {', '.join(spec_names()) or '(none found)'} "
             f"or give the path of a spec YAML file"

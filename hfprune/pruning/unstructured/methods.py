@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hfprune.errors import HfpruneError
-from hfprune.pruning.groups import num_pruned
+from hfprune.pruning.structured.groups import num_pruned
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.unstructured.allocation import (
     activation_norms,

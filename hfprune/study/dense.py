@@ -6,12 +6,12 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
-from hfprune.checkpoints import save_atomically
+from hfprune.io import save_atomically
 from hfprune.errors import HfpruneError
 from hfprune.models.base import ModelAdapter
-from hfprune.recipe import Recipe
+from hfprune.config.recipe import Recipe
 from hfprune.seeding import seed_everything, stable_seed
-from hfprune.tasks import Task
+from hfprune.study.tasks.image_classification import Task
 from hfprune.train.trainer import get_accelerator, train
 
 

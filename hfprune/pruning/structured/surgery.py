@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from hfprune.pruning.groups import Group, StructuredMask, kept_index_selection
+from hfprune.pruning.structured.groups import Group, StructuredMask, kept_index_selection
 
 
 @torch.no_grad()

@@ -17,19 +17,19 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hfprune import __version__
-from hfprune.candidates import plan_for
-from hfprune.checkpoints import save_atomically
+from hfprune.study.plan import plan_for
+from hfprune.io import save_atomically
 from hfprune.data.registry import load_image_classification
-from hfprune.dense import dense_model
+from hfprune.study.dense import dense_model
 from hfprune.errors import HfpruneError
-from hfprune.hub import write_trial_card
+from hfprune.oneshot.cards import write_trial_card
 from hfprune.models import get_adapter
 from hfprune.models.base import ModelAdapter
-from hfprune.recipe import INSTRUCTION_DATASETS, Recipe
-from hfprune.store import TrialStore, read_trials, write_json_atomically
-from hfprune.tasks import ImageClassificationTask, Task
+from hfprune.config.recipe import INSTRUCTION_DATASETS, Recipe
+from hfprune.study.store import TrialStore, read_trials, write_json_atomically
+from hfprune.study.tasks.image_classification import ImageClassificationTask, Task
 from hfprune.train.trainer import get_accelerator
-from hfprune.trial import RETRAINED, TrialSpec, run_trial
+from hfprune.study.trial import RETRAINED, TrialSpec, run_trial
 
 
 @dataclass
@@ -43,7 +43,7 @@ class StudyResult:
 def build_task(recipe: Recipe, progress: bool = True) -> Task:
     """The recipe's task: instruction tuning of a vision-language model, or image classification."""
     if recipe.data.dataset in INSTRUCTION_DATASETS:
-        from hfprune.vl_task import VisionLanguageTask
+        from hfprune.study.tasks.vision_language import VisionLanguageTask
 
         return VisionLanguageTask(recipe, progress)
     data = load_image_classification(

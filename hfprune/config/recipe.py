@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from hfprune.errors import HfpruneError
-from hfprune.schema import Section, one_of, read_yaml, validate_document
+from hfprune.config.schema import Section, one_of, read_yaml, validate_document
 
 
 class ModelSection(Section):

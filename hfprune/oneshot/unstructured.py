@@ -14,11 +14,11 @@ from typing import Any, Sequence
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-from hfprune.candidates import sparsity_facts
-from hfprune.checkpoints import quiet_hf_progress, save_atomically
+from hfprune.study.plan import sparsity_facts
+from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.errors import HfpruneError, reason
-from hfprune.hub import CARD, unstructured_card
-from hfprune.prune import UNSTRUCTURED_MODEL_TYPES, check_out_dir, model_type_of
+from hfprune.oneshot.cards import CARD, unstructured_card
+from hfprune.oneshot.structured import UNSTRUCTURED_MODEL_TYPES, check_out_dir, model_type_of
 from hfprune.pruning.masking import MaskedParameters
 
 

@@ -13,11 +13,11 @@ import torch
 from accelerate import PartialState
 from transformers import PreTrainedModel
 
-from hfprune.checkpoints import quiet_hf_progress, save_atomically
+from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
-from hfprune.recipe import RetrainSection
+from hfprune.config.recipe import RetrainSection
 from hfprune.seeding import stable_seed
-from hfprune.tasks import Task
+from hfprune.study.tasks.image_classification import Task
 from hfprune.train.trainer import train
 
 

@@ -11,11 +11,11 @@ from typing import Any, Protocol
 
 import torch
 
-from hfprune.pruning.criteria import expand_kinds
-from hfprune.pruning.groups import Group, StructuredMask, parameter_masks
-from hfprune.pruning.samplers import Candidate, candidates_for
-from hfprune.recipe import Recipe
-from hfprune.trial import TrialSpec
+from hfprune.pruning.structured.importance import expand_kinds
+from hfprune.pruning.structured.groups import Group, StructuredMask, parameter_masks
+from hfprune.pruning.structured.samplers import Candidate, candidates_for
+from hfprune.config.recipe import Recipe
+from hfprune.study.trial import TrialSpec
 
 ParameterMasks = dict[str, torch.Tensor]
 

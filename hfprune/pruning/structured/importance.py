@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from hfprune.errors import HfpruneError
-from hfprune.pruning.gates import UnitGates
-from hfprune.pruning.groups import Group, StructuredMask, num_pruned
+from hfprune.pruning.structured.gates import UnitGates
+from hfprune.pruning.structured.groups import Group, StructuredMask, num_pruned
 from hfprune.seeding import stable_seed
 
 METHODS = ("random", "l1", "taylor_fo")

@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoProcessor
 from hfprune.data.llava import check_images, load_llava_instructions, subsample
 from hfprune.errors import HfpruneError
 from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss
-from hfprune.recipe import Recipe, TrainingSection
+from hfprune.config.recipe import Recipe, TrainingSection
 from hfprune.train.trainer import LossFn, make_loader
 
 

@@ -10,7 +10,7 @@ import torch
 
 from hfprune.data import ImageClassificationData
 from hfprune.evaluation.classification import classification_loss, evaluate_classification
-from hfprune.recipe import TrainingSection
+from hfprune.config.recipe import TrainingSection
 from hfprune.train.trainer import LossFn
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hfprune.errors import HfpruneError
-from hfprune.pruning.groups import Group, StructuredMask, num_pruned
+from hfprune.pruning.structured.groups import Group, StructuredMask, num_pruned
 from hfprune.seeding import stable_seed
 
 MAX_EXHAUSTIVE = 1_000_000

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig
 
-from hfprune.checkpoints import quiet_hf_progress
+from hfprune.io import quiet_hf_progress
 from hfprune.errors import HfpruneError, reason
-from hfprune.hub import front_matter
+from hfprune.oneshot.cards import front_matter
 from hfprune.models import get_adapter
-from hfprune.pruning.criteria import METHODS, criterion_mask, expand_ratios
+from hfprune.pruning.structured.importance import METHODS, criterion_mask, expand_ratios
 
 FAMILY_OF_MODEL_TYPE = {"vit": "vit", "pruned_vit": "vit", "lenet5_mini": "lenet5_mini"}
 UNSTRUCTURED_MODEL_TYPES = ("llava",)
@@ -113,7 +113,7 @@ def _count_parameters(model: torch.nn.Module) -> int:
 
 def _macs(family: str, config) -> int | None:
     if family == "vit":
-        from hfprune.models.vit_adapter import vit_macs
+        from hfprune.models.vit.adapter import vit_macs
 
         return vit_macs(config)["total"]
     return None
@@ -193,14 +193,14 @@ def prune_checkpoint(
     mask = criterion_mask(method, model, groups, ratios, seed=seed, batches=batches, loss_fn=classification_loss)
     pruned = adapter.prune_physically(model, mask).eval()
 
-    from hfprune.checkpoints import save_atomically
+    from hfprune.io import save_atomically
 
     save_atomically(pruned, out)
     has_processor = _copy_image_processor(source, out)
     family = adapter.name
     per_layer = None
     if family == "vit":
-        from hfprune.models.vit_adapter import layer_widths
+        from hfprune.models.vit.adapter import layer_widths
 
         heads, ffn, _ = layer_widths(pruned.config)
         per_layer = list(zip(heads, ffn))

@@ -10,7 +10,7 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration, PretrainedC
 
 from hfprune.errors import HfpruneError
 from hfprune.models.base import ModelAdapter
-from hfprune.pruning.groups import Group, StructuredMask
+from hfprune.pruning.structured.groups import Group, StructuredMask
 
 
 class LlavaAdapter(ModelAdapter):

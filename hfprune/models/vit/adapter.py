@@ -14,8 +14,8 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel, ViTConfig, ViTForImageClassification
 
 from hfprune.models.base import ModelAdapter
-from hfprune.models.vit import PrunedViTConfig, PrunedViTForImageClassification
-from hfprune.pruning.groups import Group, ParamSlice, StructuredMask
+from hfprune.models.vit.modeling_pruned_vit import PrunedViTConfig, PrunedViTForImageClassification
+from hfprune.pruning.structured.groups import Group, ParamSlice, StructuredMask
 
 LAYER = "vit.layers.{i}"
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from hfprune.models.base import ModelAdapter
-from hfprune.models.lenet import LeNet5MiniConfig, LeNet5MiniForImageClassification
-from hfprune.pruning.groups import Group, ParamSlice, StructuredMask
+from hfprune.models.lenet.modeling_lenet import LeNet5MiniConfig, LeNet5MiniForImageClassification
+from hfprune.pruning.structured.groups import Group, ParamSlice, StructuredMask
 
 
 class LeNetAdapter(ModelAdapter):

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from hfprune.pruning.groups import Group, ParamSlice, StructuredMask
+from hfprune.pruning.structured.groups import Group, ParamSlice, StructuredMask
 
 
 def _consumer(group: Group, modules: dict[str, nn.Module]) -> tuple[nn.Module, ParamSlice]:

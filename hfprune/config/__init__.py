@@ -1,0 +1,1 @@
+"""Configuration: the recipe schema and the validated-YAML machinery it shares with benchmark specs."""

@@ -1,0 +1,1 @@
+"""The lenet family: its model code and its adapter."""

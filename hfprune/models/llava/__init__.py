@@ -1,0 +1,1 @@
+"""The llava family: its model code and its adapter."""

@@ -1,0 +1,1 @@
+"""The vit family: its model code and its adapter."""

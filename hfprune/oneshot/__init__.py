@@ -1,0 +1,1 @@
+"""One-shot commands on a checkpoint: prune (structured / unstructured), convert, model cards, push."""

@@ -1,0 +1,1 @@
+"""The oracle-pruning study: plan, trials, typed records, the store, tasks, and the runner that ties them."""

@@ -1,0 +1,1 @@
+"""The shipped study recipes (one YAML document each); installed as the package data ``hfprune.recipes``."""
