@@ -329,6 +329,7 @@ def test_every_shipped_spec_says_its_style():
         ("0.5\nbecause", None, None),  # no space: the whole reply is no number
         ("no idea", None, None),
         ("", None, None),
+        (" \n", None, None),
     ],
 )
 def test_mmvet_grade_reading(reply, official, lmms_eval):
