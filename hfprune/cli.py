@@ -95,7 +95,7 @@ def eval_command(
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model \\[env HFPRUNE_JUDGE_MODEL]"),
     rescore: bool = typer.Option(False, "--rescore", help="score the saved predictions again without generating"),
     style: Optional[str] = typer.Option(None, "--style", help="scoring style: official (LLaVA's scripts) or "
-                                        "lmms_eval \[default: each spec's scoring.style, official]"),
+                                        "lmms_eval \\[default: each spec's scoring.style, official]"),
     lm_eval_tasks: Optional[str] = typer.Option(None, "--lm-eval-tasks", help="comma-separated lm-eval tasks run "
                                                 "on the language model alone (pip install 'hfprune\\[lmeval]')"),
     lm_eval_include: Optional[Path] = typer.Option(None, "--lm-eval-include", help="directory of extra lm-eval "
@@ -245,7 +245,7 @@ def score(
     file: Path = typer.Argument(..., help="JSONL, one row per sample: 'prediction' (the raw model output) and the "
                                 "benchmark's reference fields (see the README)"),
     style: Optional[str] = typer.Option(None, "--style", help="official (LLaVA's scripts) or lmms_eval "
-                                        "\[default: the spec's scoring.style, official]"),
+                                        "\\[default: the spec's scoring.style, official]"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object: the headline and the other metrics"),
     per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="write one JSONL row per input row, in "
                                               "input order, with its score and what was parsed"),

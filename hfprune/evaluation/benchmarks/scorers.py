@@ -104,7 +104,8 @@ def binary_metrics(pairs: list[tuple[Optional[str], str]], yes_ratio_of_referenc
 
     A parsed answer that is neither 'yes' nor 'no' (None) is wrong and counts in neither class. The
     yes-ratio is the share of 'yes' predictions, or of 'yes' references when asked (lmms-eval's).
-    A precision or recall with nothing to count is 0.
+    A precision or recall with nothing to count is 0 (where LLaVA's eval_pope.py would divide by
+    zero; TinyLLaVA Factory's copy adds 1e-6 to the denominators, under 1e-4 points of difference).
     """
     tp = sum(p == "yes" and t == "yes" for p, t in pairs)
     fp = sum(p == "yes" and t == "no" for p, t in pairs)
