@@ -95,6 +95,8 @@ def eval_command(
         "its key only from the environment: HFPRUNE_JUDGE_API_KEY"),
     judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model \\[env HFPRUNE_JUDGE_MODEL]"),
     rescore: bool = typer.Option(False, "--rescore", help="score the saved predictions again without generating"),
+    style: Optional[str] = typer.Option(None, "--style", help="scoring style: official (LLaVA's scripts) or "
+                                        "lmms_eval \\[default: each spec's scoring.style, official]"),
     lm_eval_tasks: Optional[str] = typer.Option(None, "--lm-eval-tasks", help="comma-separated lm-eval tasks run "
                                                 "on the language model alone (pip install 'hfprune\\[lmeval]')"),
     lm_eval_include: Optional[Path] = typer.Option(None, "--lm-eval-include", help="directory of extra lm-eval "
@@ -117,7 +119,7 @@ def eval_command(
     try:
         summary = evaluate_model(model, names, out, limit=limit, batch_size=batch_size, data_dir=data_dir,
                                  judge=judge, rescore=rescore, lm_eval_tasks=lm_tasks, lm_eval_include=lm_eval_include,
-                                 max_new_tokens=max_new_tokens, progress=progress)
+                                 max_new_tokens=max_new_tokens, progress=progress, style=style)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished answers are saved in {out}. Run the same command to resume.", err=True)
         raise typer.Exit(130) from None
@@ -238,6 +240,27 @@ def push(
 
     url = push_checkpoint(directory, repo_id, private=private, revision=revision, commit_message=message)
     typer.echo(f"pushed {directory} to {url}")
+
+
+@app.command()
+def score(
+    benchmark: str = typer.Argument(..., help="gqa, sqa_img, textvqa, textvqa_ocr, pope, mmvet, or a spec YAML"),
+    file: Path = typer.Argument(..., help="JSONL, one row per sample: 'prediction' (the raw model output) and the "
+                                "benchmark's reference fields (see the README)"),
+    style: Optional[str] = typer.Option(None, "--style", help="official (LLaVA's scripts) or lmms_eval "
+                                        "\\[default: the spec's scoring.style, official]"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object: the headline and the other metrics"),
+    per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="write one JSONL row per input row, in "
+                                              "input order, with its score and what was parsed"),
+    judge_base_url: Optional[str] = typer.Option(None, "--judge-base-url", help="MM-Vet judge endpoint, as in eval"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="MM-Vet judge model, as in eval"),
+) -> None:
+    """Score answers produced by any tool, as the official scripts (or lmms-eval) would."""
+    from hfprune.evaluation.benchmarks.judge import JudgeConfig
+    from hfprune.evaluation.score_command import run_score_command
+
+    run_score_command(benchmark, file, style=style, as_json=as_json, per_sample=per_sample,
+                      judge=JudgeConfig.resolve(base_url=judge_base_url, model=judge_model))
 
 
 def main() -> None:

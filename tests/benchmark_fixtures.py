@@ -1,7 +1,7 @@
 """Small copies of the five benchmarks in their Hub schemas, written into temporary directories.
 
 ``write_fixture(name, root, layout)`` writes the copy of benchmark ``name`` (``gqa``, ``sqa_img``,
-``textvqa``, ``pope``, ``mmvet``) under ``root`` and returns the directory to give as data path:
+``textvqa`` and ``textvqa_ocr``, ``pope``, ``mmvet``) under ``root`` and returns the directory to give as data path:
 
 - ``layout="hub"``: parquet files where a download of the Hub repository has them
   (``testdev_balanced_instructions/testdev-00000-of-00001.parquet``, ``data/test-0000i-of-00003.parquet``, ...);
@@ -181,8 +181,9 @@ def mmvet() -> dict:
     return {None: _dataset(columns, features)}
 
 
-BUILDERS = {"gqa": gqa, "sqa_img": sqa_img, "textvqa": textvqa, "pope": pope, "mmvet": mmvet}
-SPLITS = {"gqa": "testdev", "sqa_img": "test", "textvqa": "validation", "pope": "test", "mmvet": "test"}
+BUILDERS = {"gqa": gqa, "sqa_img": sqa_img, "textvqa": textvqa, "textvqa_ocr": textvqa, "pope": pope, "mmvet": mmvet}
+SPLITS = {"gqa": "testdev", "sqa_img": "test", "textvqa": "validation", "textvqa_ocr": "validation", "pope": "test",
+          "mmvet": "test"}
 SHARDS = {"pope": 3}  # the Hub copy of POPE's test split is three parquet files
 
 

@@ -28,7 +28,7 @@ def pixel(sample):
 
 def test_shipped_specs():
     specs = {spec.name: spec for spec in list_specs()}
-    assert set(specs) == {"gqa", "sqa_img", "textvqa", "pope", "mmvet"}
+    assert set(specs) == {"gqa", "sqa_img", "textvqa", "textvqa_ocr", "pope", "mmvet"}
     assert {path.stem for path in EVAL_DIR.glob("*.yaml")} == set(specs)
     assert specs["gqa"].dataset.join.left_on == "imageId"
     assert specs["sqa_img"].dataset.config == "ScienceQA-IMG"
@@ -77,7 +77,8 @@ def test_spec_file_errors(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(HfpruneError, match="must be a YAML mapping"):
         load_spec(path)
-    with pytest.raises(HfpruneError, match="unknown benchmark 'vqav2'; choose one of: gqa, mmvet, pope, sqa_img, textvqa"):
+    with pytest.raises(HfpruneError, match="unknown benchmark 'vqav2'; choose one of: gqa, mmvet, pope, sqa_img, "
+                                           "textvqa, textvqa_ocr"):
         load_spec("vqav2")
     with pytest.raises(HfpruneError, match="not found"):
         load_spec(tmp_path / "absent.yaml")
@@ -90,6 +91,19 @@ def test_a_user_spec_reuses_a_loader_with_its_own_prompt(tmp_path):
     path.write_text(yaml.safe_dump(data))
     samples = load_samples(load_spec(path), str(write_fixture("textvqa", tmp_path)))
     assert samples[0].prompt == "what brand is this?\nReference OCR token: coca, cola" + SUFFIX
+
+
+def test_textvqa_ocr_asks_as_llavas_question_file(tmp_path):
+    """llava_textvqa_val_v051_ocr.jsonl: 'What is ...?\nReference OCR token: A, b\nAnswer the question ...'."""
+    from benchmark_fixtures import textvqa
+
+    rows = textvqa()[None].map(lambda row, i: {"ocr_tokens": [] if i == 2 else row["ocr_tokens"]}, with_indices=True)
+    samples = load_samples(load_spec("textvqa_ocr"), str(write_fixture("textvqa", tmp_path, configs={None: rows})))
+    assert samples[0].prompt == "What brand is this?\nReference OCR token: coca, cola" + SUFFIX
+    assert samples[1].prompt == "How many cups are there?\nReference OCR token: 2" + SUFFIX
+    assert samples[2].prompt == "What does the sign say?" + SUFFIX  # no OCR tokens: no OCR line (our reading)
+    assert load_spec("textvqa").prompt == "{question}" + SUFFIX  # the default asks without them
+    assert "textvqa_ocr" in load_spec("textvqa").description and "published" in load_spec("textvqa_ocr").description
 
 
 # --- loaders ----------------------------------------------------------------------------------

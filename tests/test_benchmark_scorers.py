@@ -1,31 +1,37 @@
-"""Scorers: answer parsing, EvalAI normalisation, VQA accuracy, POPE metrics and the MM-Vet judge."""
+"""Scorers, read in each scoring style. Expected values follow the evaluation scripts' rules, not hfprune:
+
+- ``official``: LLaVA's ``llava/eval`` (copied by TinyLLaVA Factory): ``convert_gqa_for_eval.py`` + GQA's
+  ``eval.py``, ``eval_science_qa.py``, ``eval_pope.py``, ``m4c_evaluator.py``; MM-Vet's evaluator.
+- ``lmms_eval``: lmms-eval's task code (``gqa.yaml`` exact_match, ``scienceqa/utils.py``, ``pope/utils.py``,
+  ``textvqa/utils.py``, ``mmvet/utils.py``).
+"""
 
 import json
+import math
 
 import pytest
 
 from hfprune.errors import HfpruneError
-from hfprune.evaluation.benchmarks import JudgeConfig, Prediction, load_spec, score_predictions
-from hfprune.evaluation.benchmarks.judge import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, grading_prompt, parse_score
-from hfprune.evaluation.benchmarks.scorers import (
-    JUDGE_CACHE,
-    binary_metrics,
-    choice_letter,
-    exact_match,
-    parse_letter,
-    pope,
-    vqa_accuracy_scorer,
-    yes_no,
-)
+from hfprune.evaluation.benchmarks import JudgeConfig, Prediction, load_spec, parse_spec, score_predictions
+from hfprune.evaluation.benchmarks.judge import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, grading_prompt
+from hfprune.evaluation.benchmarks.scorers import JUDGE_CACHE, binary_metrics
+from hfprune.evaluation.benchmarks.styles import STYLES, get_style
 from hfprune.evaluation.benchmarks.vqa_normalize import normalize_answer, vqa_accuracy
+from hfprune.evaluation.benchmarks.spec import EVAL_DIR
 from judge_server import JudgeServer
+
+OFFICIAL, LMMS = STYLES["official"], STYLES["lmms_eval"]
 
 
 def pred(output, references, sample_id="s", **meta):
     return Prediction(sample_id, output, list(references), meta)
 
 
-# --- EvalAI normalisation -------------------------------------------------------------------
+def score(name, predictions, tmp_path=None, style=None, **kwargs):
+    return score_predictions(load_spec(name), predictions, tmp_path or "unused", style=style, **kwargs)
+
+
+# --- EvalAI answer processor (TextVQA, both styles) -------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -39,29 +45,37 @@ def pred(output, references, sample_id="s", **meta):
         ("an apple", "apple"),
         ("yes.", "yes"),  # a period not followed by a digit goes
         ("3.5", "3.5"),  # a decimal point stays
-        ("t-shirt", "t shirt"),  # punctuation inside a word becomes a space
-        ("coca - cola", "coca cola"),  # punctuation touching a space is removed
+        ("t-shirt", "t shirt"),  # punctuation touching no space becomes a space
+        ("coca - cola", "coca cola"),  # punctuation touching a space is deleted
         ("(none)", "0"),
         ("hello, world!", "hello world"),
+        ("10,000", "10000"),  # commas go first, so the digit-comma rule never applies
         ("What?", "what"),
-        ("dont", "don't"),  # contractions get their apostrophes back
+        ("dont", "don't"),  # contractions from the table
         ("isnt", "isn't"),
         ("youre", "you're"),
         ("couldnt've", "couldn't've"),
-        ("couldntve", "couldn't've"),
-        ("it's", "it 's"),  # possessive/'s split off, as EvalAI's tokeniser does
-        ("its", "its"),  # an ordinary word is not a contraction
+        ("it's", "it 's"),  # 's is split off
+        ("its", "its"),
         ("  Line\none\ttwo ", "line 1 2"),
+        # the table's quirks, as the script has them
+        ("couldntve", "couldntve"),  # missing from the table
+        ("yalldve", "yalldve"),
+        ("shes", "shes"),
+        ("Im", "im"),  # the key is 'Im' but the text is lowercased first
+        ("ive", "ive"),
+        ("Id've", "id've"),
+        ("somebody'd", "somebodyd"),  # mapped the wrong way round
+        ("somebodyd", "somebodyd"),
+        ("." * 40, "." * 8),  # re.UNICODE (32) passed as re.sub's count: only 32 periods go
+        ("a." * 33, "a" * 32 + "a."),
     ],
 )
-def test_evalai_normalisation(raw, expected):
+def test_evalai_answer_processor(raw, expected):
     assert normalize_answer(raw) == expected
 
 
-@pytest.mark.parametrize(
-    "matches, expected",
-    [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)],
-)
+@pytest.mark.parametrize("matches, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)])
 def test_vqa_accuracy_leave_one_out(matches, expected):
     # m matches among 10: leaving out a match leaves m-1, leaving out another leaves m;
     # accuracy = (m * min(1, (m-1)/3) + (10-m) * min(1, m/3)) / 10, e.g. m=3: (3*2/3 + 7*1)/10 = 0.9
@@ -69,44 +83,75 @@ def test_vqa_accuracy_leave_one_out(matches, expected):
     assert vqa_accuracy("stop", references) == pytest.approx(expected)
 
 
-def test_vqa_accuracy_normalises_both_sides():
-    references = ["2"] * 2 + ["two"] * 1 + ["three"] * 7
-    assert vqa_accuracy("Two.", references) == pytest.approx(0.9)
-    result = vqa_accuracy_scorer([pred("Two.", references), pred("four", references, "t")])
-    assert result["metrics"]["score"] == pytest.approx(45.0)
-    assert result["per_sample"][0] == {"sample_id": "s", "score": pytest.approx(0.9), "parsed": "2"}
+@pytest.mark.parametrize(
+    "prediction, answers, expected",
+    [
+        ("Two.", ["2"] * 2 + ["two"] + ["three"] * 7, 0.9),
+        ("couldntve", ["couldn't've"] * 10, 0.0),  # no 'couldntve' key: the strings differ
+        ("Im", ["i'm"] * 10, 0.0),  # 'Im' never matches lowercased text
+        ("somebodyd", ["somebody'd"] * 10, 1.0),  # both become 'somebodyd'
+        ("yes" + "." * 33, ["yes"] * 10, 0.0),  # the 33rd period stays: 'yes.'
+    ],
+)
+def test_textvqa_ten_answer_sets_score_as_the_official_evaluator(prediction, answers, expected, tmp_path):
+    for style in STYLES:  # lmms-eval uses the same processor
+        result = score("textvqa", [pred(prediction, answers)], style=style)
+        assert result["per_sample"][0]["score"] == pytest.approx(expected), style
 
 
-# --- GQA --------------------------------------------------------------------------------------
-
-
-def test_gqa_exact_match():
-    predictions = [
-        pred("Yes.", ["yes"], "a"),
-        pred("  Red \n", ["red"], "b"),
-        pred("red car", ["red"], "c"),
-        pred("The table", ["table"], "d"),  # articles are not stripped for GQA
-    ]
-    result = exact_match(predictions)
-    assert [s["score"] for s in result["per_sample"]] == [1.0, 1.0, 0.0, 0.0]
-    assert [s["parsed"] for s in result["per_sample"]] == ["yes", "red", "red car", "the table"]
-    assert result["metrics"] == {"score": 50.0, "num_samples": 4}
-
-
-# --- ScienceQA --------------------------------------------------------------------------------
+# --- GQA ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "output, expected",
+    "output, reference, official, lmms_eval",
+    [
+        ("Yes.", "yes", 1, 1),
+        ("  Red \n", "red", 1, 1),  # the generated text is stripped first
+        ("RED", "red", 1, 1),
+        ("Dog...", "dog", 1, 1),  # every trailing period goes (official)
+        ("red .", "red", 0, 0),  # 'red ' is not 'red'
+        ("red!", "red", 0, 1),  # lmms-eval removes all punctuation
+        ("t-shirt", "tshirt", 0, 1),
+        (".red", "red", 0, 1),
+        ("red car", "red", 0, 0),
+        ("The table", "table", 0, 0),  # articles stay
+        ("Red", "Red", 0, 1),  # the reference is not lowercased by GQA's eval.py
+    ],
+)
+def test_gqa(output, reference, official, lmms_eval):
+    for style, expected in (("official", official), ("lmms_eval", lmms_eval)):
+        result = score("gqa", [pred(output, [reference])], style=style)
+        assert result["per_sample"][0]["score"] == expected, style
+        assert result["metrics"] == {"score": 100.0 * expected, "num_samples": 1}
+
+
+def test_gqa_parsed_text():
+    result = score("gqa", [pred("Dog...", ["dog"]), pred("Red.", ["red"])])
+    assert [s["parsed"] for s in result["per_sample"]] == ["dog", "red"]
+
+
+# --- ScienceQA-IMG --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "output, official",
     [
         ("A", "A"),
         (" B \n", "B"),
-        ("B.", "B"),
-        ("C)", "C"),
-        ("B. The bird can fly.", "B"),
+        ("B. The bird can fly.", "B"),  # a letter followed by '. '
         ("The answer is D.", "D"),
-        ("the answer is B", "B"),
+        ("weather. The answer is B.", "B"),  # the single match anywhere in the text
+        ("The answer is D, because x", "D"),  # '.' in the pattern is any character
+        ("The answer is E. B", None),  # E: one match, but only four choices
+        ("The answer is A. The answer is B.", None),  # two matches
+        ("The answer is B", None),  # nothing after the letter for the pattern's '.'
+        ("the answer is C.", None),  # case matters
+        ("C.", None),
+        ("A)", None),
+        ("B) text", None),
+        ("B.\ntext", None),
         ("E", None),  # only four choices
+        ("F", None),  # not an option letter at all
         ("b", None),
         ("Answer: B", None),
         ("AB", None),
@@ -115,41 +160,89 @@ def test_gqa_exact_match():
         ("", None),
     ],
 )
-def test_sqa_letter_parsing(output, expected):
-    assert parse_letter(output, num_choices=4) == expected
+def test_sqa_official_letters(output, official):
+    parsed, _ = OFFICIAL.sqa(output, "A", 4)
+    assert parsed == official
+
+
+def test_sqa_official_letter_e_with_five_choices():
+    assert OFFICIAL.sqa("The answer is E. B", "E", 5) == ("E", True)
+    assert OFFICIAL.sqa("The answer is F.", "F", 6) == (None, False)  # the script's options stop at E
+
+
+@pytest.mark.parametrize(
+    "output, reference, expected",
+    [
+        ("B", "B", 1),
+        ("b", "B", 1),  # a lowercase letter
+        ("A.B", "A", 1),  # an upper-case character followed by '.'
+        ("C.", "C", 1),
+        ("B. text", "B", 1),
+        ("b.", "B", 0),
+        ("B)", "B", 0),
+        ("The answer is B.", "B", 0),
+        ("C", "B", 0),
+        ("", "B", 0),
+    ],
+)
+def test_sqa_lmms_eval(output, reference, expected):
+    assert LMMS.sqa(output, reference, 3)[1] == bool(expected)
 
 
 def test_sqa_scorer_counts_only_letters_within_the_choices():
-    result = choice_letter(
+    result = score(
+        "sqa_img",
         [
             pred("B", ["B"], "a", choices=["x", "y"]),
             pred("C", ["B"], "b", choices=["x", "y", "z"]),
             pred("The answer is A.", ["A"], "c", choices=["x", "y", "z"]),
             pred("C", ["C"], "d", choices=["x", "y"]),  # C is no choice: wrong even if it matched
-        ]
+        ],
     )
     assert [s["parsed"] for s in result["per_sample"]] == ["B", "C", "A", None]
+    assert [s["score"] for s in result["per_sample"]] == [1, 0, 1, 0]
     assert result["metrics"]["score"] == 50.0
 
 
-# --- POPE -------------------------------------------------------------------------------------
+# --- POPE -----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "output, expected",
+    "output, official",
     [
         ("Yes", "yes"),
         ("Yes, there is a dog in the image.", "yes"),
         ("No.", "no"),
-        ("NO", "no"),
+        ("No", "no"),
+        ("no, there is not", "no"),  # commas are deleted before splitting
         ("There is not a cat in the image.", "no"),
-        ("Yes. There is no cat.", "yes"),  # only the first sentence counts
-        ("Nothing suggests otherwise", "yes"),  # 'nothing' is not the word 'no'
+        ("no  cat", "no"),  # split on single spaces
+        # the script reads these as yes: the words must be exactly No, not or no
+        ("NO", "yes"),
+        ("Not really.", "yes"),
+        ("No!", "yes"),
+        ("No?", "yes"),
+        ("(no)", "yes"),
+        ("no;", "yes"),
+        ('"No"', "yes"),
+        ("no\tthere", "yes"),
+        ("Nothing suggests otherwise", "yes"),
         ("", "yes"),
+        # only the text before the first '.' counts
+        ("Yes? No.", "no"),
+        ("Yes. There is no cat.", "yes"),
     ],
 )
-def test_pope_parsing(output, expected):
-    assert yes_no(output) == expected
+def test_pope_official_reading(output, official):
+    assert OFFICIAL.pope(output) == official
+
+
+@pytest.mark.parametrize(
+    "output, lmms_eval",
+    [("Yes", "yes"), (" NO \n", "no"), ("yes", "yes"), ("No.", None), ("Yes, there is.", None), ("", None)],
+)
+def test_pope_lmms_eval_reading(output, lmms_eval):
+    assert LMMS.pope(output) == lmms_eval
 
 
 def test_pope_metrics_from_a_confusion_matrix():
@@ -157,44 +250,95 @@ def test_pope_metrics_from_a_confusion_matrix():
     cases = [("yes", "yes")] * 3 + [("yes", "no")] + [("no", "yes")] * 2 + [("no", "no")] * 4
     predictions = [pred(p, [t], f"adv-{i}", category="adversarial") for i, (p, t) in enumerate(cases)]
     predictions += [pred("Yes.", ["yes"], "rnd-0", category="random"), pred("No", ["no"], "rnd-1", category="random")]
-    metrics = pope(predictions)["metrics"]
+    result = score("pope", predictions)
+    metrics = result["metrics"]
     f1 = 100 * 2 * 0.75 * 0.6 / 1.35
     assert metrics["adversarial.accuracy"] == pytest.approx(70)
     assert metrics["adversarial.precision"] == pytest.approx(75)
     assert metrics["adversarial.recall"] == pytest.approx(60)
     assert metrics["adversarial.f1"] == pytest.approx(f1)
-    assert metrics["adversarial.yes_ratio"] == pytest.approx(40)
+    assert metrics["adversarial.yes_ratio"] == pytest.approx(40)  # of the predictions
     assert metrics["adversarial.num_samples"] == 10
     assert metrics["random.f1"] == pytest.approx(100)
     assert metrics["score"] == pytest.approx((f1 + 100) / 2)  # mean F1 over the splits
     assert metrics["num_samples"] == 12
+    assert result["per_sample"][-2]["parsed"] == "yes" and result["style"] == "official"
+
+
+def test_pope_lmms_eval_metrics():
+    # 'Yes.' is neither yes nor no: wrong, and in neither class; the yes-ratio counts the references
+    predictions = [pred("yes", ["yes"], "a"), pred("Yes.", ["yes"], "b"), pred("no", ["no"], "c"),
+                   pred("No, there is none", ["no"], "d")]
+    metrics = score("pope", predictions, style="lmms_eval")["metrics"]
+    assert metrics["all.accuracy"] == pytest.approx(50)
+    assert metrics["all.precision"] == pytest.approx(100)  # TP 1, FP 0
+    assert metrics["all.recall"] == pytest.approx(100)  # TP 1, FN 0: 'Yes.' is no false negative
+    assert metrics["all.yes_ratio"] == pytest.approx(50)  # 2 of 4 references are yes
+    official = score("pope", predictions)["metrics"]
+    assert official["all.accuracy"] == pytest.approx(100) and official["all.yes_ratio"] == pytest.approx(50)
 
 
 def test_pope_degenerate_splits_and_bad_references():
     assert binary_metrics([("no", "no")]) == {"accuracy": 100, "precision": 0, "recall": 0, "f1": 0, "yes_ratio": 0}
+    assert binary_metrics([("no", "no")], yes_ratio_of_references=True)["yes_ratio"] == 0
     with pytest.raises(HfpruneError, match="expected 'yes' or 'no'"):
-        pope([pred("yes", ["maybe"])])
+        score("pope", [pred("yes", ["maybe"])])
+
+
+# --- styles ---------------------------------------------------------------------------------------
+
+
+def test_the_spec_chooses_the_style_and_a_flag_overrides_it(tmp_path):
+    predictions = [pred("b", ["B"], choices=["x", "y"])]
+    data = json.loads(json.dumps(load_spec("sqa_img").model_dump()))
+    assert data["scoring"] == {"style": "official"}
+    data["scoring"] = {"style": "lmms_eval"}
+    spec = parse_spec(data)
+    assert score_predictions(spec, predictions, tmp_path)["metrics"]["score"] == 100
+    assert score_predictions(spec, predictions, tmp_path, style="official")["metrics"]["score"] == 0
+    with pytest.raises(HfpruneError, match="unknown scoring style 'llava'; choose one of: official, lmms_eval"):
+        score_predictions(spec, predictions, tmp_path, style="llava")
+    data["scoring"] = {"style": "llava"}
+    with pytest.raises(HfpruneError, match="scoring.style: unknown scoring style 'llava'"):
+        parse_spec(data)
+
+
+def test_every_shipped_spec_says_its_style():
+    for path in EVAL_DIR.glob("*.yaml"):
+        assert "\nscoring:\n  style: official" in path.read_text(), path.name
+    assert get_style("official") is OFFICIAL
 
 
 # --- MM-Vet judge -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "reply, expected",
+    "reply, official, lmms_eval",
     [
-        ("0.7", 0.7),
-        ("Correctness: 0.5", 0.5),
-        ("1.0.", 1.0),
-        ("1", 1.0),
-        ("The score is .3", 0.3),
-        ("0.8 because the prediction misses one element", 0.8),
-        ("1.5", 1.0),  # clamped
-        ("no idea", None),
-        ("", None),
+        ("0.7", 0.7, 0.7),
+        ("1", 1.0, 1.0),
+        ("0.0", 0.0, 0.0),
+        ("0.8 because the prediction misses one element", 0.8, 0.8),  # up to the first space
+        ("0.5\n", 0.5, 0.5),
+        (" 0.5", None, 0.5),  # the evaluator splits before stripping: the first piece is empty
+        ("Correctness: 0.5", None, None),
+        ("1.0.", None, None),
+        ("The score is .3", None, None),
+        ("1.5", None, None),  # out of range: asked again
+        ("-0.1", None, None),
+        ("0.5\nbecause", None, None),  # no space: the whole reply is no number
+        ("no idea", None, None),
+        ("", None, None),
+        (" \n", None, None),
     ],
 )
-def test_mmvet_score_parsing(reply, expected):
-    assert parse_score(reply) == (None if expected is None else pytest.approx(expected))
+def test_mmvet_grade_reading(reply, official, lmms_eval):
+    for style, expected in ((OFFICIAL, official), (LMMS, lmms_eval)):
+        assert style.judge_grade(reply) == (None if expected is None else pytest.approx(expected)), style.name
+
+
+def test_mmvet_official_reading_lets_nan_through_like_the_evaluator():
+    assert math.isnan(OFFICIAL.judge_grade("nan")) and LMMS.judge_grade("nan") is None
 
 
 def test_grading_prompt_is_the_few_shot_table_with_the_answer_as_last_row():
@@ -276,6 +420,19 @@ def test_mmvet_unparseable_replies_score_zero_and_are_flagged(tmp_path):
         assert len(server.requests) == 3
     assert result["per_sample"][0]["score"] == 0.0 and result["per_sample"][0]["unparsed"] is True
     assert result["metrics"]["unparsed"] == 1
+
+
+def test_mmvet_judge_replies_are_read_in_the_style_and_cached_per_style(tmp_path):
+    with JudgeServer(reply=lambda prompt: " 1.0") as server:  # a leading space
+        judge = JudgeConfig(server.base_url, "judge-model", retry_delay=0)
+        official = score_predictions(load_spec("mmvet"), mmvet_predictions()[:1], tmp_path, judge)
+        assert len(server.requests) == 3  # unusable for the official reading: asked three times
+        lmms = score_predictions(load_spec("mmvet"), mmvet_predictions()[:1], tmp_path, judge, style="lmms_eval")
+        assert len(server.requests) == 4  # another style is another cache entry
+        score_predictions(load_spec("mmvet"), mmvet_predictions()[:1], tmp_path, judge, style="lmms_eval")
+        assert len(server.requests) == 4
+    assert official["per_sample"][0]["unparsed"] is True and official["metrics"]["score"] == 0
+    assert lmms["per_sample"][0]["score"] == 1.0 and lmms["style"] == "lmms_eval"
 
 
 def test_mmvet_judge_errors_never_show_the_key(tmp_path):

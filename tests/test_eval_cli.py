@@ -133,6 +133,24 @@ def test_rescore_reads_the_predictions_without_the_model(tmp_path, monkeypatch):
     assert [json.loads(line)["sample_id"] for line in (out / "gqa" / "scores.jsonl").read_text().splitlines()] == ["q1"]
 
 
+def test_rescore_in_another_style_from_the_command_line(tmp_path):
+    out = tmp_path / "out"
+    for task in ("sqa_img", "pope"):
+        (out / task).mkdir(parents=True)
+        (out / task / "predictions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in RECORDS[task]))
+    result = subprocess.run([sys.executable, "-m", "hfprune", "eval", str(tmp_path / "no-model"), "--tasks",
+                             "sqa_img,pope", "--out", str(out), "--rescore", "--style", "lmms_eval", "--no-progress"],
+                            env=environment(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["styles"] == {"sqa_img": "lmms_eval", "pope": "lmms_eval"}
+    # lmms-eval reads 'The answer is B.' as no letter, and 'Yes, there is.' / 'No.' as neither yes nor no
+    assert summary["scores"] == {"sqa_img": 0.0, "pope": 0.0}
+    assert json.loads((out / "pope" / "metrics.json").read_text())["style"] == "lmms_eval"
+    official = runner.evaluate_model(tmp_path / "no-model", ["sqa_img", "pope"], out, rescore=True, progress=False)
+    assert official["scores"] == {"sqa_img": 50.0, "pope": 100.0} and set(official["styles"].values()) == {"official"}
+
+
 def test_rescore_without_predictions_says_so(tmp_path):
     with pytest.raises(HfpruneError, match="no predictions to rescore for 'gqa'"):
         runner.evaluate_model(tmp_path / "no-model", ["gqa"], tmp_path / "out", rescore=True)

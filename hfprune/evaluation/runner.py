@@ -1,7 +1,8 @@
 """Evaluate a model on benchmarks: generate (resuming), score, and summarise like the paper's Table A6.
 
 ``out_dir/<task>/`` holds ``predictions.jsonl`` (the raw answers), ``scores.jsonl`` (per-sample scores) and
-``metrics.json``; ``out_dir/summary.json`` and ``summary.md`` hold every benchmark's headline score and their mean.
+``metrics.json`` (with the scoring style that read the answers); ``out_dir/summary.json`` and ``summary.md`` hold
+every benchmark's headline score and their mean.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from hfprune.evaluation.benchmarks.judge import NO_JUDGE, JudgeConfig
 from hfprune.evaluation.benchmarks.loaders import load_samples
 from hfprune.evaluation.benchmarks.scorers import SCORERS, score_predictions
 from hfprune.evaluation.benchmarks.spec import load_spec, spec_names
+from hfprune.evaluation.benchmarks.styles import get_style
 from hfprune.evaluation.generation import drop_torn_tail, generate_predictions, load_model, read_predictions
 
 # The paper's Table A6 order and column names; other benchmarks follow under their own names.
-TABLE_A6 = {"sqa_img": "SQA-IMG", "textvqa": "TextVQA", "gqa": "GQA", "mmvet": "MM-Vet", "pope": "POPE"}
+TABLE_A6 = {"sqa_img": "SQA-IMG", "textvqa": "TextVQA", "textvqa_ocr": "TextVQA (OCR)", "gqa": "GQA",
+            "mmvet": "MM-Vet", "pope": "POPE"}
 
 
 class _Model:
@@ -55,8 +58,9 @@ def resolve_specs(tasks: list[str]) -> dict[str, Any]:
 
 def evaluate_task(model: _Model, spec, task_dir: Path, limit: int | None = None, batch_size: int = 8,
                   data_path: Path | None = None, judge=None, rescore: bool = False, progress: bool = True,
-                  max_new_tokens: int | None = None) -> dict:
-    """Generate the task's missing answers (or reuse them all with ``rescore``), score, write metrics.json."""
+                  max_new_tokens: int | None = None, style: str | None = None) -> dict:
+    """Generate the task's missing answers (or reuse them all with ``rescore``), score in ``style`` (default: the
+    spec's), write metrics.json."""
     path = task_dir / "predictions.jsonl"
     if rescore:
         predictions = read_predictions(path)
@@ -69,10 +73,10 @@ def evaluate_task(model: _Model, spec, task_dir: Path, limit: int | None = None,
         new_tokens = min(spec.generation.max_new_tokens, max_new_tokens or spec.generation.max_new_tokens)
         predictions = generate_predictions(*loaded, samples, path, new_tokens, batch_size=batch_size,
                                            desc=spec.name, progress=progress)
-    result = score_predictions(spec, predictions, task_dir, judge=judge)
+    result = score_predictions(spec, predictions, task_dir, judge=judge, style=style)
     (task_dir / "scores.jsonl").write_text("".join(json.dumps(row, default=str) + "\n" for row in result["per_sample"]))
-    metrics = {"task": spec.name, "score": result["metrics"]["score"], "metrics": result["metrics"],
-               "num_predictions": len(predictions)}
+    metrics = {"task": spec.name, "style": result["style"], "score": result["metrics"]["score"],
+               "metrics": result["metrics"], "num_predictions": len(predictions)}
     _write_json(task_dir / "metrics.json", metrics)
     return metrics
 
@@ -80,13 +84,15 @@ def evaluate_task(model: _Model, spec, task_dir: Path, limit: int | None = None,
 def evaluate_model(model, tasks: list[str], out_dir: str | Path, limit: int | None = None, batch_size: int = 8,
                    data_dir: str | Path | None = None, judge=None, rescore: bool = False,
                    lm_eval_tasks: list[str] | None = None, lm_eval_include: str | Path | None = None,
-                   max_new_tokens: int | None = None, progress: bool = True) -> dict:
+                   max_new_tokens: int | None = None, progress: bool = True, style: str | None = None) -> dict:
     """Evaluate ``model`` (a local dir or Hub id, or a loaded ``(model, processor)``) on ``tasks``.
 
     ``data_dir/<task>`` is used as the local copy of a benchmark's data when given; ``max_new_tokens`` caps
-    the specs' answer lengths (quick checks; not comparable with full runs); ``limit`` applies to lm-eval too.
-    Returns the summary.
+    the specs' answer lengths (quick checks; not comparable with full runs); ``limit`` applies to lm-eval too;
+    ``style`` (official, lmms_eval) replaces every spec's scoring style. Returns the summary.
     """
+    if style is not None:
+        get_style(style)  # an unknown style fails before anything is generated
     specs = resolve_specs(tasks)
     judge = judge or JudgeConfig.resolve()
     if judge is None and any(SCORERS[spec.scorer.name].needs_judge for spec in specs.values()):
@@ -97,10 +103,11 @@ def evaluate_model(model, tasks: list[str], out_dir: str | Path, limit: int | No
     for name, spec in specs.items():
         data_path = Path(data_dir) / name if data_dir is not None else None
         results[name] = evaluate_task(handle, spec, out_dir / name, limit, batch_size, data_path, judge, rescore,
-                                      progress, max_new_tokens)
+                                      progress, max_new_tokens, style)
     ordered = sorted(results, key=lambda name: list(TABLE_A6).index(name) if name in TABLE_A6 else len(TABLE_A6))
     summary = {"model": handle.name, "limit": limit, "max_new_tokens": max_new_tokens,
                "scores": {name: results[name]["score"] for name in ordered},
+               "styles": {name: results[name]["style"] for name in ordered},
                "mean": mean(results[name]["score"] for name in ordered) if ordered else None,
                "metrics": {name: results[name]["metrics"] for name in ordered}}
     if lm_eval_tasks:

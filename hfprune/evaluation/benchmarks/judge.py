@@ -1,10 +1,11 @@
 """An LLM judge for open-ended answers (MM-Vet) through any OpenAI-compatible endpoint.
 
 The judge sees MM-Vet's few-shot grading table (question | ground truth | prediction |
-correctness) and fills in the correctness, 0.0-1.0, of the last row. Every graded answer is
-appended to a JSONL cache keyed by a hash of (question, reference, answer, judge model), so a
-rerun asks the judge nothing it has answered before. The API key is sent in the Authorization
-header only; it is kept out of reprs, errors, logs and the cache.
+correctness) and fills in the correctness, 0.0-1.0, of the last row; the scoring style reads the
+grade from the reply. Every graded answer is appended to a JSONL cache keyed by a hash of
+(question, reference, answer, judge model, style), so a rerun asks the judge nothing it has
+answered before. The API key is sent in the Authorization header only; it is kept out of reprs,
+errors, logs and the cache.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from hfprune.errors import HfpruneError
 
@@ -51,7 +51,6 @@ Iceland has green landscapes and Greenland is mostly ice and snow, and the capti
 have trust issues" plays on that contradiction between the names and the places. | 1.0
 """
 NUDGE = "\nReply with the correctness score only, a number from 0.0 to 1.0:"
-_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?|\.\d+)")
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -93,12 +92,6 @@ def grading_prompt(question: str, reference: str, answer: str) -> str:
     reference = reference.replace("<AND>", " <AND> ").replace("<OR>", " <OR> ")
     cells = (" ".join(text.split()) for text in (question, reference, answer))
     return GRADING_PROMPT + " | ".join(cells) + " | "
-
-
-def parse_score(reply: str) -> Optional[float]:
-    """The first number in the judge's reply, clamped to [0, 1]; None when there is none."""
-    match = _NUMBER.search(reply)
-    return None if match is None else min(1.0, max(0.0, float(match.group(1))))
 
 
 def _post(judge: JudgeConfig, prompt: str, max_tokens: int) -> str:
@@ -147,8 +140,8 @@ class JudgeCache:
                 self.entries[entry["key"]] = entry
 
     @staticmethod
-    def key(question: str, reference: str, answer: str, model: str) -> str:
-        return hashlib.sha256(json.dumps([question, reference, answer, model]).encode()).hexdigest()
+    def key(question: str, reference: str, answer: str, model: str, style: str) -> str:
+        return hashlib.sha256(json.dumps([question, reference, answer, model, style]).encode()).hexdigest()
 
     def add(self, entry: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,20 +151,21 @@ class JudgeCache:
 
 
 def grade(judge: JudgeConfig, cache: JudgeCache, question: str, reference: str, answer: str,
-          *, max_tokens: int = 16, asks: int = 3) -> dict:
+          *, read: Callable[[str], Optional[float]], style: str, max_tokens: int = 16, asks: int = 3) -> dict:
     """The cached or fresh grade ``{key, score, reply, unparsed}`` of one answer.
 
-    A reply without a number is asked again (with a nudge) up to ``asks`` times in all; if none
-    parses the score is 0.0 and ``unparsed`` is true.
+    ``read`` is the style's reading of a reply (None: no usable grade). Such a reply is asked again
+    (with a nudge) up to ``asks`` times in all; if none is usable the score is 0.0 and ``unparsed``
+    is true.
     """
-    key = JudgeCache.key(question, reference, answer, judge.model)
+    key = JudgeCache.key(question, reference, answer, judge.model, style)
     if key in cache.entries:
         return cache.entries[key]
     prompt = grading_prompt(question, reference, answer)
     reply, score = "", None
     for ask in range(asks):
         reply = judge.redact(_post(judge, prompt if ask == 0 else prompt + NUDGE, max_tokens))
-        score = parse_score(reply)
+        score = read(reply)
         if score is not None:
             break
     entry = {"key": key, "score": score or 0.0, "reply": reply, "unparsed": score is None}

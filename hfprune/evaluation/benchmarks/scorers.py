@@ -4,13 +4,14 @@ Every scorer returns ``{"metrics": {...}, "per_sample": [...]}``. ``metrics`` is
 headline ``score`` (0-100), ``num_samples`` and extra numbers (``adversarial.f1``, ``cap.ocr``,
 ...), all percentages except counts. Each ``per_sample`` entry has ``sample_id``, ``score`` (0-1)
 and ``parsed`` (what the scorer read from the output). Scorers are registered by name; their
-keyword-only parameters are the ``scorer.options`` a spec may set.
+keyword-only parameters are the ``scorer.options`` a spec may set, except ``style`` (the
+:class:`~hfprune.evaluation.benchmarks.styles.ScoringStyle` that reads the answers), ``judge`` and
+``cache_path``, which :func:`score_predictions` passes.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
@@ -19,13 +20,14 @@ from typing import TYPE_CHECKING, Callable, Optional
 from hfprune.errors import HfpruneError
 from hfprune.evaluation.benchmarks.base import Prediction
 from hfprune.evaluation.benchmarks.judge import NO_JUDGE, JudgeCache, JudgeConfig, grade
+from hfprune.evaluation.benchmarks.styles import ScoringStyle, get_style
 from hfprune.evaluation.benchmarks.vqa_normalize import normalize_answer, vqa_accuracy
 
 if TYPE_CHECKING:
     from hfprune.evaluation.benchmarks.spec import BenchmarkSpec
 
 JUDGE_CACHE = "judge_cache.jsonl"
-_INJECTED = ("judge", "cache_path")
+_INJECTED = ("style", "judge", "cache_path")
 
 
 @dataclass(frozen=True)
@@ -57,76 +59,54 @@ def _result(per_sample: list[dict], **extra: float) -> dict:
     return {"metrics": metrics, "per_sample": per_sample}
 
 
-def normalize_short(text: str) -> str:
-    """Lowercase, trimmed, without one trailing period: 'Red. ' → 'red'."""
-    return text.strip().lower().removesuffix(".").strip()
+def _references(prediction: Prediction, what: str) -> list[str]:
+    if not prediction.references:
+        raise HfpruneError(f"{what}: sample '{prediction.sample_id}' has no reference answer")
+    return prediction.references
 
 
 @register_scorer("exact_match")
-def exact_match(predictions: list[Prediction]) -> dict:
-    """GQA: the normalised output equals a normalised reference."""
+def exact_match(predictions: list[Prediction], *, style: ScoringStyle) -> dict:
+    """GQA: the output, read by the style, matches a reference."""
     per_sample = []
     for p in predictions:
-        parsed = normalize_short(p.output)
-        hit = parsed in {normalize_short(r) for r in p.references}
+        readings = [style.gqa(p.output, reference) for reference in _references(p, "exact match")]
+        hit = any(correct for _, correct in readings)
+        per_sample.append({"sample_id": p.sample_id, "score": float(hit), "parsed": readings[0][0]})
+    return _result(per_sample)
+
+
+@register_scorer("choice_letter")
+def choice_letter(predictions: list[Prediction], *, style: ScoringStyle) -> dict:
+    """ScienceQA: the option letter the style reads from the output is the reference letter."""
+    per_sample = []
+    for p in predictions:
+        choices = p.meta.get("choices")
+        reference = _references(p, "choice letter")[0]
+        parsed, hit = style.sqa(p.output, reference, None if choices is None else len(choices))
         per_sample.append({"sample_id": p.sample_id, "score": float(hit), "parsed": parsed})
     return _result(per_sample)
 
 
-_LETTER_PATTERNS = (
-    re.compile(r"([A-Z])"),
-    re.compile(r"([A-Z])[.)](?:\s.*)?", re.DOTALL),
-    re.compile(r"(?i:the answer is)\s+([A-Z])\.?"),
-)
-
-
-def parse_letter(output: str, num_choices: Optional[int] = None) -> Optional[str]:
-    """The option letter of 'B', 'B.', 'B)', 'B. text' or 'The answer is B.'; None otherwise.
-
-    A letter beyond the first ``num_choices`` letters is None too.
-    """
-    text = output.strip()
-    for pattern in _LETTER_PATTERNS:
-        match = pattern.fullmatch(text)
-        if match:
-            letter = match.group(1)
-            return letter if num_choices is None or ord(letter) - ord("A") < num_choices else None
-    return None
-
-
-@register_scorer("choice_letter")
-def choice_letter(predictions: list[Prediction]) -> dict:
-    """ScienceQA: the parsed option letter equals the reference letter."""
-    per_sample = []
-    for p in predictions:
-        choices = p.meta.get("choices")
-        parsed = parse_letter(p.output, None if choices is None else len(choices))
-        per_sample.append({"sample_id": p.sample_id, "score": float(parsed in p.references), "parsed": parsed})
-    return _result(per_sample)
-
-
 @register_scorer("vqa_accuracy")
-def vqa_accuracy_scorer(predictions: list[Prediction]) -> dict:
-    """TextVQA: VQA accuracy over the human answers, after EvalAI normalisation."""
-    per_sample = []
-    for p in predictions:
-        if not p.references:
-            raise HfpruneError(f"VQA accuracy: sample '{p.sample_id}' has no reference answers")
-        per_sample.append(
-            {"sample_id": p.sample_id, "score": vqa_accuracy(p.output, p.references), "parsed": normalize_answer(p.output)}
-        )
+def vqa_accuracy_scorer(predictions: list[Prediction], *, style: ScoringStyle) -> dict:
+    """TextVQA: VQA accuracy over the human answers, after EvalAI normalisation (the same in every style)."""
+    per_sample = [
+        {"sample_id": p.sample_id, "score": vqa_accuracy(p.output, _references(p, "VQA accuracy")),
+         "parsed": normalize_answer(p.output)}
+        for p in predictions
+    ]
     return _result(per_sample)
 
 
-def yes_no(output: str) -> str:
-    """POPE's reading of an answer: 'no' if its first sentence has the word no or not, else 'yes'."""
-    first = re.split(r"[.!?\n]", output.strip(), maxsplit=1)[0]
-    words = set(re.findall(r"[a-z]+", first.lower()))
-    return "no" if words & {"no", "not"} else "yes"
+def binary_metrics(pairs: list[tuple[Optional[str], str]], yes_ratio_of_references: bool = False) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 ('yes' = positive) and the yes-ratio, in %, of (parsed, truth) pairs.
 
-
-def binary_metrics(pairs: list[tuple[str, str]]) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 ('yes' = positive) and the share of 'yes' answers, in %."""
+    A parsed answer that is neither 'yes' nor 'no' (None) is wrong and counts in neither class. The
+    yes-ratio is the share of 'yes' predictions, or of 'yes' references when asked (lmms-eval's).
+    A precision or recall with nothing to count is 0 (where LLaVA's eval_pope.py would divide by
+    zero; TinyLLaVA Factory's copy adds 1e-6 to the denominators, under 1e-4 points of difference).
+    """
     tp = sum(p == "yes" and t == "yes" for p, t in pairs)
     fp = sum(p == "yes" and t == "no" for p, t in pairs)
     fn = sum(p == "no" and t == "yes" for p, t in pairs)
@@ -139,12 +119,12 @@ def binary_metrics(pairs: list[tuple[str, str]]) -> dict[str, float]:
         "precision": 100 * precision,
         "recall": 100 * recall,
         "f1": 100 * f1,
-        "yes_ratio": 100 * (tp + fp) / len(pairs),
+        "yes_ratio": 100 * (sum(t == "yes" for _, t in pairs) if yes_ratio_of_references else tp + fp) / len(pairs),
     }
 
 
 @register_scorer("pope")
-def pope(predictions: list[Prediction], *, group_by: str = "category") -> dict:
+def pope(predictions: list[Prediction], *, style: ScoringStyle, group_by: str = "category") -> dict:
     """POPE: yes/no metrics per split (``meta[group_by]``); the score is the mean F1 over splits."""
     groups: dict[str, list[tuple[str, str]]] = {}
     per_sample = []
@@ -152,12 +132,13 @@ def pope(predictions: list[Prediction], *, group_by: str = "category") -> dict:
         truth = p.references[0].strip().lower() if p.references else ""
         if truth not in ("yes", "no"):
             raise HfpruneError(f"POPE: sample '{p.sample_id}' has reference {p.references!r}, expected 'yes' or 'no'")
-        parsed, split = yes_no(p.output), str(p.meta.get(group_by, "all"))
+        parsed, split = style.pope(p.output), str(p.meta.get(group_by, "all"))
         groups.setdefault(split, []).append((parsed, truth))
         per_sample.append({"sample_id": p.sample_id, "score": float(parsed == truth), "parsed": parsed, "split": split})
     extra: dict[str, float] = {}
     for split in sorted(groups):
-        extra.update({f"{split}.{name}": value for name, value in binary_metrics(groups[split]).items()})
+        metrics = binary_metrics(groups[split], style.pope_yes_ratio_of_references)
+        extra.update({f"{split}.{name}": value for name, value in metrics.items()})
         extra[f"{split}.num_samples"] = len(groups[split])
     result = _result(per_sample, **extra)
     result["metrics"]["score"] = mean(extra[f"{split}.f1"] for split in groups)
@@ -165,14 +146,15 @@ def pope(predictions: list[Prediction], *, group_by: str = "category") -> dict:
 
 
 @register_scorer("mmvet_judge", needs_judge=True)
-def mmvet_judge(predictions: list[Prediction], *, judge: JudgeConfig, cache_path: Path,
+def mmvet_judge(predictions: list[Prediction], *, style: ScoringStyle, judge: JudgeConfig, cache_path: Path,
                 max_tokens: int = 16, asks: int = 3) -> dict:
     """MM-Vet: an LLM judge grades each answer 0-1; means overall and per capability, in %."""
     cache = JudgeCache(cache_path)
     per_sample, by_capability = [], {}
     for p in predictions:
         question = str(p.meta.get("question", ""))
-        graded = grade(judge, cache, question, p.references[0], p.output, max_tokens=max_tokens, asks=asks)
+        graded = grade(judge, cache, question, p.references[0], p.output, read=style.judge_grade, style=style.name,
+                       max_tokens=max_tokens, asks=asks)
         per_sample.append(
             {"sample_id": p.sample_id, "score": graded["score"], "parsed": graded["score"],
              "reply": graded["reply"], "unparsed": graded["unparsed"]}
@@ -185,19 +167,21 @@ def mmvet_judge(predictions: list[Prediction], *, judge: JudgeConfig, cache_path
 
 
 def score_predictions(spec: "BenchmarkSpec", predictions: list[Prediction], out_dir: Path,
-                      judge: JudgeConfig | None = None) -> dict:
-    """Score a benchmark's predictions with its spec's scorer.
+                      judge: JudgeConfig | None = None, style: str | None = None) -> dict:
+    """Score a benchmark's predictions with its spec's scorer, read in ``style`` (default: the spec's).
 
-    A judge scorer uses ``judge`` or, without it, the judge configured in the environment
-    (:meth:`JudgeConfig.resolve`), and caches its grades in ``out_dir/judge_cache.jsonl``.
+    Returns the scorer's result with the style's name under ``style``. A judge scorer uses
+    ``judge`` or, without it, the judge configured in the environment (:meth:`JudgeConfig.resolve`),
+    and caches its grades in ``out_dir/judge_cache.jsonl``.
     """
     if not predictions:
         raise HfpruneError(f"benchmark '{spec.name}': there are no predictions to score")
     scorer = SCORERS[spec.scorer.name]
-    options = dict(spec.scorer.options)
+    chosen = get_style(style or spec.scoring.style)
+    options = {**spec.scorer.options, "style": chosen}
     if scorer.needs_judge:
         judge = judge or JudgeConfig.resolve()
         if judge is None:
             raise HfpruneError(NO_JUDGE)
         options.update(judge=judge, cache_path=Path(out_dir) / JUDGE_CACHE)
-    return scorer.score(predictions, **options)
+    return {**scorer.score(predictions, **options), "style": chosen.name}

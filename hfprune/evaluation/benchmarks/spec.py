@@ -2,8 +2,9 @@
 
 A spec names the dataset (Hub id, config, split, and optionally a second config of the same
 repository joined row by row, e.g. GQA's images joined to its questions by ``imageId``), the
-loader that turns rows into prompt fields, the prompt template, the generation settings and the
-scorer. A new benchmark is a new YAML file, plus a loader or scorer registered under a new name
+loader that turns rows into prompt fields, the prompt template, the generation settings, the
+scorer and the scoring style (``official``: the scripts behind the published numbers, or
+``lmms_eval``). A new benchmark is a new YAML file, plus a loader or scorer registered under a new name
 when the existing ones do not fit.
 """
 
@@ -69,6 +70,17 @@ class ScorerSpec(Section):
         return self
 
 
+class ScoringSpec(Section):
+    style: str = Field("official", description="how answers are read: official (LLaVA's scripts) or lmms_eval")
+
+    @field_validator("style")
+    @classmethod
+    def _known_style(cls, style: str) -> str:
+        from hfprune.evaluation.benchmarks.styles import STYLES
+
+        return one_of(style, STYLES, "scoring style")
+
+
 class BenchmarkSpec(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     description: str = ""
@@ -77,6 +89,7 @@ class BenchmarkSpec(Section):
     prompt: str = Field(description="str.format template over the loader's fields, e.g. {question}")
     generation: GenerationSpec
     scorer: ScorerSpec
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
 
     @field_validator("loader")
     @classmethod
