@@ -22,7 +22,8 @@ from hfprune.data.llava import (
 )
 from hfprune.errors import HfpruneError
 from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss, supervised_token_loss
-from hfprune.models.llava.tiny import PHI_SYSTEM, tiny_llava
+from hfprune.models.llava.chat import PHI_SYSTEM
+from hfprune.models.llava.tiny import tiny_llava
 from llava_fixtures import write_llava_fixture
 
 

@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 
 from hfprune.errors import HfpruneError
-from hfprune.models.llava.tiny import PHI_SYSTEM
+from hfprune.models.llava.chat import PHI_SYSTEM
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"

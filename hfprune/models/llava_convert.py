@@ -87,7 +87,7 @@ from transformers.models.llava.image_processing_pil_llava import LlavaImageProce
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
 from hfprune.errors import HfpruneError
-from hfprune.models.llava.tiny import PHI_CHAT_TEMPLATE
+from hfprune.models.llava.chat import PHI_CHAT_TEMPLATE
 
 log = logging.getLogger(__name__)
 
