@@ -208,7 +208,7 @@ def convert(
     """Convert a public TinyLLaVA-3.1B checkpoint to a plain transformers LlavaForConditionalGeneration."""
     if family != "tinyllava":
         raise HfpruneError(f"unknown family '{family}' to convert; known: tinyllava")
-    from hfprune.models.llava_convert import convert_tinyllava
+    from hfprune.oneshot.convert import convert_tinyllava
 
     converted = convert_tinyllava(source, out, layout=layout, dtype=dtype, vision_tower=vision_tower,
                                   progress=progress)
