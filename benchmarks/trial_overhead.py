@@ -17,15 +17,15 @@ import time
 
 import torch
 
-from hfprune.study.plan import StructuredPlan
+from hfprune.study.plan import StructuredPlan, TrialSpec
 from hfprune.data.registry import load_image_classification
 from hfprune.models import get_adapter
 from hfprune.pruning.structured.groups import parameter_masks
-from hfprune.pruning.structured.samplers import Candidate
+from hfprune.pruning.structured.samplers import MaskCandidate
 from hfprune.config.recipe import RetrainSection, TrainingSection
 from hfprune.study.tasks.image_classification import ImageClassificationTask
 from hfprune.train.trainer import train
-from hfprune.study.trial import TrialSpec, run_trial
+from hfprune.study.trial import run_trial
 
 MASK = {"conv1": (0, 2, 4, 6, 8)}
 
@@ -89,12 +89,13 @@ def main() -> None:
     retrain = RetrainSection(epochs=args.epochs, batch_size=256,
                              optimizer={"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4},
                              schedule={"name": "multistep", "milestones": [max(1, args.epochs - 1)]})
-    spec = TrialSpec(Candidate("bench", MASK), 0)
+    spec = TrialSpec(MaskCandidate("bench", MASK), 0)
+    plan = StructuredPlan(adapter, groups, recipe=None)
 
     hfprune_s, bare_s = [], []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        record, _ = run_trial(spec, dense, StructuredPlan(groups).masks, task, retrain, study_seed=0, progress=False)
+        record, _ = run_trial(spec, dense, plan.masks, task, retrain, study_seed=0, progress=False)
         hfprune_s.append(time.perf_counter() - started)
         started = time.perf_counter()
         bare_acc = bare_trial(dense, masks, data, args.epochs, 256, 0.01, max(1, args.epochs - 1))
@@ -105,7 +106,7 @@ def main() -> None:
           f"{args.repeats} alternating repeats, {torch.get_num_threads()} threads")
     print(f"hfprune trial  median {hf:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in hfprune_s)})")
     print(f"bare PyTorch   median {bare:.3f} s  (runs: {', '.join(f'{t:.3f}' for t in bare_s)})")
-    print(f"final test acc: hfprune {record['final_test_acc']:.4f}, bare {bare_acc:.4f}")
+    print(f"final test acc: hfprune {record.metrics['final_test_acc']:.4f}, bare {bare_acc:.4f}")
     print(f"overhead ratio hfprune/bare = {hf / bare:.3f}  (target <= 1.10)")
 
 

@@ -31,7 +31,8 @@ from transformers import ViTConfig, ViTForImageClassification
 
 from hfprune.models import get_adapter
 from hfprune.models.vit.adapter import vit_macs
-from hfprune.pruning.structured.importance import criterion_mask, expand_ratios
+from hfprune.pruning.structured.groups import expand_ratios
+from hfprune.pruning.structured.importance import criterion_mask
 from hfprune.pruning.structured.gates import pruned_losses
 from hfprune.pruning.structured.groups import parameter_masks
 from hfprune.pruning.masking import MaskedParameters

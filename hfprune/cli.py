@@ -59,7 +59,7 @@ def run(
         typer.echo(f"{result.trials_run} trials run, {result.trials_total} in the study; results in {directory}")
         print_summary(summary)
         if parsed.export.push_to_hub:
-            from hfprune.oneshot.cards import push_checkpoint
+            from hfprune.oneshot.push import push_checkpoint
 
             url = push_checkpoint(directory / "best", parsed.export.push_to_hub, private=parsed.export.private)
             typer.echo(f"pushed {directory / 'best'} to {url}")
@@ -136,8 +136,8 @@ def prune(
                                             "layers.3.heads=0.25"),
     sparsity: Optional[float] = typer.Option(None, "--sparsity", help="unstructured (llava): fraction of the target "
                                              "weights to zero, e.g. 0.4375"),
-    method: Optional[str] = typer.Option(None, "--method", help="structured: random, l1 (default) or taylor_fo; "
-                                         "unstructured: ump, gmp, onp or pnp"),
+    method: Optional[str] = typer.Option(None, "--method", help="structured: a criterion (default l1); unstructured: "
+                                         "a method; `hfprune methods` lists both with their options"),
     seed: int = typer.Option(0, "--seed", help="seed of the random criterion and the calibration subset"),
     calibration_data: Optional[str] = typer.Option(
         None, "--calibration-data", help="taylor_fo: a registered dataset, e.g. imagenet_1k; unstructured: a "
@@ -150,33 +150,40 @@ def prune(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="calibration batch size "
                                              "\\[default: 32 images / 8 conversations]"),
     target: Optional[list[str]] = typer.Option(None, "--target", help="unstructured: regex (full match) of Linear "
-                                               "modules to prune; repeat for several \\[default: the language model's "
-                                               "decoder q/k/v/dense/fc1/fc2]"),
+                                               "modules to prune; repeat for several \\[default: the model family's; "
+                                               "llava: the language model's decoder q/k/v/dense/fc1/fc2]"),
     ignore: Optional[list[str]] = typer.Option(None, "--ignore", help="unstructured: regex of Linear modules to keep"),
-    lam: float = typer.Option(0.08, "--lambda", help="onp/pnp: layer sparsities spread over [S-lambda, S+lambda]"),
-    outlier_m: float = typer.Option(5.0, "--outlier-m", help="onp: outlier when score > M x the layer's mean"),
-    score: str = typer.Option("weight", "--score", help="onp: outlier score 'weight' (|w|) or 'activation' "
-                              "(|w|*||x||, needs --calibration-data)"),
-    variance: float = typer.Option(0.9, "--variance", help="pnp: share of variance the principal components explain"),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="onp/pnp option lam: layer sparsities spread over "
+                                        "[S-lambda, S+lambda] \\[default: 0.08]"),
+    outlier_m: Optional[float] = typer.Option(None, "--outlier-m", help="onp option outlier_m: outlier when score > "
+                                              "M x the layer's mean \\[default: 5]"),
+    score: Optional[str] = typer.Option(None, "--score", help="onp option score: outlier score 'weight' (|w|) or "
+                                        "'activation' (|w|*||x||, needs --calibration-data) \\[default: weight]"),
+    variance: Optional[float] = typer.Option(None, "--variance", help="pnp option variance: share of variance the "
+                                             "principal components explain \\[default: 0.9]"),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="unstructured: any option of the method as "
+                                               "KEY=VALUE (repeat for several), e.g. --option lam=0.1"),
     loss_samples: int = typer.Option(0, "--loss-samples", min=0, help="unstructured: measure the pruned train loss "
                                      "on this many --calibration-data conversations"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Prune a checkpoint: structurally (heads, FFN neurons, filters; physically smaller) with --structure, or
-    unstructurally (UMP/GMP/ONP/PNP on a Llava model's decoder Linears) with --sparsity."""
+    unstructurally (e.g. UMP/GMP/ONP/PNP on a Llava model's decoder Linears) with --sparsity."""
     if (structure is None) == (sparsity is None):
-        raise HfpruneError("give exactly one of --structure (structured pruning) and --sparsity (unstructured: "
-                           "--method ump|gmp|onp|pnp)")
+        raise HfpruneError("give exactly one of --structure (structured pruning) and --sparsity (unstructured pruning "
+                           "with --method; `hfprune methods` lists the methods)")
     if sparsity is not None:
         from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
+        from hfprune.pruning.unstructured import METHODS
 
         if method is None:
-            raise HfpruneError("--sparsity needs --method ump, gmp, onp or pnp")
+            raise HfpruneError(f"--sparsity needs --method {'|'.join(METHODS)}")
+        flags = {"lam": lam, "outlier_m": outlier_m, "score": score, "variance": variance}
+        options = {**{key: value for key, value in flags.items() if value is not None}, **_key_values(option or [])}
         facts = prune_unstructured_checkpoint(
-            model, method, sparsity, out, targets=target or None, ignore=ignore or (), lam=lam, outlier_m=outlier_m,
-            score=score, variance=variance, calibration_data=calibration_data, image_root=image_root,
-            calibration_samples=calibration_samples or 128, loss_samples=loss_samples, batch_size=batch_size or 8,
-            seed=seed, progress=progress)
+            model, method, sparsity, out, options=options, targets=target or None, ignore=ignore or (),
+            calibration_data=calibration_data, image_root=image_root, calibration_samples=calibration_samples or 128,
+            loss_samples=loss_samples, batch_size=batch_size or 8, seed=seed, progress=progress)
         loss = (f", pruned train loss {facts['metrics']['pruned_train_loss']:.4f}"
                 if "pruned_train_loss" in facts["metrics"] else "")
         typer.echo(f"{method}: sparsity {facts['sparsity']:.4f} over {facts['target_weights']:,} target weights"
@@ -189,6 +196,34 @@ def prune(
                              batch_size=batch_size or 32)
     macs = (f", MACs {facts['macs_before']:,} -> {facts['macs_after']:,}" if facts.get("macs_before") else "")
     typer.echo(f"parameters {facts['params_before']:,} -> {facts['params_after']:,}{macs}; saved to {out}")
+
+
+def _key_values(items: list[str]) -> dict:
+    """``["lam=0.1", "score=activation"]`` → ``{"lam": 0.1, "score": "activation"}`` (values read as YAML scalars)."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HfpruneError(f"--option '{item}' is not KEY=VALUE (e.g. --option lam=0.1)")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            options[key.strip()] = value
+    return options
+
+
+@app.command()
+def methods() -> None:
+    """List the pruning methods: structured criteria, and unstructured methods with their options."""
+    from hfprune.pruning.structured.importance import IMPORTANCES
+    from hfprune.pruning.unstructured import METHODS
+
+    for name, importance in IMPORTANCES.items():
+        needs = " (needs --calibration-data)" if importance.needs_calibration else ""
+        typer.echo(f"{name:<12} structured criterion{needs}")
+    for name, method in METHODS.items():
+        options = [f"{key}={field.default!r}" for key, field in method.model_fields.items() if key not in ("name", "label")]
+        typer.echo(f"{name:<12} unstructured method; options: {', '.join(options) or 'none'}")
 
 
 @app.command()
@@ -236,7 +271,7 @@ def push(
     message: Optional[str] = typer.Option(None, "--message", "-m", help="commit message"),
 ) -> None:
     """Upload a pruned checkpoint with its model card; the token comes from `hf auth login` or HF_TOKEN."""
-    from hfprune.oneshot.cards import push_checkpoint
+    from hfprune.oneshot.push import push_checkpoint
 
     url = push_checkpoint(directory, repo_id, private=private, revision=revision, commit_message=message)
     typer.echo(f"pushed {directory} to {url}")

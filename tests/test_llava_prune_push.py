@@ -11,7 +11,7 @@ from transformers import LlavaForConditionalGeneration
 
 from llava_fixtures import write_llava_fixture
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.cards import push_checkpoint
+from hfprune.oneshot.push import push_checkpoint
 from hfprune.models.llava.tiny import build_tiny_llava
 from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
 from hfprune.pruning.unstructured import unstructured_masks

@@ -114,7 +114,7 @@ def test_rerun_resumes_without_repeating_a_trial(compare_study):
 def test_single_method_recipes_validate_and_describe_one_method(setup):
     for method in ("ump", "gmp", "onp", "pnp"):
         recipe = parse_recipe(tiny_llava_recipe(f"tinyllava_{method}", setup))
-        assert recipe.pruning.methods == [method] and recipe.pruning.sparsity == 0.4375
+        assert [m.name for m in recipe.pruning.methods] == [method] and recipe.pruning.sparsity == 0.4375
 
 
 @pytest.mark.parametrize("change, message", [
@@ -184,7 +184,7 @@ def test_two_processes_run_a_llava_study_data_parallel(setup, compare_study, tmp
 def test_missing_images_of_the_samples_used_are_named_before_any_work(setup, tmp_path):
     import shutil
 
-    from hfprune.study.runner import build_task
+    from hfprune.study.tasks import build_task
 
     images = tmp_path / "images"
     shutil.copytree(setup["images"], images)
@@ -233,7 +233,7 @@ def test_onp_with_activation_scores_reads_the_calibration_conversations(setup, c
     from hfprune.study.runner import run_study
 
     recipe = parse_recipe(tiny_llava_recipe("tinyllava_onp", setup, evaluation={"benchmarks": []},
-                                            pruning={"onp": {"score": "activation"}, "calibration_samples": 4}))
+                                            pruning={"methods": [{"name": "onp", "score": "activation"}], "calibration_samples": 4}))
     (record,) = run_study(recipe, tmp_path / "study", progress=False).records
     by_weight = next(r for r in read_trials(compare_study[1]) if r["method"] == "onp")
     assert abs(record["sparsity"] - 0.4375) * record["target_weights"] <= len(record["layer_sparsity"])

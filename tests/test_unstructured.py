@@ -11,16 +11,15 @@ from hfprune.errors import HfpruneError
 from hfprune.models.llava.tiny import tiny_llava
 from hfprune.pruning.structured.groups import num_pruned
 from hfprune.pruning.unstructured import (
-    UNSTRUCTURED_METHODS,
-    format_sparsity_table,
+    METHODS,
     kth_smallest_abs,
     pca_share,
     prune_smallest,
     select_targets,
-    sparsity_table,
     spread_ratios,
     unstructured_masks,
 )
+from hfprune.report.sparsity import layer_table, live_counts, render_layer_table
 
 S = 0.4375
 LAM = 0.08
@@ -110,7 +109,7 @@ def test_regex_targets_and_ignore(model):
         "model.multi_modal_projector.linear_1", "model.multi_modal_projector.linear_2"]
 
 
-@pytest.mark.parametrize("method", list(UNSTRUCTURED_METHODS))
+@pytest.mark.parametrize("method", list(METHODS))
 def test_each_method_hits_the_target_sparsity(model, method):
     result = unstructured_masks(model, method, S)
     targets = select_targets(model)
@@ -221,7 +220,7 @@ def test_targets_without_a_layer_index_are_their_own_groups(model):
                                         f"{LM}.0"}
 
 
-@pytest.mark.parametrize("method", list(UNSTRUCTURED_METHODS))
+@pytest.mark.parametrize("method", list(METHODS))
 def test_applying_masks_leaves_untargeted_parameters_bit_identical(model, method):
     dense = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
     result = unstructured_masks(model, method, S)
@@ -232,21 +231,24 @@ def test_applying_masks_leaves_untargeted_parameters_bit_identical(model, method
             assert torch.equal(parameter[mask], dense[name][mask]) and not parameter[~mask].any()
         else:
             assert torch.equal(parameter.view(torch.int32), dense[name].view(torch.int32)), name
-    rows = sparsity_table(model, result.masks)
-    assert rows[-1].name == "overall" and rows[-1].total - rows[-1].kept == result.pruned
-    assert rows[0].layer == 0 and rows[0].name.endswith(".weight")
+    counts = live_counts(model, result.masks)
+    assert sum(pruned for pruned, _ in counts.values()) == result.pruned
+    assert all(name.endswith(".weight") for name in counts)
 
 
-def test_sparsity_table_counts_live_zeros_and_formats_markdown(model):
+def test_live_counts_count_zeros_and_tabulate_by_layer(model):
     with torch.no_grad():
         model.get_submodule(f"{LM}.0.mlp.fc1").weight[:10] = 0
-    rows = sparsity_table(model, [f"{LM}.0.mlp.fc1", "model.multi_modal_projector.linear_1.weight"])
-    assert rows[0].kept == rows[0].total - 10 * 64 and rows[1].sparsity == 0.0
-    assert rows[2].total == rows[0].total + rows[1].total
-    text = format_sparsity_table(rows)
-    assert text.splitlines()[0].startswith("| parameter | layer |") and "**overall**" in text
+    fc1, projector = f"{LM}.0.mlp.fc1.weight", "model.multi_modal_projector.linear_1.weight"
+    counts = live_counts(model, [f"{LM}.0.mlp.fc1", projector])
+    assert counts[fc1][0] == 10 * 64 and counts[projector][0] == 0
+    table = layer_table({"live": counts})
+    assert [row["layer"] for row in table["rows"]] == [f"{LM}.0", projector]
+    assert table["overall"]["live"] == 10 * 64 / (counts[fc1][1] + counts[projector][1])
+    text = "\n".join(render_layer_table(table))
+    assert text.splitlines()[0].startswith("| layer | live |") and "**overall**" in text
     with pytest.raises(HfpruneError, match="no parameter"):
-        sparsity_table(model, ["nope"])
+        live_counts(model, ["nope"])
 
 
 def test_spread_ratios():

@@ -11,7 +11,8 @@ from hfprune.errors import HfpruneError
 from hfprune.models import get_adapter
 from hfprune.models.vit.modeling_pruned_vit import PrunedViTConfig, PrunedViTForImageClassification
 from hfprune.models.vit.adapter import to_pruned_vit, vit_macs
-from hfprune.pruning.structured.importance import criterion_mask, expand_ratios, kept_counts, l1_scores
+from hfprune.pruning.structured.groups import expand_ratios, kept_counts
+from hfprune.pruning.structured.importance import criterion_mask, l1_scores
 from hfprune.pruning.structured.gates import UnitGates, pruned_losses
 from hfprune.pruning.structured.groups import parameter_masks
 from hfprune.pruning.masking import MaskedParameters

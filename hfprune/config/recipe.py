@@ -10,8 +10,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from hfprune.errors import HfpruneError
 from hfprune.config.schema import Section, one_of, read_yaml, validate_document
+from hfprune.errors import HfpruneError
+from hfprune.pruning.unstructured.registry import MethodEntry
 
 
 class ModelSection(Section):
@@ -25,13 +26,9 @@ class ModelSection(Section):
     @field_validator("family")
     @classmethod
     def _known_family(cls, family: str) -> str:
-        from hfprune.models import ADAPTERS
+        from hfprune.models import FAMILIES
 
-        return one_of(family, ADAPTERS, "model family")
-
-
-# Instruction-tuning data of vision-language models (not image classification): name -> what it is.
-INSTRUCTION_DATASETS = {"llava_v1_5": "LLaVA-1.5 instruction mix: llava_v1_5_mix665k.json (data.path) + data.image_root"}
+        return one_of(family, FAMILIES, "model family")
 
 
 class DataSection(Section):
@@ -54,7 +51,7 @@ class DataSection(Section):
     def _known_dataset(cls, dataset: str) -> str:
         from hfprune.data.registry import KNOWN_DATASETS
 
-        return one_of(dataset, [*KNOWN_DATASETS, *INSTRUCTION_DATASETS], "dataset")
+        return one_of(dataset, KNOWN_DATASETS, "dataset")
 
 
 class OptimizerSection(Section):
@@ -145,52 +142,56 @@ class SettingSection(Section):
         return self.name or "+".join(f"{group}@{ratio:g}" for group, ratio in self.ratios.items())
 
 
-class OnpSection(Section):
-    outlier_m: float = Field(5.0, gt=0, description="a weight is an outlier when its score > M x its layer's mean")
-    lam: float = Field(0.08, ge=0, lt=1, description="layer sparsities spread over [S - lam, S + lam]")
-    score: Literal["weight", "activation"] = Field(
-        "weight", description="outlier score: |w|, or OWL's |w| * ||x||_2 over pruning.calibration_samples")
-
-
-class PnpSection(Section):
-    variance: float = Field(0.9, gt=0, le=1, description="share of a weight matrix's variance to explain")
-    lam: float = Field(0.08, ge=0, lt=1, description="layer sparsities spread over [S - lam, S + lam]")
-
-
 UNSTRUCTURED_FIELDS = ("methods", "sparsity", "targets", "ignore")
 
 
 class PruningSection(Section):
-    structure: Literal["filters", "heads_ffn", "unstructured"] = Field(
-        "filters", description="what is pruned: conv filters (CNNs), attention heads and FFN neurons (vit) - "
-                               "ratios name groups (conv1, layers.3.heads) or kinds (heads, ffn) - or single "
-                               "weights of Linear layers (llava: methods at one sparsity)")
+    structure: Optional[str] = Field(
+        None, description="what is pruned, as the model family prunes it [default: the family's]: filters (CNNs), "
+                          "heads_ffn (vit: ratios name groups such as layers.3.heads or kinds such as heads, ffn), "
+                          "or unstructured (llava: single weights of Linear layers, methods at one sparsity)")
     settings: list[SettingSection] = Field(default_factory=list, description="structured: ratios per setting")
     repeats: int = Field(1, gt=0, description="retrain every mask with this many seeds")
-    methods: list[Literal["ump", "gmp", "onp", "pnp"]] = Field(
-        default_factory=list, description="unstructured: one trial per method, all at pruning.sparsity")
+    methods: list[MethodEntry] = Field(
+        default_factory=list, description="unstructured: one trial per method, all at pruning.sparsity; a name "
+                                          "(ump) or a mapping of the name and the method's own options "
+                                          "({name: onp, lam: 0.08, score: activation})")
     sparsity: Optional[float] = Field(None, gt=0, lt=1, description="unstructured: fraction of target weights removed")
     targets: Optional[list[str]] = Field(
-        None, description="unstructured: regexes (full match) of the Linear modules to prune [default: the language "
-                          "model's decoder q/k/v/dense/fc1/fc2]")
+        None, description="unstructured: regexes (full match) of the Linear modules to prune [default: the model "
+                          "family's; llava: the language model's decoder q/k/v/dense/fc1/fc2]")
     ignore: list[str] = Field(default_factory=list, description="unstructured: regexes of Linear modules to keep dense")
-    onp: OnpSection = OnpSection()
-    pnp: PnpSection = PnpSection()
     calibration_samples: int = Field(128, gt=0, description="unstructured: training samples for activation scores")
+
+    @field_validator("structure")
+    @classmethod
+    def _known_structure(cls, structure: Optional[str]) -> Optional[str]:
+        from hfprune.models import FAMILIES
+
+        return structure if structure is None else one_of(
+            structure, dict.fromkeys(family.structure for family in FAMILIES.values()), "pruning.structure")
 
     @model_validator(mode="after")
     def _fields_of_structure(self) -> "PruningSection":
-        if self.structure == "unstructured":
+        from hfprune.pruning.unstructured.registry import METHODS
+
+        if self.structure == "unstructured" or (self.structure is None and self.methods):
             if self.settings:
                 raise ValueError("unstructured pruning takes methods and sparsity, not settings")
             if not self.methods or self.sparsity is None:
-                raise ValueError("unstructured pruning needs methods (e.g. [ump, gmp, onp, pnp]) and sparsity "
+                raise ValueError(f"unstructured pruning needs methods (e.g. [{', '.join(METHODS)}]) and sparsity "
                                  "(e.g. 0.4375)")
-            if len(set(self.methods)) != len(self.methods):
-                raise ValueError(f"methods must be unique, got {self.methods}")
+            ids = [method.mask_id for method in self.methods]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"methods must be unique (give a label to tell two settings of one method "
+                                 f"apart), got {ids}")
             return self
         if not self.settings:
-            raise ValueError(f"structure '{self.structure}' needs settings: a list of {{ratios: {{group: ratio}}}}")
+            if self.structure is None:
+                raise ValueError("give pruning.settings (structured pruning: a list of {ratios: {group: ratio}}) "
+                                 "or pruning.methods and pruning.sparsity (unstructured pruning)")
+            raise ValueError(f"structured pruning ({self.structure}) needs settings: a list of "
+                             "{ratios: {group: ratio}}")
         stray = [name for name in UNSTRUCTURED_FIELDS if name in self.model_fields_set]
         if stray:
             raise ValueError(f"{', '.join(stray)} apply to structure: unstructured only")
@@ -258,27 +259,32 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _data_of_family(self) -> "Recipe":
-        from hfprune.models import ADAPTERS
+        from hfprune.data.registry import DATASETS, TASK_DATA
+        from hfprune.models import FAMILIES
 
-        wants_instructions = ADAPTERS[self.model.family].structure == "unstructured"
-        if wants_instructions != (self.data.dataset in INSTRUCTION_DATASETS):
-            kind = "an instruction dataset (" + ", ".join(INSTRUCTION_DATASETS) + ")" if wants_instructions \
-                else "an image-classification dataset"
-            raise ValueError(f"model.family '{self.model.family}' trains on {kind}; data.dataset "
-                             f"'{self.data.dataset}' is not one")
-        if self.data.dataset in INSTRUCTION_DATASETS and (self.data.path is None or self.data.image_root is None):
-            raise ValueError(f"data.dataset '{self.data.dataset}' needs data.path (the conversations JSON) and "
-                             "data.image_root (the folder its image paths are relative to)")
+        task, dataset = FAMILIES[self.model.family].task, DATASETS[self.data.dataset]
+        if dataset.task != task:
+            fitting = ", ".join(name for name, spec in DATASETS.items() if spec.task == task)
+            raise ValueError(f"model.family '{self.model.family}' trains on {TASK_DATA[task]} ({fitting}); "
+                             f"data.dataset '{self.data.dataset}' is not one")
+        missing = [f"data.{name}" for name in dataset.requires if getattr(self.data, name) is None]
+        if missing:
+            raise ValueError(f"data.dataset '{self.data.dataset}' needs {' and '.join(missing)} ({dataset.description})")
         return self
 
     @model_validator(mode="after")
     def _structure_of_family(self) -> "Recipe":
-        from hfprune.models import ADAPTERS
+        from hfprune.models import FAMILIES
 
-        expected = ADAPTERS[self.model.family].structure
-        if self.pruning.structure != expected:
-            raise ValueError(f"pruning.structure '{self.pruning.structure}' does not fit model.family "
-                             f"'{self.model.family}'; set pruning.structure: {expected}")
+        expected = FAMILIES[self.model.family].structure
+        given = self.pruning.structure
+        if given is not None and given != expected:
+            raise ValueError(f"pruning.structure '{given}' does not fit model.family '{self.model.family}'; set "
+                             f"pruning.structure: {expected}")
+        if (expected == "unstructured") != bool(self.pruning.methods):
+            what = "unstructured: give pruning.methods and pruning.sparsity" if expected == "unstructured" \
+                else f"{expected}: give pruning.settings (ratios per group), not methods"
+            raise ValueError(f"model.family '{self.model.family}' is pruned {what}")
         return self
 
     def fingerprint(self) -> str:

@@ -1,4 +1,4 @@
-"""Known image-classification datasets and the one entry point that loads any of them.
+"""Known datasets, the study task each one serves, and the one entry point that loads image classification.
 
 Add a dataset with :func:`register_dataset`; ``KNOWN_DATASETS`` (a live view of the
 registered names) is what the recipe schema validates ``data.dataset`` against.
@@ -24,9 +24,9 @@ class DatasetSpec:
     """
 
     name: str
-    num_labels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    num_labels: int = 0
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     hub_id: str | None = None
     hub_config: str | None = None
     image_column: str = "image"
@@ -38,15 +38,20 @@ class DatasetSpec:
     # the model's image processor, optionally augmented (see hfprune.data.imagenet)
     lazy_loader: Optional[Callable[..., ImageClassificationData]] = None
     test_split: str = "test"
+    task: str = "image_classification"  # the study task that trains on it (a model family's task)
+    requires: tuple[str, ...] = ()  # data.<field>s a recipe must give, e.g. ("path", "image_root")
 
 
+# What each study task trains on, in words (for messages).
+TASK_DATA = {"image_classification": "an image-classification dataset",
+             "vision_language": "an instruction dataset (conversations about images)"}
 DATASETS: dict[str, DatasetSpec] = {}
 KNOWN_DATASETS = DATASETS.keys()
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     """Add (or replace) a dataset in the registry."""
-    if (spec.hub_id is None) == (spec.bundled is None):
+    if spec.task == "image_classification" and (spec.hub_id is None) == (spec.bundled is None):
         raise ValueError(f"dataset '{spec.name}' needs exactly one of hub_id and bundled")
     DATASETS[spec.name] = spec
     return spec
@@ -81,6 +86,12 @@ register_dataset(DatasetSpec(
     description="Kuzushiji-MNIST, 60,000/10,000 (community copy of the CODH release)",
 ))
 
+register_dataset(DatasetSpec(
+    "llava_v1_5", task="vision_language", requires=("path", "image_root"),
+    description="LLaVA-1.5 instruction mix: llava_v1_5_mix665k.json (data.path) + data.image_root; loaded by the "
+                "vision-language task",
+))
+
 
 def get_dataset_spec(dataset: str) -> DatasetSpec:
     """The registered spec of ``dataset``; an unknown name is an HfpruneError listing the known ones."""
@@ -110,6 +121,8 @@ def load_image_classification(
     (a local dir or Hub id) and, for training, augmented with ``augment``.
     """
     spec = get_dataset_spec(dataset)
+    if spec.task != "image_classification":
+        raise HfpruneError(f"dataset '{dataset}' is {spec.task} data, not an image-classification dataset")
     for knob, limit in (("train_limit", train_limit), ("test_limit", test_limit)):
         if limit is not None and limit <= 0:
             raise HfpruneError(f"dataset '{dataset}': data.{knob} must be a positive number, got {limit}")

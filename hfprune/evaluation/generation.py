@@ -22,21 +22,16 @@ from hfprune.evaluation.benchmarks.base import BenchmarkSample, Prediction
 
 def load_model(name_or_path: str | Path, device: str | None = None, dtype: str = "auto"):
     """``(model, processor)`` of a LLaVA checkpoint (local directory or Hub id); the model in eval mode."""
-    from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration
+    from hfprune.models import adapter_for_checkpoint
+    from hfprune.models.llava.adapter import LlavaAdapter
 
     source = str(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-        if config.model_type != "llava":
-            raise HfpruneError(f"'{source}' is a '{config.model_type}' model; evaluation needs a LLaVA checkpoint "
-                               "(LlavaForConditionalGeneration, e.g. TinyLLaVA converted to it)")
-        processor = AutoProcessor.from_pretrained(source, trust_remote_code=False)
-        model = LlavaForConditionalGeneration.from_pretrained(source, dtype=dtype)
-    except (OSError, ValueError, KeyError) as error:
-        raise HfpruneError(f"cannot load model '{source}' with its processor (a local directory written by "
-                           f"save_pretrained, or a Hub id): {' '.join(str(error).split())}") from None
-    if getattr(processor, "tokenizer", None) is None or getattr(processor, "image_processor", None) is None:
-        raise HfpruneError(f"'{source}' has no multimodal processor (tokenizer + image processor) saved with it")
+    adapter = adapter_for_checkpoint(source, dtype)
+    if not isinstance(adapter, LlavaAdapter):
+        raise HfpruneError(f"'{source}' is a {adapter.name} model; evaluation needs a LLaVA checkpoint "
+                           "(LlavaForConditionalGeneration, e.g. TinyLLaVA converted to it)")
+    processor = adapter.load_processor(source)
+    model = adapter.load_pretrained(source)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval(), processor
 

@@ -6,13 +6,13 @@ lm-eval is an optional extra (``pip install 'hfprune[lmeval]'``). The already-lo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from hfprune.errors import HfpruneError
+from hfprune.io import write_json_atomically
 
 
 def causal_lm_of(model: PreTrainedModel) -> PreTrainedModel:
@@ -54,9 +54,7 @@ def run_lm_eval(model: PreTrainedModel, tokenizer, tasks: list[str], out_dir: st
         raise HfpruneError(f"lm-eval could not load the data of {', '.join(tasks)}: {error}; offline, give task "
                            "YAMLs over local files with --lm-eval-include") from None
     results = output["results"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"results": results, "n-shot": output.get("n-shot"), "versions": output.get("versions"),
                "limit": limit}
-    (out_dir / "lm_eval.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    write_json_atomically(Path(out_dir) / "lm_eval.json", payload)
     return results

@@ -15,6 +15,7 @@ from statistics import mean
 from typing import Any
 
 from hfprune.errors import HfpruneError
+from hfprune.io import write_json_atomically
 from hfprune.evaluation.benchmarks.judge import NO_JUDGE, JudgeConfig
 from hfprune.evaluation.benchmarks.loaders import load_samples
 from hfprune.evaluation.benchmarks.scorers import SCORERS, score_predictions
@@ -77,7 +78,7 @@ def evaluate_task(model: _Model, spec, task_dir: Path, limit: int | None = None,
     (task_dir / "scores.jsonl").write_text("".join(json.dumps(row, default=str) + "\n" for row in result["per_sample"]))
     metrics = {"task": spec.name, "style": result["style"], "score": result["metrics"]["score"],
                "metrics": result["metrics"], "num_predictions": len(predictions)}
-    _write_json(task_dir / "metrics.json", metrics)
+    write_json_atomically(task_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -116,7 +117,7 @@ def evaluate_model(model, tasks: list[str], out_dir: str | Path, limit: int | No
         lm, processor = handle.get()
         summary["lm_eval"] = run_lm_eval(lm, processor.tokenizer, lm_eval_tasks, out_dir, limit, batch_size,
                                          lm_eval_include)
-    _write_json(out_dir / "summary.json", summary)
+    write_json_atomically(out_dir / "summary.json", summary)
     (out_dir / "summary.md").write_text(summary_markdown(summary))
     return summary
 
@@ -192,9 +193,3 @@ def summary_table(summary: dict):
                 table.add_row(f"lm-eval {task} {key.split(',')[0]}", f"{value:.4f}")
     return table
 
-
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

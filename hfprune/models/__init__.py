@@ -1,27 +1,58 @@
-"""Model families, each behind a :class:`~hfprune.models.base.ModelAdapter`."""
+"""Model families: one module each (model code + adapter), registered here with one line per family."""
 
 from __future__ import annotations
 
-from hfprune.errors import HfpruneError
-from hfprune.models.base import ModelAdapter
-from hfprune.models.lenet.modeling_lenet import LeNet5MiniConfig, LeNet5MiniForImageClassification
+from transformers import PretrainedConfig
+
+from hfprune.errors import HfpruneError, reason
+from hfprune.models.base import ModelAdapter, StructuredAdapter, UnstructuredAdapter
 from hfprune.models.lenet.adapter import LeNetAdapter
 from hfprune.models.llava.adapter import LlavaAdapter
-from hfprune.models.vit.modeling_pruned_vit import PrunedViTConfig, PrunedViTForImageClassification
 from hfprune.models.vit.adapter import ViTAdapter
 
-ADAPTERS: dict[str, type[ModelAdapter]] = {
-    adapter.name: adapter for adapter in (LeNetAdapter, ViTAdapter, LlavaAdapter)}
+FAMILIES: dict[str, type[ModelAdapter]] = {adapter.name: adapter for adapter in (
+    LeNetAdapter,
+    ViTAdapter,
+    LlavaAdapter,
+)}
 
-LeNet5MiniConfig.register_for_auto_class()
-LeNet5MiniForImageClassification.register_for_auto_class("AutoModelForImageClassification")
-PrunedViTConfig.register_for_auto_class()
-PrunedViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+__all__ = ["FAMILIES", "ModelAdapter", "StructuredAdapter", "UnstructuredAdapter", "adapter_for_checkpoint",
+           "adapter_for_model_type", "get_adapter", "model_type_of"]
 
 
 def get_adapter(family: str, dtype: str = "auto") -> ModelAdapter:
     """The adapter of a registered model family; ``dtype`` of the pretrained weights it loads."""
     try:
-        return ADAPTERS[family](dtype)
+        return FAMILIES[family](dtype)
     except KeyError:
-        raise HfpruneError(f"unknown model family '{family}'; known families: {', '.join(ADAPTERS)}") from None
+        raise HfpruneError(f"unknown model family '{family}'; known families: {', '.join(FAMILIES)}") from None
+
+
+def adapter_for_model_type(model_type: str | None, dtype: str = "auto") -> ModelAdapter | None:
+    """The adapter of the family that loads checkpoints of ``model_type``, or None."""
+    family = next((adapter for adapter in FAMILIES.values() if model_type in adapter.model_types), None)
+    return family(dtype) if family is not None else None
+
+
+def model_type_of(source: str) -> str:
+    """The ``model_type`` in the config.json of a local directory or Hub id."""
+    how = "give a directory written by save_pretrained or hfprune convert, or a Hub id reachable from this machine"
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(source)
+    except (OSError, ValueError) as error:
+        raise HfpruneError(f"cannot load model '{source}' ({reason(error)}); {how}") from None
+    model_type = config_dict.get("model_type")
+    if model_type is None:
+        raise HfpruneError(f"cannot load model '{source}' (no config.json with a model_type); {how}")
+    return model_type
+
+
+def adapter_for_checkpoint(source: str, dtype: str = "auto") -> ModelAdapter:
+    """The adapter of the family a local directory or Hub id belongs to (read from its config.json)."""
+    model_type = model_type_of(source)
+    adapter = adapter_for_model_type(model_type, dtype)
+    if adapter is None:
+        known = ", ".join(t for family in FAMILIES.values() for t in family.model_types)
+        raise HfpruneError(f"model '{source}' is of type '{model_type}', which no hfprune family loads; "
+                           f"supported types: {known}")
+    return adapter

@@ -1,40 +1,77 @@
-"""The model adapter: everything a study needs to know about one model family."""
+"""Model adapters: everything hfprune knows about one model family, in one place.
+
+A family is one module (its Hugging Face config + model code, and an adapter) plus a line in
+:mod:`hfprune.models`' registry. The adapter says which checkpoint ``model_type`` s it handles, how it builds
+and loads models, the study task it trains on, its MACs and model-card rows, and how it is pruned: a
+:class:`StructuredAdapter` names its prunable groups and shrinks models physically; an
+:class:`UnstructuredAdapter` names the Linear layers unstructured methods prune by default.
+"""
 
 from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import PretrainedConfig, PreTrainedModel
 
+from hfprune.errors import HfpruneError
 from hfprune.pruning.structured.groups import Group, StructuredMask
 from hfprune.pruning.structured.surgery import shrink
 
 
 class ModelAdapter(ABC):
-    """Builds a family's models, names its prunable groups and shrinks it physically."""
+    """A model family: its configs and models, how they load, and what a study trains them on."""
 
-    name: str
-    config_class: type[PretrainedConfig]
-    model_class: type[PreTrainedModel]
-
-    def config(self, num_labels: int, channels: int, image_size: int, overrides: dict[str, Any]) -> PretrainedConfig:
-        """The dense config for a dataset, with the recipe's ``model.config`` overrides."""
-        return self.config_class(num_labels=num_labels, num_channels=channels, image_size=image_size, **overrides)
-
-    structure: str = "filters"  # the recipe's ``pruning.structure`` this family prunes
-    cache_pretrained: bool = True  # copy a pretrained dense model into the study directory (False: too large)
+    name: ClassVar[str]  # the recipe's model.family
+    model_types: ClassVar[tuple[str, ...]]  # config.json model_type values this family loads
+    structure: ClassVar[str]  # the recipe's pruning.structure
+    task: ClassVar[str]  # the study task it trains on (see hfprune.study.tasks)
+    config_class: ClassVar[type[PretrainedConfig]]
+    model_class: ClassVar[type[PreTrainedModel]]
+    cache_pretrained: ClassVar[bool] = True  # copy a pretrained dense model into the study directory
+    remote_code: ClassVar[bool] = False  # saved checkpoints carry their own model code (trust_remote_code=True)
+    auto_class: ClassVar[str] = "AutoModelForImageClassification"  # what loads a saved checkpoint
 
     def __init__(self, dtype: str = "auto"):
         self.dtype = dtype  # of pretrained weights when loaded: "auto" keeps the checkpoint's
 
+    def config(self, num_labels: int, channels: int, image_size: int, overrides: dict[str, Any]) -> PretrainedConfig:
+        """The dense config for a dataset, with the recipe's ``model.config`` overrides (pretraining from scratch)."""
+        return self.config_class(num_labels=num_labels, num_channels=channels, image_size=image_size, **overrides)
+
     def build(self, config: PretrainedConfig) -> PreTrainedModel:
         return self.model_class(config)
 
+    def load_config(self, source: str) -> PretrainedConfig:
+        """The config of a local directory or Hub id (no weights read), as this family's models take it."""
+        return self.config_class.from_pretrained(source)
+
     def load_pretrained(self, source: str) -> PreTrainedModel:
-        """A dense model of this family from a local directory or a Hub id."""
+        """A dense model of this family from a local directory or Hub id."""
         return self.model_class.from_pretrained(source, dtype=self.dtype)
+
+    def macs(self, config: PretrainedConfig) -> int | None:
+        """Multiply-accumulates of one forward pass of one input, when the family counts them."""
+        return None
+
+    def card_rows(self, config: PretrainedConfig) -> list[str]:
+        """Markdown lines a model card shows about a model's widths (none by default)."""
+        return []
+
+    def loading_code(self) -> list[str]:
+        """Python lines that load a saved checkpoint of this family from ``PATH``."""
+        trust = ", trust_remote_code=True" if self.remote_code else ""
+        return [f"from transformers import {self.auto_class}",
+                f"model = {self.auto_class}.from_pretrained(PATH{trust})"]
+
+
+class StructuredAdapter(ModelAdapter):
+    """A family pruned structurally: named groups of units, removed physically for export."""
+
+    structure: ClassVar[str] = "filters"
+    task: ClassVar[str] = "image_classification"
+    remote_code: ClassVar[bool] = True
 
     @abstractmethod
     def groups(self, config: PretrainedConfig) -> dict[str, Group]:
@@ -51,3 +88,13 @@ class ModelAdapter(ABC):
     @staticmethod
     def _copy_config(config: PretrainedConfig) -> PretrainedConfig:
         return copy.deepcopy(config)
+
+
+class UnstructuredAdapter(ModelAdapter):
+    """A family pruned weight by weight: masks keep every shape, so the masked model is the checkpoint."""
+
+    structure: ClassVar[str] = "unstructured"
+    default_targets: ClassVar[tuple[str, ...]]  # regexes (full match) of the Linear modules pruned by default
+
+    def config(self, num_labels, channels, image_size, overrides):
+        raise HfpruneError(f"model.family '{self.name}' is not pretrained by hfprune; give model.pretrained")

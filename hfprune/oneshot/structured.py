@@ -1,7 +1,7 @@
 """One-shot structured pruning of a checkpoint: ``hfprune prune MODEL --structure heads=0.5,ffn=0.5``.
 
-Loads a local or Hub checkpoint, picks a mask with a criterion, removes the pruned units physically
-and writes a checkpoint that plain ``transformers`` loads (``trust_remote_code=True`` for the
+Loads a local or Hub checkpoint of any structured family, picks a mask with a criterion, removes the pruned
+units physically and writes a checkpoint that plain ``transformers`` loads (``trust_remote_code=True`` for the
 per-layer-width classes), the source's image processor, and a model card with the facts.
 """
 
@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PretrainedConfig
 
-from hfprune.io import quiet_hf_progress
 from hfprune.errors import HfpruneError, reason
-from hfprune.oneshot.cards import front_matter
-from hfprune.models import get_adapter
-from hfprune.pruning.structured.importance import METHODS, criterion_mask, expand_ratios
-
-FAMILY_OF_MODEL_TYPE = {"vit": "vit", "pruned_vit": "vit", "lenet5_mini": "lenet5_mini"}
-UNSTRUCTURED_MODEL_TYPES = ("llava",)
+from hfprune.io import quiet_hf_progress, save_atomically
+from hfprune.models import adapter_for_checkpoint
+from hfprune.models.base import StructuredAdapter
+from hfprune.oneshot.cards import structured_card
+from hfprune.pruning.structured.groups import expand_ratios, kept_counts
+from hfprune.pruning.structured.importance import get_importance
 
 
 def parse_structure(text: str) -> dict[str, float]:
@@ -47,36 +45,19 @@ def parse_structure(text: str) -> dict[str, float]:
     return ratios
 
 
-def model_type_of(source: str) -> str:
-    """The ``model_type`` in the config.json of a local directory or Hub id."""
-    how = "give a directory written by save_pretrained or hfprune convert, or a Hub id reachable from this machine"
-    try:
-        config_dict, _ = PretrainedConfig.get_config_dict(source)
-    except (OSError, ValueError) as error:
-        raise HfpruneError(f"cannot load model '{source}' ({reason(error)}); {how}") from None
-    model_type = config_dict.get("model_type")
-    if model_type is None:
-        raise HfpruneError(f"cannot load model '{source}' (no config.json with a model_type); {how}")
-    return model_type
+def load_structured(source: str) -> tuple[StructuredAdapter, torch.nn.Module]:
+    """(adapter, dense model in eval mode) of a local directory or Hub id of a structured family."""
+    adapter = adapter_for_checkpoint(source)
+    if not isinstance(adapter, StructuredAdapter):
+        from hfprune.pruning.unstructured import METHODS
 
-
-def load_model(source: str):
-    """(adapter, dense model in eval mode) of a local directory or Hub id."""
-    model_type = model_type_of(source)
-    family = FAMILY_OF_MODEL_TYPE.get(model_type)
-    if family is None:
-        hint = ("; prune it unstructurally with --method ump|gmp|onp|pnp --sparsity S"
-                if model_type in UNSTRUCTURED_MODEL_TYPES else "")
-        raise HfpruneError(
-            f"model '{source}' is of type '{model_type}', which hfprune cannot prune structurally; "
-            f"supported types: {', '.join(FAMILY_OF_MODEL_TYPE)}{hint}"
-        )
-    adapter = get_adapter(family)
+        raise HfpruneError(f"model '{source}' is a {adapter.name} model, which hfprune prunes unstructurally; use "
+                           f"--method {'|'.join(METHODS)} --sparsity S")
     try:
         with quiet_hf_progress():  # keep stderr for the one-line errors
             model = adapter.load_pretrained(source)
     except (OSError, ValueError, RuntimeError) as error:
-        raise HfpruneError(f"cannot load model '{source}' as a {family} checkpoint ({reason(error)})") from None
+        raise HfpruneError(f"cannot load model '{source}' as a {adapter.name} checkpoint ({reason(error)})") from None
     return adapter, model.eval()
 
 
@@ -111,47 +92,6 @@ def _count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _macs(family: str, config) -> int | None:
-    if family == "vit":
-        from hfprune.models.vit.adapter import vit_macs
-
-        return vit_macs(config)["total"]
-    return None
-
-
-def model_card(facts: dict[str, Any]) -> str:
-    """README.md of a pruned checkpoint: how it was made and what it costs, before and after."""
-
-    def ratio(after, before):
-        return f"{after / before:.3f}" if before else "–"
-
-    lines = [
-        *front_matter(facts["source"], ["hfprune", "pruned", "structured-pruning"]),
-        f"# {facts['source']} — structurally pruned with hfprune", "",
-        f"Pruned with `{facts['command']}`.", "",
-        "| | dense | pruned | pruned / dense |", "|---|---:|---:|---:|",
-        f"| parameters | {facts['params_before']:,} | {facts['params_after']:,} | "
-        f"{ratio(facts['params_after'], facts['params_before'])} |",
-    ]
-    if facts.get("macs_before"):
-        lines.append(f"| MACs per image | {facts['macs_before']:,} | {facts['macs_after']:,} | "
-                     f"{ratio(facts['macs_after'], facts['macs_before'])} |")
-    lines += ["", f"- method: `{facts['method']}`", f"- seed: {facts['seed']}",
-              f"- structure (fraction removed): `{json.dumps(facts['structure'])}`"]
-    if facts.get("calibration"):
-        lines.append(f"- calibration data: {facts['calibration']}")
-    lines += ["", "## Kept units per group", "", "| group | kept | of |", "|---|---:|---:|"]
-    lines += [f"| {name} | {kept} | {size} |" for name, (kept, size) in facts["groups"].items()]
-    if facts.get("per_layer"):
-        lines += ["", "## Per layer", "", "| layer | heads | FFN width |", "|---:|---:|---:|"]
-        lines += [f"| {i} | {h} | {f} |" for i, (h, f) in enumerate(facts["per_layer"])]
-    lines += ["", "## Loading", "", "```python", "from transformers import AutoModelForImageClassification",
-              "model = AutoModelForImageClassification.from_pretrained(PATH, trust_remote_code=True)", "```",
-              "", "MACs are counted analytically (patch embedding, attention projections and matmuls, MLP, "
-              "classifier; no norms, softmax, activations or biases).", ""]
-    return "\n".join(line for line in lines if line is not None)
-
-
 def prune_checkpoint(
     source: str,
     structure: str,
@@ -165,16 +105,16 @@ def prune_checkpoint(
     batch_size: int = 32,
 ) -> dict[str, Any]:
     """Prune ``source`` and write the result to ``out``; returns the model card's facts."""
-    if method not in METHODS:
-        raise HfpruneError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+    importance = get_importance(method)
     ratios = parse_structure(structure)
-    if method == "taylor_fo" and calibration_data is None:
-        raise HfpruneError("--method taylor_fo needs --calibration-data DATASET (e.g. imagenet_1k with "
+    if importance.needs_calibration and calibration_data is None:
+        raise HfpruneError(f"--method {method} needs --calibration-data DATASET (e.g. imagenet_1k with "
                            "--calibration-path DIR)")
     out = check_out_dir(out, source)
-    adapter, model = load_model(source)
+    adapter, model = load_structured(source)
     groups = adapter.groups(model.config)
     expand_ratios(groups, ratios)  # unknown keys and bad ratios fail before any work
+    counts = kept_counts(groups, ratios)
     batches, calibration = None, None
     if calibration_data is not None:
         from hfprune.data.registry import load_image_classification
@@ -190,30 +130,25 @@ def prune_checkpoint(
     from hfprune.evaluation.classification import classification_loss
 
     torch.manual_seed(seed)
-    mask = criterion_mask(method, model, groups, ratios, seed=seed, batches=batches, loss_fn=classification_loss)
+    mask = importance.select(model, groups, counts, seed=seed, batches=batches, loss_fn=classification_loss)
     pruned = adapter.prune_physically(model, mask).eval()
-
-    from hfprune.io import save_atomically
-
-    save_atomically(pruned, out)
-    has_processor = _copy_image_processor(source, out)
-    family = adapter.name
-    per_layer = None
-    if family == "vit":
-        from hfprune.models.vit.adapter import layer_widths
-
-        heads, ffn, _ = layer_widths(pruned.config)
-        per_layer = list(zip(heads, ffn))
     facts = {
-        "source": source, "method": method, "seed": seed, "structure": ratios, "calibration": calibration,
+        "source": source, "family": adapter.name, "method": method, "seed": seed, "structure": ratios,
+        "calibration": calibration,
         "command": f"hfprune prune {source} --structure {structure} --method {method} --seed {seed}",
         "params_before": _count_parameters(model), "params_after": _count_parameters(pruned),
-        "macs_before": _macs(family, model.config), "macs_after": _macs(family, pruned.config),
+        "macs_before": adapter.macs(model.config), "macs_after": adapter.macs(pruned.config),
         "groups": {name: (len(mask[name]) if name in mask else group.size, group.size)
                    for name, group in groups.items()},
-        "per_layer": per_layer, "image_processor": has_processor, "out": str(out),
+        "out": str(out),
     }
-    (out / "README.md").write_text(model_card(facts), encoding="utf-8")
-    (out / "hfprune_pruning.json").write_text(
-        json.dumps({**facts, "mask": {name: list(kept) for name, kept in mask.items()}}, indent=1), encoding="utf-8")
+
+    def write_companions(folder: Path) -> None:
+        facts["image_processor"] = _copy_image_processor(source, folder)
+        structured_card(facts, adapter, pruned.config).write(folder)
+        (folder / "hfprune_pruning.json").write_text(
+            json.dumps({**facts, "mask": {name: list(kept) for name, kept in mask.items()}}, indent=1),
+            encoding="utf-8")
+
+    save_atomically(pruned, out, extras=[write_companions])
     return facts

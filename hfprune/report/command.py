@@ -16,6 +16,7 @@ from hfprune.report.plots import plot_file_name, scatter_plot
 from hfprune.report.render import dumps, fmt, write_report
 from hfprune.report.sparsity import sparsity_by_layer
 from hfprune.report.stats import correlate, infer_higher_is_better
+from hfprune.study.record import DIRECTIONS
 from hfprune.study.store import read_trials
 from hfprune.report.tables import (column_values, load_table, numeric_columns, pair_points, require_columns,
                                    setting_of)
@@ -35,8 +36,20 @@ X_FLAG = "--x-higher-is-better / --x-lower-is-better"
 
 
 def _direction(column: str, directions: Mapping[str, bool], flag: str) -> bool:
-    """``directions[column]`` if given, else inferred from the column's name."""
+    """``directions[column]`` if given or declared by the records, else inferred from the column's name (tables
+    from other tools, which declare nothing)."""
     return directions[column] if column in directions else infer_higher_is_better(column, flag)
+
+
+def declared_directions(rows: list[dict[str, Any]]) -> dict[str, bool]:
+    """The directions that typed trial records declare (``higher_is_better`` in each record, flattened)."""
+    prefix = DIRECTIONS + "."
+    declared: dict[str, bool] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith(prefix) and isinstance(value, bool):
+                declared.setdefault(key[len(prefix):], value)
+    return declared
 
 
 def analyse_pair(rows: list[dict[str, Any]], x: str, y: str, x_higher_is_better: bool, y_higher_is_better: bool,
@@ -92,7 +105,7 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
         raise HfpruneError(f"'{directory}' is not a study directory; for a table use --x and --y or --json")
     rows = load_table(directory)
     source = str(directory)
-    directions = dict(directions or {})
+    directions = {**declared_directions(rows), **(directions or {})}
     if pairs is None:
         pairs = [(x, y) for x, y in default_pairs(rows) if _has_values(rows, x, source) and _has_values(rows, y, source)]
         if not pairs:
@@ -129,10 +142,11 @@ def report_table(path: str | Path, x: str, y: str, y_higher_is_better: bool | No
     rows = load_table(path)
     source = str(path)
     require_columns(rows, (x, y), source)
+    declared = declared_directions(rows)
     if x_higher_is_better is None:
-        x_higher_is_better = _direction(x, {}, X_FLAG)
+        x_higher_is_better = _direction(x, declared, X_FLAG)
     if y_higher_is_better is None:
-        y_higher_is_better = _direction(y, {}, Y_FLAG)
+        y_higher_is_better = _direction(y, declared, Y_FLAG)
     args = (rows, x, y, x_higher_is_better, y_higher_is_better, source)
     (overall,) = analyse_pair(*args, by_setting=False, average_repeats=average_repeats)
     if overall["n"] == 0:

@@ -4,30 +4,48 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from hfprune.io import save_atomically
 from hfprune.errors import HfpruneError
 from hfprune.models.base import ModelAdapter
 from hfprune.config.recipe import Recipe
 from hfprune.seeding import seed_everything, stable_seed
-from hfprune.study.tasks.image_classification import Task
+from hfprune.study.tasks import Task
 from hfprune.train.trainer import get_accelerator, train
+
+
+def _cannot_load(adapter: ModelAdapter, source: str, error: BaseException) -> HfpruneError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return HfpruneError(
+        f"model.pretrained: cannot load '{source}' as a {adapter.name} checkpoint ({first_line}); "
+        "give a local directory written by save_pretrained, or a Hub id reachable from this machine"
+    )
+
+
+def dense_config(recipe: Recipe, adapter: ModelAdapter, task: Task) -> PretrainedConfig:
+    """The dense model's config, without any weights: the pretrained checkpoint's, or the one pretraining
+    builds for the task's data with the recipe's ``model.config`` overrides."""
+    if recipe.model.pretrained:
+        try:
+            return adapter.load_config(recipe.model.pretrained)
+        except (OSError, ValueError) as error:
+            raise _cannot_load(adapter, recipe.model.pretrained, error) from None
+    data = task.data
+    return adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config)
 
 
 def _load_pretrained(adapter: ModelAdapter, source: str) -> PreTrainedModel:
     try:
         return adapter.load_pretrained(source)
     except (OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise HfpruneError(
-            f"model.pretrained: cannot load '{source}' as a {adapter.name} checkpoint ({first_line}); "
-            "give a local directory written by save_pretrained, or a Hub id reachable from this machine"
-        ) from None
+        raise _cannot_load(adapter, source, error) from None
 
 
-def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Path, progress: bool) -> PreTrainedModel:
-    """Load the cached dense model of this study, or make it (load pretrained, or pretrain) and cache it."""
+def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Path, progress: bool,
+                config: PretrainedConfig) -> PreTrainedModel:
+    """Load the cached dense model of this study, or make it (load pretrained, or pretrain from ``config``, see
+    :func:`dense_config`) and cache it."""
     cache = study_dir / "dense"
     if (cache / "config.json").is_file():
         return adapter.model_class.from_pretrained(cache)
@@ -38,8 +56,7 @@ def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Pa
     else:
         seed = stable_seed(recipe.seed, "pretrain")
         seed_everything(seed)
-        data = task.data
-        model = adapter.build(adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config))
+        model = adapter.build(config)
         if recipe.pretrain.epochs:
             train(model, task.train_set, recipe.pretrain,
                   task.loss_fn(recipe.pretrain),

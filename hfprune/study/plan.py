@@ -1,23 +1,55 @@
 """What the trials of a study prune: sampled structured masks, or one unstructured method each.
 
-A plan lists the study's trials in a fixed order that depends only on the recipe, and turns one trial
-into parameter masks (True = kept) on a model plus the facts its record keeps about them.
+A plan lists the study's trials in a fixed order that depends only on the recipe, turns one trial into
+parameter masks (True = kept) on a model plus the facts its record keeps about them, and gives the model a
+finished trial exports.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from transformers import PreTrainedModel
 
-from hfprune.pruning.structured.importance import expand_kinds
-from hfprune.pruning.structured.groups import Group, StructuredMask, parameter_masks
-from hfprune.pruning.structured.samplers import Candidate, candidates_for
 from hfprune.config.recipe import Recipe
-from hfprune.study.trial import TrialSpec
+from hfprune.models.base import StructuredAdapter
+from hfprune.pruning.structured.groups import Group, expand_kinds, parameter_masks
+from hfprune.pruning.structured.samplers import MaskCandidate, candidates_for
+from hfprune.pruning.unstructured import UnstructuredMethod
+from hfprune.report.sparsity import mask_counts, sparsity_facts
 
 ParameterMasks = dict[str, torch.Tensor]
+
+
+class Candidate(Protocol):
+    """What one trial prunes: a structured mask (:class:`MaskCandidate`) or an unstructured method."""
+
+    setting: str
+
+    @property
+    def mask_id(self) -> str:
+        """Stable id of the candidate within its setting."""
+
+    def facts(self) -> dict[str, Any]:
+        """What a trial record keeps about the candidate."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """A candidate and which repeat (retraining seed) it is."""
+
+    candidate: Candidate
+    repeat: int
+
+    @property
+    def trial_id(self) -> str:
+        return f"{self.candidate.setting}:{self.candidate.mask_id}:r{self.repeat}"
+
+    @property
+    def directory_name(self) -> str:
+        return self.trial_id.replace(":", "_")
 
 
 @dataclass(frozen=True)
@@ -25,12 +57,14 @@ class MethodCandidate:
     """An unstructured method at the study's sparsity: its masks come from the dense weights."""
 
     setting: str
-    method: str
-    mask: StructuredMask = field(default_factory=dict)  # nothing is removed structurally
+    method: UnstructuredMethod
 
     @property
     def mask_id(self) -> str:
-        return self.method
+        return self.method.mask_id
+
+    def facts(self) -> dict[str, Any]:
+        return {"method": self.method.name, "method_options": self.method.options()}
 
 
 class Plan(Protocol):
@@ -40,12 +74,15 @@ class Plan(Protocol):
     def masks(self, spec: TrialSpec, model: torch.nn.Module) -> tuple[ParameterMasks, dict[str, Any]]:
         """The trial's parameter masks on ``model`` and the facts its record keeps about them."""
 
+    def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
+        """The model a finished trial saves: physically pruned where the family can shrink."""
+
 
 class StructuredPlan:
     """Settings × candidate masks (exhaustive or sampled) × repeats."""
 
-    def __init__(self, groups: dict[str, Group], recipe: Recipe | None = None):
-        self.groups, self.recipe = groups, recipe  # the recipe lists the trials; masks need only the groups
+    def __init__(self, adapter: StructuredAdapter, groups: dict[str, Group], recipe: Recipe):
+        self.adapter, self.groups, self.recipe = adapter, groups, recipe
 
     def trials(self) -> list[TrialSpec]:
         recipe, specs = self.recipe, []
@@ -57,9 +94,11 @@ class StructuredPlan:
         return specs
 
     def masks(self, spec: TrialSpec, model: torch.nn.Module) -> tuple[ParameterMasks, dict[str, Any]]:
-        candidate: Candidate = spec.candidate
-        masks = parameter_masks(self.groups, candidate.mask, dict(model.named_parameters()))
-        return masks, {"mask": {name: list(kept) for name, kept in candidate.mask.items()}}
+        candidate: MaskCandidate = spec.candidate
+        return parameter_masks(self.groups, candidate.mask, dict(model.named_parameters())), {}
+
+    def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
+        return self.adapter.prune_physically(model, spec.candidate.mask)
 
 
 class UnstructuredPlan:
@@ -74,30 +113,19 @@ class UnstructuredPlan:
                 for method in pruning.methods for repeat in range(pruning.repeats)]
 
     def masks(self, spec: TrialSpec, model: torch.nn.Module) -> tuple[ParameterMasks, dict[str, Any]]:
-        from hfprune.pruning.unstructured import unstructured_masks
-
         pruning, method = self.recipe.pruning, spec.candidate.method
-        needs_activations = method == "onp" and pruning.onp.score == "activation"
-        calibration = self.task.calibration_batches(next(model.parameters()).device) if needs_activations else None
-        lam = pruning.pnp.lam if method == "pnp" else pruning.onp.lam
-        result = unstructured_masks(model, method, pruning.sparsity, targets=pruning.targets, ignore=pruning.ignore,
-                                    lam=lam, outlier_m=pruning.onp.outlier_m,
-                                    score=pruning.onp.score if method == "onp" else "weight",
-                                    variance=pruning.pnp.variance, calibration=calibration)
-        return result.masks, {"method": method, **sparsity_facts(result.masks)}
+        calibration = self.task.calibration_batches(next(model.parameters()).device) \
+            if method.needs_calibration else None
+        result = method.masks(model, pruning.sparsity, targets=pruning.targets, ignore=pruning.ignore,
+                              calibration=calibration)
+        return result.masks, sparsity_facts(mask_counts(result.masks))
+
+    def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
+        return model  # unstructured masks keep every shape: the masked model is the checkpoint
 
 
-def sparsity_facts(masks: ParameterMasks) -> dict[str, Any]:
-    """Overall sparsity over the masked weights and each one's own (the fraction that is pruned)."""
-    pruned = {name: int((~mask).sum()) for name, mask in masks.items()}
-    total = sum(mask.numel() for mask in masks.values())
-    return {"sparsity": sum(pruned.values()) / total if total else 0.0, "target_weights": total,
-            "layer_sparsity": {name: pruned[name] / masks[name].numel() for name in masks},
-            "layer_weights": {name: masks[name].numel() for name in masks}}
-
-
-def plan_for(recipe: Recipe, groups: dict[str, Group], task) -> Plan:
+def plan_for(recipe: Recipe, adapter, groups: dict[str, Group], task) -> Plan:
     """The plan of a recipe's pruning section."""
-    if recipe.pruning.structure == "unstructured":
-        return UnstructuredPlan(recipe, task)
-    return StructuredPlan(groups, recipe)
+    if isinstance(adapter, StructuredAdapter):
+        return StructuredPlan(adapter, groups, recipe)
+    return UnstructuredPlan(recipe, task)

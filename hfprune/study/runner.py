@@ -17,19 +17,19 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hfprune import __version__
-from hfprune.study.plan import plan_for
-from hfprune.io import save_atomically
-from hfprune.data.registry import load_image_classification
-from hfprune.study.dense import dense_model
+from hfprune.config.recipe import Recipe
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.cards import write_trial_card
+from hfprune.io import save_atomically, write_json_atomically
 from hfprune.models import get_adapter
-from hfprune.models.base import ModelAdapter
-from hfprune.config.recipe import INSTRUCTION_DATASETS, Recipe
-from hfprune.study.store import TrialStore, read_trials, write_json_atomically
-from hfprune.study.tasks.image_classification import ImageClassificationTask, Task
+from hfprune.models.base import ModelAdapter, StructuredAdapter
+from hfprune.oneshot.cards import write_trial_card
+from hfprune.study.dense import dense_config, dense_model
+from hfprune.study.plan import Plan, TrialSpec, plan_for
+from hfprune.study.record import TrialRecord
+from hfprune.study.store import TrialStore, read_trials
+from hfprune.study.tasks import Task, build_task
+from hfprune.study.trial import RETRAINED, run_trial
 from hfprune.train.trainer import get_accelerator
-from hfprune.study.trial import RETRAINED, TrialSpec, run_trial
 
 
 @dataclass
@@ -38,20 +38,6 @@ class StudyResult:
     trials_total: int
     trials_run: int
     records: list[dict[str, Any]]
-
-
-def build_task(recipe: Recipe, progress: bool = True) -> Task:
-    """The recipe's task: instruction tuning of a vision-language model, or image classification."""
-    if recipe.data.dataset in INSTRUCTION_DATASETS:
-        from hfprune.study.tasks.vision_language import VisionLanguageTask
-
-        return VisionLanguageTask(recipe, progress)
-    data = load_image_classification(
-        recipe.data.dataset, path=recipe.data.path, image_size=recipe.data.image_size,
-        train_limit=recipe.data.train_limit, test_limit=recipe.data.test_limit, limit_seed=recipe.seed,
-        image_processor=recipe.data.image_processor or recipe.model.pretrained, augment=tuple(recipe.data.augment),
-    )
-    return ImageClassificationTask(data, recipe.evaluation.batch_size)
 
 
 def _claim_directory(recipe: Recipe, directory: Path) -> None:
@@ -78,32 +64,31 @@ def _write_manifest(directory: Path, updates: dict[str, Any]) -> None:
     write_json_atomically(manifest, current)
 
 
-def _is_better(record: dict, best: dict | None, metric: str, higher_is_better: bool) -> bool:
-    if best is None or best.get("metric") != metric:
-        return True
-    return record[metric] > best["value"] if higher_is_better else record[metric] < best["value"]
+def _is_better(record: TrialRecord, best: dict | None, metric: str) -> bool:
+    return best is None or best.get("metric") != metric or record.is_better_than(metric, best["value"])
 
 
-def _export(adapter: ModelAdapter, task: Task, spec: TrialSpec, model: PreTrainedModel, record: dict,
-            recipe: Recipe, directory: Path) -> None:
-    """Save the physically pruned retrained model (with a model card): every trial's, or the best so far."""
+def _export(adapter: ModelAdapter, task: Task, plan: Plan, spec: TrialSpec, model: PreTrainedModel,
+            record: TrialRecord, recipe: Recipe, directory: Path) -> None:
+    """Save the retrained model, physically pruned where the family can shrink, with a model card: every
+    trial's, or the best so far (by the task's selection metric, in the direction the record declares)."""
     mode = recipe.export.checkpoints
     if mode == "none":
         return
-    metric, higher_is_better = task.best_metric(record)
+    metric = task.selection_metric(record)
     if mode == "all":
         target = directory / "checkpoints" / spec.directory_name
     else:
         target = directory / "best"
         best_file = directory / "best.json"
-        if not _is_better(record, json.loads(best_file.read_text()) if best_file.is_file() else None, metric,
-                          higher_is_better):
+        if not _is_better(record, json.loads(best_file.read_text()) if best_file.is_file() else None, metric):
             return
-    save_atomically(adapter.prune_physically(model, spec.candidate.mask), target,
-                    extras=[task.save_companions, lambda folder: write_trial_card(folder, recipe, record)])
+    save_atomically(plan.exported(spec, model), target,
+                    extras=[task.save_companions, lambda folder: write_trial_card(folder, recipe, record, adapter)])
     if mode == "best":
-        write_json_atomically(directory / "best.json", {"trial_id": record["trial_id"], "metric": metric,
-                                                        "value": record[metric], metric: record[metric]})
+        value = record.metrics[metric]
+        write_json_atomically(directory / "best.json", {"trial_id": record.trial_id, "metric": metric,
+                                                        "value": value, metric: value})
 
 
 def _evaluate_dense(task: Task, dense: PreTrainedModel, device, workdir: Path) -> dict[str, float]:
@@ -129,10 +114,12 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True) -> S
     accelerator.wait_for_everyone()
     dense_evaluated = "dense" in json.loads((directory / "study.json").read_text())  # read before anyone writes it
 
-    dense = dense_model(recipe, adapter, task, directory, progress and main)
-    groups = adapter.groups(dense.config)
-    plan = plan_for(recipe, groups, task)
+    # Everything a recipe can get wrong about the model (groups, ratios) fails here, before any pretraining.
+    config = dense_config(recipe, adapter, task)
+    groups = adapter.groups(config) if isinstance(adapter, StructuredAdapter) else {}
+    plan = plan_for(recipe, adapter, groups, task)
     specs = plan.trials()
+    dense = dense_model(recipe, adapter, task, directory, progress and main, config)
     if not dense_evaluated:  # on every process: an evaluation may synchronise them
         metrics = _evaluate_dense(task, dense, accelerator.device, directory / "dense_eval")
         if main:
@@ -149,10 +136,11 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True) -> S
         record, model = run_trial(spec, dense, plan.masks, task, recipe.retrain, recipe.seed, progress and main,
                                   workdir=directory / "trials" / spec.directory_name)
         if main:  # export first: a kill in between reruns the trial, which re-exports the same model
-            _export(adapter, task, spec, model, record, recipe, directory)
+            _export(adapter, task, plan, spec, model, record, recipe, directory)
             store.append(record)
             shutil.rmtree(directory / "trials" / spec.directory_name / RETRAINED, ignore_errors=True)
-        metric, _ = task.best_metric(record)
-        bar.set_postfix(pruned_loss=f"{record['pruned_train_loss']:.3f}", **{metric: f"{record[metric]:.3f}"})
+        metric = task.selection_metric(record)
+        bar.set_postfix(pruned_loss=f"{record.metrics['pruned_train_loss']:.3f}",
+                        **{metric: f"{record.metrics[metric]:.3f}"})
     accelerator.wait_for_everyone()
     return StudyResult(directory, len(specs), len(todo), read_trials(directory))

@@ -9,29 +9,14 @@ the trial it described is simply run again.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from hfprune.io import json_line
+from hfprune.study.record import TrialRecord
+
 TRIAL_FILES_GLOB = "trials*.jsonl"
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return value.item()
-    raise TypeError(f"cannot store value of type {type(value).__name__} in a trial record")
-
-
-def _clean(value: Any) -> Any:
-    """NaN and inf are not JSON; store them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
 
 
 class TrialStore:
@@ -47,10 +32,12 @@ class TrialStore:
         """Ids of every trial recorded by any shard of this study."""
         return {record["trial_id"] for record in read_trials(self.directory)}
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: TrialRecord | dict[str, Any]) -> None:
+        """Append one record (a :class:`TrialRecord`, or its JSON form) as one fsync-ed line."""
+        record = record.to_json() if isinstance(record, TrialRecord) else record
         if "trial_id" not in record:
             raise ValueError("a trial record needs a 'trial_id'")
-        line = json.dumps(_clean(record), default=_json_default, sort_keys=True) + "\n"
+        line = json_line(record, sort_keys=True)
         # A torn line left by a killed writer must not swallow this record.
         prefix = ""
         if self.path.exists() and self.path.stat().st_size > 0:
@@ -62,14 +49,6 @@ class TrialStore:
             handle.write(prefix + line)
             handle.flush()
             os.fsync(handle.fileno())
-
-
-def write_json_atomically(path: str | os.PathLike, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON; readers see the old or the new file, never half."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(_clean(data), indent=2, default=_json_default), encoding="utf-8")
-    partial.replace(path)
 
 
 def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:

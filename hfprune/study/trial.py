@@ -1,11 +1,10 @@
-"""Stage 3 of a study: one candidate mask, from pruning to final evaluation, as one record."""
+"""Stage 3 of a study: one candidate, from pruning to final evaluation, as one typed record."""
 
 from __future__ import annotations
 
 import copy
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,37 +12,17 @@ import torch
 from accelerate import PartialState
 from transformers import PreTrainedModel
 
+from hfprune.config.recipe import RetrainSection
 from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
-from hfprune.config.recipe import RetrainSection
 from hfprune.seeding import stable_seed
-from hfprune.study.tasks.image_classification import Task
+from hfprune.study.plan import TrialSpec
+from hfprune.study.record import TrialRecord
+from hfprune.study.tasks import Task
 from hfprune.train.trainer import train
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """A candidate (a structured mask, or an unstructured method) and which repeat (retraining seed) it is."""
-
-    candidate: Any  # has .setting, .mask_id and .mask (its structured mask; empty when unstructured)
-    repeat: int
-
-    @property
-    def trial_id(self) -> str:
-        return f"{self.candidate.setting}:{self.candidate.mask_id}:r{self.repeat}"
-
-    @property
-    def directory_name(self) -> str:
-        return self.trial_id.replace(":", "_")
-
 
 TRIAL_FILE = "trial.json"
 MasksFor = Callable[[TrialSpec, torch.nn.Module], tuple[dict[str, torch.Tensor], dict[str, Any]]]
-
-
-def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}_{key}": value for key, value in metrics.items()}
-
 
 RETRAINED = "retrained"  # in a trial's workdir: the retrained model and its record, until the trial is recorded
 
@@ -57,7 +36,7 @@ def run_trial(
     study_seed: int,
     progress: bool = True,
     workdir: Path | None = None,
-) -> tuple[dict[str, Any], PreTrainedModel]:
+) -> tuple[TrialRecord, PreTrainedModel]:
     """Prune a copy of ``dense``, measure it, retrain it (masks exact) and evaluate it.
 
     ``masks_for`` gives the trial's parameter masks and the facts the record keeps about them;
@@ -74,35 +53,29 @@ def run_trial(
         if checkpoint is not None:
             _save_retrained(model, record, checkpoint)
     started = time.perf_counter()
-    record.update(_prefixed("final_test", task.evaluate(model, "test", workdir)))
-    record.update(_prefixed("final_train", task.evaluate(model, "train")))
-    record["timings"]["final_eval_s"] = time.perf_counter() - started
+    record.add_all("final_test", task.evaluate(model, "test", workdir), task.direction)
+    record.add_all("final_train", task.evaluate(model, "train"), task.direction)
+    record.timings["final_eval_s"] = time.perf_counter() - started
     return record, model
 
 
 def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, task: Task,
-                       retrain: RetrainSection, study_seed: int, progress: bool) -> tuple[dict[str, Any], PreTrainedModel]:
+                       retrain: RetrainSection, study_seed: int, progress: bool) -> tuple[TrialRecord, PreTrainedModel]:
     seed = stable_seed(study_seed, spec.trial_id)
-    timings: dict[str, float] = {}
     model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
     started = time.perf_counter()
     masks, mask_facts = masks_for(spec, model)
+    record = TrialRecord(spec.trial_id, spec.candidate.setting, spec.candidate.mask_id, spec.repeat, seed,
+                         candidate={**spec.candidate.facts(), **mask_facts})
+    timings = record.timings
     timings["masks_s"] = time.perf_counter() - started
-    record: dict[str, Any] = {
-        "trial_id": spec.trial_id,
-        "setting": spec.candidate.setting,
-        "mask_id": spec.candidate.mask_id,
-        "repeat": spec.repeat,
-        "seed": seed,
-        **mask_facts,
-        "pruned_l1": pruned_l1(model, masks),
-    }
+    record.add("pruned_l1", pruned_l1(model, masks), higher_is_better=False)  # removing less weight is better
     masked = MaskedParameters(model, masks)
     masked.apply()
 
     started = time.perf_counter()
     for split in task.pruned_splits:
-        record.update(_prefixed(f"pruned_{split}", task.evaluate(model, split)))
+        record.add_all(f"pruned_{split}", task.evaluate(model, split), task.direction)
     timings["pruned_eval_s"] = time.perf_counter() - started
 
     loss_fn = task.loss_fn(retrain)
@@ -112,7 +85,7 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
         train(short_model, task.train_set, retrain.scaled(retrain.short_fraction), loss_fn, seed=seed,
               masks=MaskedParameters(short_model, masks), progress=progress, description="short retrain",
               find_unused_parameters=task.find_unused_parameters)
-        record.update(_prefixed("short_test", task.evaluate(short_model, "test")))
+        record.add_all("short_test", task.evaluate(short_model, "test"), task.direction)
         timings["short_retrain_s"] = time.perf_counter() - started
         del short_model
 
@@ -120,24 +93,23 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     result = train(model, task.train_set, retrain, loss_fn, seed=seed, masks=masked, progress=progress,
                    description="retrain", find_unused_parameters=task.find_unused_parameters)
     timings["retrain_s"] = time.perf_counter() - started
-    record["retrain_steps"] = result.steps
-    record["mask_violations"] = masked.violations()
-    record["timings"] = timings
+    record.facts.update(retrain_steps=result.steps, mask_violations=masked.violations())
     return record, model
 
 
-def _save_retrained(model: PreTrainedModel, record: dict[str, Any], checkpoint: Path) -> None:
+def _save_retrained(model: PreTrainedModel, record: TrialRecord, checkpoint: Path) -> None:
     """The retrained model with its record so far (the main process writes; the others wait for it)."""
     state = PartialState()
     if state.is_main_process:
-        save_atomically(model, checkpoint, extras=[lambda folder: (folder / TRIAL_FILE).write_text(json.dumps(record))])
+        save_atomically(model, checkpoint, extras=[
+            lambda folder: (folder / TRIAL_FILE).write_text(json.dumps(record.to_json()))])
     state.wait_for_everyone()
 
 
-def _load_retrained(checkpoint: Path, dense: PreTrainedModel) -> tuple[dict[str, Any], PreTrainedModel] | None:
+def _load_retrained(checkpoint: Path, dense: PreTrainedModel) -> tuple[TrialRecord, PreTrainedModel] | None:
     """(record so far, retrained model) saved by an earlier, interrupted run of this trial; None if there is none."""
     if not (checkpoint / TRIAL_FILE).is_file():
         return None
     with quiet_hf_progress():
         model = type(dense).from_pretrained(checkpoint, dtype=dense.dtype)
-    return json.loads((checkpoint / TRIAL_FILE).read_text()), model.to(PartialState().device)
+    return TrialRecord.from_json(json.loads((checkpoint / TRIAL_FILE).read_text())), model.to(PartialState().device)

@@ -1,4 +1,4 @@
-"""ViT's groups: the attention heads and the FFN neurons of every encoder layer.
+"""The ViT family: its groups are the attention heads and the FFN neurons of every encoder layer.
 
 Works on Hugging Face ``ViTForImageClassification`` (dense) and on hfprune's
 ``PrunedViTForImageClassification`` (per-layer widths): both name their parameters
@@ -13,11 +13,14 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel, ViTConfig, ViTForImageClassification
 
-from hfprune.models.base import ModelAdapter
+from hfprune.models.base import StructuredAdapter
 from hfprune.models.vit.modeling_pruned_vit import PrunedViTConfig, PrunedViTForImageClassification
 from hfprune.pruning.structured.groups import Group, ParamSlice, StructuredMask
 
 LAYER = "vit.layers.{i}"
+
+PrunedViTConfig.register_for_auto_class()
+PrunedViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 
 def layer_widths(config: PretrainedConfig) -> tuple[list[int], list[int], int]:
@@ -62,8 +65,9 @@ def vit_macs(config: PretrainedConfig) -> dict[str, int]:
     return macs
 
 
-class ViTAdapter(ModelAdapter):
+class ViTAdapter(StructuredAdapter):
     name = "vit"
+    model_types = (ViTConfig.model_type, PrunedViTConfig.model_type)
     structure = "heads_ffn"
     config_class = PrunedViTConfig
     model_class = PrunedViTForImageClassification
@@ -72,15 +76,30 @@ class ViTAdapter(ModelAdapter):
         return PrunedViTConfig(**{"num_labels": num_labels, "num_channels": channels, "image_size": image_size,
                                   **overrides})
 
+    def load_config(self, source: str) -> PrunedViTConfig:
+        return PrunedViTConfig.from_vit_config(self._checkpoint_class(source)[0].from_pretrained(source))
+
     def load_pretrained(self, source: str) -> PrunedViTForImageClassification:
         """A HF ViT (``model_type: vit``, e.g. google/vit-base-patch16-224) or an hfprune pruned ViT."""
+        return to_pruned_vit(self._checkpoint_class(source)[1].from_pretrained(source))
+
+    @staticmethod
+    def _checkpoint_class(source: str) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
         config_dict, _ = PretrainedConfig.get_config_dict(source)
         model_type = config_dict.get("model_type")
         if model_type == PrunedViTConfig.model_type:
-            return PrunedViTForImageClassification.from_pretrained(source)
+            return PrunedViTConfig, PrunedViTForImageClassification
         if model_type == ViTConfig.model_type:
-            return to_pruned_vit(ViTForImageClassification.from_pretrained(source))
+            return ViTConfig, ViTForImageClassification
         raise ValueError(f"'{source}' is a '{model_type}' checkpoint, not a ViT image classifier")
+
+    def macs(self, config: PretrainedConfig) -> int:
+        return vit_macs(config)["total"]
+
+    def card_rows(self, config: PretrainedConfig) -> list[str]:
+        heads, ffn, _ = layer_widths(config)
+        return ["| layer | heads | FFN width |", "|---:|---:|---:|",
+                *(f"| {i} | {h} | {f} |" for i, (h, f) in enumerate(zip(heads, ffn)))]
 
     def groups(self, config: PretrainedConfig) -> dict[str, Group]:
         heads, ffn, head_dim = layer_widths(config)
@@ -90,9 +109,10 @@ class ViTAdapter(ModelAdapter):
             head_rows = tuple(ParamSlice(f"{attention}.{proj}_proj.{kind}", 0, head_dim)
                               for proj in "qkv" for kind in ("weight", "bias"))
             groups[f"layers.{i}.heads"] = Group(f"layers.{i}.heads", "heads", h, (
-                *head_rows, ParamSlice(f"{attention}.o_proj.weight", 1, head_dim)))
+                *head_rows, ParamSlice(f"{attention}.o_proj.weight", 1, head_dim)), min_kept=0)
             groups[f"layers.{i}.ffn"] = Group(f"layers.{i}.ffn", "ffn", f, (
-                ParamSlice(f"{mlp}.fc1.weight", 0), ParamSlice(f"{mlp}.fc1.bias", 0), ParamSlice(f"{mlp}.fc2.weight", 1)))
+                ParamSlice(f"{mlp}.fc1.weight", 0), ParamSlice(f"{mlp}.fc1.bias", 0), ParamSlice(f"{mlp}.fc2.weight", 1)),
+                min_kept=0)
         return groups
 
     def pruned_config(self, config: PretrainedConfig, mask: StructuredMask) -> PrunedViTConfig:

@@ -1,14 +1,23 @@
-"""Structured groups: prunable units of one kind in one place, and what each unit owns.
+"""Structured groups: prunable units of one kind in one place, what each unit owns, and how many a ratio keeps.
 
 A structured mask is ``{group name: sorted kept indices}``. It converts to per-parameter boolean
 masks (for masked training) and to index selections (for physical surgery).
+
+Ratios name a group (``layers.3.heads``) or a kind of group (``heads``, ``ffn``, ``filters``) that stands
+for every group of that kind; a group's own entry wins over its kind's. A ratio is the fraction of the
+group's units to remove, rounded half up (:func:`~hfprune.pruning.counts.num_pruned`, as everywhere in
+hfprune).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
+
+from hfprune.errors import HfpruneError
+from hfprune.pruning.counts import num_pruned
 
 StructuredMask = dict[str, tuple[int, ...]]
 
@@ -27,18 +36,64 @@ class Group:
     """``size`` prunable units (filters, heads, neurons) named ``name``, of kind ``kind``.
 
     ``owned`` are the slices that disappear with a unit: its own weights and bias, its BN entries
-    and the next layer's input channels.
+    and the next layer's input channels. ``min_kept`` is the fewest units the model can keep (0 where a
+    layer without them still works, e.g. a ViT layer without heads).
     """
 
     name: str
     kind: str
     size: int
     owned: tuple[ParamSlice, ...] = field(default_factory=tuple)
+    min_kept: int = 1
 
 
-def num_pruned(size: int, ratio: float) -> int:
-    """Units removed from a group of ``size`` at ``ratio`` (round half up)."""
-    return int(ratio * size + 0.5)
+def expand_kinds(groups: dict[str, Group], ratios: Mapping[str, float]) -> dict[str, float]:
+    """Replace kind keys (``heads``) by every group of that kind; group names win over kinds;
+    keys that are neither stay as they are (for the caller to report)."""
+    kinds = {group.kind for group in groups.values()}
+    expanded = {key: ratio for key, ratio in ratios.items() if key not in kinds or key in groups}
+    for name, group in groups.items():
+        if name not in expanded and group.kind in ratios and group.kind not in groups:
+            expanded[name] = ratios[group.kind]
+    return {name: expanded[name] for name in [*groups, *expanded] if name in expanded}
+
+
+def expand_ratios(groups: dict[str, Group], ratios: Mapping[str, float]) -> dict[str, float]:
+    """Per-group ratios from group names and/or group kinds; unknown keys are an HfpruneError."""
+    kinds = sorted({group.kind for group in groups.values()})
+    unknown = [key for key in ratios if key not in groups and key not in kinds]
+    if unknown:
+        raise HfpruneError(
+            f"unknown structure '{unknown[0]}'; use a kind ({', '.join(kinds)}) or a group name "
+            f"(e.g. {', '.join(list(groups)[:3])}, ...)"
+        )
+    expanded = expand_kinds(groups, ratios)
+    for name, ratio in expanded.items():
+        if not 0 <= ratio <= 1:
+            raise HfpruneError(f"ratio of '{name}' must be in [0, 1], got {ratio}")
+    return expanded
+
+
+def kept_counts(groups: dict[str, Group], ratios: Mapping[str, float], where: str = "") -> dict[str, int]:
+    """Units kept per group at ``ratios`` (group or kind keys); ``where`` prefixes errors (e.g. the setting).
+
+    A ratio of 0 keeps a group whole. Any other ratio must remove at least one unit and keep at least the
+    group's ``min_kept``: a ratio that prunes nothing, or more than the model can lose, is an error.
+    """
+    kinds = {group.kind for group in groups.values()}
+    unknown = [key for key in ratios if key not in groups and key not in kinds]
+    if unknown:
+        raise HfpruneError(f"{where}unknown group '{unknown[0]}'; this model's groups are: {', '.join(groups)}")
+    counts = {}
+    for name, ratio in expand_ratios(groups, ratios).items():
+        group = groups[name]
+        keep = group.size - num_pruned(group.size, ratio)
+        if ratio and (keep == group.size or keep < group.min_kept):
+            problem = "removes nothing" if keep == group.size else "removes every unit"
+            raise HfpruneError(f"{where}ratio {ratio} of group '{name}' ({group.size} units) {problem}; choose a "
+                               f"ratio that keeps {group.min_kept}..{group.size - 1} units")
+        counts[name] = keep
+    return counts
 
 
 def _unit_indices(kept: tuple[int, ...], span: int) -> torch.Tensor:

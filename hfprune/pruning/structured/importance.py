@@ -1,19 +1,18 @@
-"""Pruning criteria: score every unit of every group, keep the best-scoring ones.
+"""Structured importance: how a criterion scores every unit of a group, and the mask that keeps the best.
 
-``ratios`` name a group (``layers.3.heads``) or a kind of group (``heads``, ``ffn``, ``filters``)
-that stands for every group of that kind; a group's own entry wins over its kind's. A ratio is
-the fraction of the group's units to remove (round half up, as everywhere in hfprune).
+Each criterion is one registered :class:`Importance` (as Torch-Pruning keeps importance apart from groups and
+pruners): it says whether it needs calibration data and how it scores units; :meth:`Importance.select` keeps
+the ``counts[g]`` best units of each group.
 
-Methods:
-- ``random`` — uniform draw per group, seeded.
+- ``random`` — a uniform seeded draw per group (no scores).
 - ``l1`` — L1 norm of everything a unit owns (its rows and biases, the consumer's columns).
-- ``taylor_fo`` — |∂L/∂gate| of the unit's gate (:class:`~hfprune.pruning.gates.UnitGates`),
+- ``taylor_fo`` — |∂L/∂gate| of the unit's gate (:class:`~hfprune.pruning.structured.gates.UnitGates`),
   accumulated over calibration batches (Molchanov et al. 2019, first-order Taylor).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import Callable, ClassVar, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -21,43 +20,11 @@ from torch import nn
 
 from hfprune.errors import HfpruneError
 from hfprune.pruning.structured.gates import UnitGates
-from hfprune.pruning.structured.groups import Group, StructuredMask, num_pruned
+from hfprune.pruning.structured.groups import Group, StructuredMask, kept_counts
+from hfprune.pruning.structured.samplers import draw_kept
 from hfprune.seeding import stable_seed
 
-METHODS = ("random", "l1", "taylor_fo")
-
-
-def expand_kinds(groups: dict[str, Group], ratios: Mapping[str, float]) -> dict[str, float]:
-    """Replace kind keys (``heads``) by every group of that kind; group names win over kinds;
-    keys that are neither stay as they are (for the caller to report)."""
-    kinds = {group.kind for group in groups.values()}
-    expanded = {key: ratio for key, ratio in ratios.items() if key not in kinds or key in groups}
-    for name, group in groups.items():
-        if name not in expanded and group.kind in ratios and group.kind not in groups:
-            expanded[name] = ratios[group.kind]
-    return {name: expanded[name] for name in [*groups, *expanded] if name in expanded}
-
-
-def expand_ratios(groups: dict[str, Group], ratios: Mapping[str, float]) -> dict[str, float]:
-    """Per-group ratios from group names and/or group kinds; unknown keys are an HfpruneError."""
-    kinds = sorted({group.kind for group in groups.values()})
-    unknown = [key for key in ratios if key not in groups and key not in kinds]
-    if unknown:
-        raise HfpruneError(
-            f"unknown structure '{unknown[0]}'; use a kind ({', '.join(kinds)}) or a group name "
-            f"(e.g. {', '.join(list(groups)[:3])}, ...)"
-        )
-    expanded = expand_kinds(groups, ratios)
-    for name, ratio in expanded.items():
-        if not 0 <= ratio <= 1:
-            raise HfpruneError(f"ratio of '{name}' must be in [0, 1], got {ratio}")
-    return expanded
-
-
-def kept_counts(groups: dict[str, Group], ratios: Mapping[str, float]) -> dict[str, int]:
-    """Units kept per group at ``ratios`` (group or kind keys)."""
-    return {name: groups[name].size - num_pruned(groups[name].size, ratio)
-            for name, ratio in expand_ratios(groups, ratios).items()}
+LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
 
 def select_top(scores: Mapping[str, torch.Tensor], counts: Mapping[str, int]) -> StructuredMask:
@@ -116,12 +83,56 @@ def taylor_fo_scores(
     return scores
 
 
-def random_mask(groups: dict[str, Group], counts: Mapping[str, int], seed: int) -> StructuredMask:
-    mask = {}
-    for name, keep in counts.items():
-        rng = np.random.default_rng(stable_seed("random-criterion", seed, name))
-        mask[name] = tuple(sorted(rng.choice(groups[name].size, size=keep, replace=False).tolist()))
-    return mask
+class Importance:
+    """A structured criterion: scores per unit (higher = more important) and the mask that keeps the best."""
+
+    name: ClassVar[str]
+    needs_calibration: ClassVar[bool] = False
+
+    def scores(self, model: nn.Module, groups: dict[str, Group], names: Iterable[str], *,
+               batches: Iterable[dict] | None, loss_fn: LossFn | None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def select(self, model: nn.Module, groups: dict[str, Group], counts: Mapping[str, int], *, seed: int = 0,
+               batches: Iterable[dict] | None = None, loss_fn: LossFn | None = None) -> StructuredMask:
+        """Keep the ``counts[g]`` most important units of each group ``g``."""
+        if self.needs_calibration and (batches is None or loss_fn is None):
+            raise HfpruneError(f"method {self.name} needs calibration data (e.g. --calibration-data DATASET)")
+        return select_top(self.scores(model, groups, counts, batches=batches, loss_fn=loss_fn), counts)
+
+
+class RandomImportance(Importance):
+    name = "random"
+
+    def select(self, model, groups, counts, *, seed=0, batches=None, loss_fn=None) -> StructuredMask:
+        return {name: draw_kept(np.random.default_rng(stable_seed("random-criterion", seed, name)),
+                                groups[name].size, keep) for name, keep in counts.items()}
+
+
+class L1Importance(Importance):
+    name = "l1"
+
+    def scores(self, model, groups, names, *, batches, loss_fn):
+        return l1_scores(model, groups, names)
+
+
+class TaylorFOImportance(Importance):
+    name = "taylor_fo"
+    needs_calibration = True
+
+    def scores(self, model, groups, names, *, batches, loss_fn):
+        return taylor_fo_scores(model, groups, batches, loss_fn, names)
+
+
+IMPORTANCES: dict[str, Importance] = {
+    importance.name: importance for importance in (RandomImportance(), L1Importance(), TaylorFOImportance())}
+
+
+def get_importance(method: str) -> Importance:
+    """The registered structured criterion ``method``; an unknown name lists the known ones."""
+    if method not in IMPORTANCES:
+        raise HfpruneError(f"unknown method '{method}'; choose one of: {', '.join(IMPORTANCES)}")
+    return IMPORTANCES[method]
 
 
 def criterion_mask(
@@ -132,16 +143,8 @@ def criterion_mask(
     *,
     seed: int = 0,
     batches: Iterable[dict] | None = None,
-    loss_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> StructuredMask:
-    """The structured mask that ``method`` picks at ``ratios``."""
-    counts = kept_counts(groups, ratios)
-    if method == "random":
-        return random_mask(groups, counts, seed)
-    if method == "l1":
-        return select_top(l1_scores(model, groups, counts), counts)
-    if method == "taylor_fo":
-        if batches is None or loss_fn is None:
-            raise HfpruneError("method taylor_fo needs calibration data (e.g. --calibration-data DATASET)")
-        return select_top(taylor_fo_scores(model, groups, batches, loss_fn, counts), counts)
-    raise HfpruneError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+    """The structured mask that criterion ``method`` picks at ``ratios`` (group or kind keys)."""
+    importance = get_importance(method)
+    return importance.select(model, groups, kept_counts(groups, ratios), seed=seed, batches=batches, loss_fn=loss_fn)

@@ -11,15 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from hfprune.errors import HfpruneError
-from hfprune.pruning.structured.groups import Group, StructuredMask, num_pruned
+from hfprune.pruning.structured.groups import Group, StructuredMask, kept_counts
 from hfprune.seeding import stable_seed
 
 MAX_EXHAUSTIVE = 1_000_000
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One structured mask of a pruning setting."""
+class MaskCandidate:
+    """One structured mask of a pruning setting (a study's candidate)."""
 
     setting: str
     mask: StructuredMask
@@ -28,6 +28,10 @@ class Candidate:
     def mask_id(self) -> str:
         return mask_id(self.mask)
 
+    def facts(self) -> dict:
+        """What a trial record keeps about the candidate: its kept units per group."""
+        return {"mask": {name: list(kept) for name, kept in self.mask.items()}}
+
 
 def mask_id(mask: StructuredMask) -> str:
     """12 hex digits that depend only on the kept indices, never on order or process."""
@@ -35,22 +39,13 @@ def mask_id(mask: StructuredMask) -> str:
     return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
 
+def draw_kept(rng: np.random.Generator, size: int, keep: int) -> tuple[int, ...]:
+    """``keep`` distinct units of ``size``, sorted, drawn uniformly with ``rng`` (every seeded mask draw)."""
+    return tuple(sorted(rng.choice(size, size=keep, replace=False).tolist()))
+
+
 def _kept_counts(groups: dict[str, Group], ratios: dict[str, float], setting: str) -> dict[str, int]:
-    counts = {}
-    for name, ratio in ratios.items():
-        if name not in groups:
-            raise HfpruneError(
-                f"setting '{setting}': unknown group '{name}'; this model's groups are: {', '.join(groups)}"
-            )
-        size = groups[name].size
-        keep = size - num_pruned(size, ratio)
-        if keep < 1 or keep == size:
-            raise HfpruneError(
-                f"setting '{setting}': ratio {ratio} of group '{name}' ({size} units) "
-                f"{'removes every unit' if keep < 1 else 'removes nothing'}; choose a ratio that keeps 1..{size - 1} units"
-            )
-        counts[name] = keep
-    return counts
+    return kept_counts(groups, ratios, where=f"setting '{setting}': ")
 
 
 def count_combinations(groups: dict[str, Group], ratios: dict[str, float], setting: str = "") -> int:
@@ -59,16 +54,16 @@ def count_combinations(groups: dict[str, Group], ratios: dict[str, float], setti
     return math.prod(math.comb(groups[name].size, keep) for name, keep in counts.items())
 
 
-def exhaustive(groups: dict[str, Group], ratios: dict[str, float], setting: str) -> list[Candidate]:
+def exhaustive(groups: dict[str, Group], ratios: dict[str, float], setting: str) -> list[MaskCandidate]:
     """Every combination, in lexicographic order of kept indices."""
     counts = _kept_counts(groups, ratios, setting)
     per_group = [itertools.combinations(range(groups[name].size), keep) for name, keep in counts.items()]
-    return [Candidate(setting, dict(zip(counts, combo))) for combo in itertools.product(*per_group)]
+    return [MaskCandidate(setting, dict(zip(counts, combo))) for combo in itertools.product(*per_group)]
 
 
 def sample(
     groups: dict[str, Group], ratios: dict[str, float], setting: str, num: int, seed: int
-) -> list[Candidate]:
+) -> list[MaskCandidate]:
     """``num`` distinct random masks, the same for the same seed (fewer if fewer exist)."""
     counts = _kept_counts(groups, ratios, setting)
     total = count_combinations(groups, ratios, setting)
@@ -76,22 +71,19 @@ def sample(
         return exhaustive(groups, ratios, setting)
     rng = np.random.default_rng(stable_seed("masks", seed, setting))
     seen: set[str] = set()
-    candidates: list[Candidate] = []
+    candidates: list[MaskCandidate] = []
     while len(candidates) < num:
-        mask = {
-            name: tuple(sorted(rng.choice(groups[name].size, size=keep, replace=False).tolist()))
-            for name, keep in counts.items()
-        }
+        mask = {name: draw_kept(rng, groups[name].size, keep) for name, keep in counts.items()}
         identifier = mask_id(mask)
         if identifier not in seen:
             seen.add(identifier)
-            candidates.append(Candidate(setting, mask))
+            candidates.append(MaskCandidate(setting, mask))
     return candidates
 
 
 def candidates_for(
     groups: dict[str, Group], ratios: dict[str, float], setting: str, mode: str, num: int, seed: int
-) -> list[Candidate]:
+) -> list[MaskCandidate]:
     """``mode``: 'exhaustive', 'random' (``num`` draws) or 'auto' (exhaustive when ≤ ``num``)."""
     total = count_combinations(groups, ratios, setting)
     if mode == "exhaustive" and total > MAX_EXHAUSTIVE:

@@ -1,25 +1,116 @@
-"""Per-decoder-layer scores of the non-uniform methods and how they become per-layer sparsities.
+"""How an unstructured method spreads its sparsity over the target Linears (its budgets).
 
-- ONP (after OWL, Yin et al. 2024): a layer's outlier ratio D_l = share of its target weights whose score
-  exceeds M × the layer's mean score; score = |w|, or OWL's |w_ij|·‖x_j‖₂ with activation norms from
-  calibration batches.
-- PNP (our reading of the study): a matrix's PCA share = the number of principal components needed to explain
-  ``variance`` of the variance of its rows (columns centred, singular values in float32) / min(out, in); a
-  layer's score is the size-weighted mean share of its matrices.
+- :class:`Uniform` — every target at the same ratio S;
+- :class:`Global` — one budget round(S·N) over all targets together (one global threshold of the score);
+- :class:`OutlierProfile` (after OWL, Yin et al. 2024) — per decoder layer from its outlier ratio D_l, the share
+  of its target weights whose score exceeds M × the layer's mean score;
+- :class:`PcaProfile` (our reading of the study's PNP) — per decoder layer from its PCA share: the number of
+  principal components needed to explain ``variance`` of the variance of a matrix's rows (columns centred,
+  singular values in float32) / min(out, in), size-weighted over the layer's matrices.
 
-Both map a higher score to a lower sparsity with :func:`spread_ratios`.
+The profiles map a higher layer score to a lower sparsity with :func:`spread_ratios`. A decoder layer is every
+target under one ``layers.N.``; a target without a layer index is its own group. Inside a Linear,
+k = round(ratio·n) (round half up) weights go, so the total pruned is round(S·N) within ±1 per Linear.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from hfprune.errors import HfpruneError
+from hfprune.pruning.counts import num_pruned
+from hfprune.pruning.unstructured.scores import ScoreFn, Scoring, WeightScore
+from hfprune.pruning.unstructured.targets import group_by_layer
 
-Score = Callable[[str, nn.Linear], torch.Tensor]
+
+@dataclass(frozen=True)
+class Budget:
+    """Prune ``count`` weights, the lowest-scoring over ``names`` together."""
+
+    names: tuple[str, ...]
+    count: int
+
+
+@dataclass
+class Allocated:
+    budgets: list[Budget]
+    layer_ratios: dict[str, float] | None = None  # None: read the achieved ratios off the masks
+    group_scores: dict[str, float] = field(default_factory=dict)
+
+
+def progress_over(items, description: str, enabled: bool):
+    return tqdm(items, desc=description, leave=False) if enabled else items
+
+
+class Allocation:
+    """Budgets of a sparsity over the target Linears."""
+
+    def allocate(self, targets: Mapping[str, nn.Linear], sparsity: float, scoring: Scoring,
+                 progress: bool = False) -> Allocated:
+        raise NotImplementedError
+
+
+class LayerRatios(Allocation):
+    """Gives every target Linear a sparsity ratio; prunes round(ratio·n) of its lowest scores."""
+
+    def ratios(self, targets, sparsity, scoring, progress) -> tuple[dict[str, float], dict[str, float]]:
+        """Per-Linear ratios and per-group scores (empty when the allocation has none)."""
+        raise NotImplementedError
+
+    def allocate(self, targets, sparsity, scoring, progress=False) -> Allocated:
+        ratios, scores = self.ratios(targets, sparsity, scoring, progress)
+        budgets = [Budget((name,), num_pruned(linear.weight.numel(), ratios[name])) for name, linear in targets.items()]
+        return Allocated(budgets, ratios, scores)
+
+
+class Uniform(LayerRatios):
+    def ratios(self, targets, sparsity, scoring, progress):
+        return {name: sparsity for name in targets}, {}
+
+
+class Global(Allocation):
+    def allocate(self, targets, sparsity, scoring, progress=False) -> Allocated:
+        total = sum(linear.weight.numel() for linear in targets.values())
+        return Allocated([Budget(tuple(targets), num_pruned(total, sparsity))])
+
+
+@dataclass(frozen=True)
+class LayerProfile(LayerRatios):
+    """Scores each decoder layer; a higher score gets a lower sparsity, spread over [S − lam, S + lam]."""
+
+    lam: float
+
+    def group_score(self, layers: list[tuple[str, nn.Linear]], scoring: Scoring) -> float:
+        raise NotImplementedError
+
+    def ratios(self, targets, sparsity, scoring, progress):
+        groups = group_by_layer(targets)
+        scores = {group: self.group_score([(name, targets[name]) for name in names], scoring)
+                  for group, names in progress_over(groups.items(), f"{type(self).__name__} scores", progress)}
+        sizes = {group: sum(targets[name].weight.numel() for name in names) for group, names in groups.items()}
+        group_ratios = spread_ratios(scores, sizes, sparsity, self.lam)
+        return {name: group_ratios[group] for group, names in groups.items() for name in names}, scores
+
+
+@dataclass(frozen=True)
+class OutlierProfile(LayerProfile):
+    outlier_m: float
+    score: WeightScore
+
+    def group_score(self, layers, scoring) -> float:
+        return outlier_ratio(layers, scoring(self.score), self.outlier_m)
+
+
+@dataclass(frozen=True)
+class PcaProfile(LayerProfile):
+    variance: float
+
+    def group_score(self, layers, scoring) -> float:
+        return layer_pca_share(layers, self.variance)
 
 
 def spread_ratios(scores: Mapping[str, float], sizes: Mapping[str, int], sparsity: float,
@@ -39,20 +130,7 @@ def spread_ratios(scores: Mapping[str, float], sizes: Mapping[str, int], sparsit
     return {group: min(1.0, max(0.0, ratio + shift)) for group, ratio in ratios.items()}
 
 
-def weight_score(name: str, linear: nn.Linear) -> torch.Tensor:
-    """|w| in float32."""
-    return linear.weight.detach().float().abs()
-
-
-def activation_score(norms: Mapping[str, torch.Tensor]) -> Score:
-    """OWL's score |w_ij|·‖x_j‖₂, with ‖x_j‖₂ the input-channel norms of :func:`activation_norms`."""
-    def score(name: str, linear: nn.Linear) -> torch.Tensor:
-        weight = linear.weight.detach()
-        return weight.float().abs() * norms[name].to(weight.device)[None, :]
-    return score
-
-
-def outlier_ratio(layers: Iterable[tuple[str, nn.Linear]], score: Score, outlier_m: float) -> float:
+def outlier_ratio(layers: Iterable[tuple[str, nn.Linear]], score: ScoreFn, outlier_m: float) -> float:
     """D_l: the share of the layer's weights whose score exceeds ``outlier_m`` × the layer's mean score."""
     layers = list(layers)
     count = sum(linear.weight.numel() for _, linear in layers)
@@ -77,42 +155,3 @@ def layer_pca_share(layers: Iterable[tuple[str, nn.Linear]], variance: float) ->
     """The size-weighted mean :func:`pca_share` of a layer's matrices."""
     weighted = [(pca_share(linear.weight, variance), linear.weight.numel()) for _, linear in layers]
     return sum(share * size for share, size in weighted) / sum(size for _, size in weighted)
-
-
-def _to_device(batch: Mapping, device: torch.device) -> dict:
-    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
-
-
-@torch.no_grad()
-def activation_norms(model: nn.Module, linears: Mapping[str, nn.Linear],
-                     calibration: Iterable[Mapping]) -> dict[str, torch.Tensor]:
-    """‖x_j‖₂ per input channel j of each Linear, over every token of the calibration batches (model input
-    dicts), collected by forward pre-hooks in eval mode."""
-    sums: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def accumulate(module, args):
-            inputs = args[0].detach().float()
-            squares = inputs.reshape(-1, inputs.shape[-1]).square().sum(dim=0)
-            sums[name] = sums[name] + squares if name in sums else squares
-        return accumulate
-
-    handles = [linear.register_forward_pre_hook(hook(name)) for name, linear in linears.items()]
-    device, was_training = next(model.parameters()).device, model.training
-    batches = 0
-    try:
-        model.eval()
-        for batch in calibration:
-            model(**_to_device(batch, device))
-            batches += 1
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    if not batches:
-        raise HfpruneError("calibration data is empty: score='activation' needs at least one batch of model inputs")
-    unreached = [name for name in linears if name not in sums]
-    if unreached:
-        raise HfpruneError(f"the calibration batches never reached {unreached[:3]}; give inputs that run every "
-                           "target Linear (e.g. pixel_values for vision targets)")
-    return {name: sums[name].sqrt() for name in linears}

@@ -9,13 +9,6 @@ from torch import nn
 
 from hfprune.errors import HfpruneError
 
-# The language model's decoder Linears of a Hugging Face Llava (transformers 5.x) with a Phi LM, as TinyLLaVA
-# loads: the vision tower, the connector (multi_modal_projector), the embeddings and the LM head never match.
-DECODER_LINEAR_TARGETS = (
-    r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|dense)",
-    r"model\.language_model\.layers\.\d+\.mlp\.(fc1|fc2)",
-)
-
 _LAYER = re.compile(r"layers\.(\d+)\.")
 
 
@@ -41,11 +34,24 @@ def _name_shapes(names: Iterable[str], limit: int = 8) -> list[str]:
     return list(shapes)[:limit]
 
 
+def default_targets(model: nn.Module) -> list[str]:
+    """The target regexes of the model's family (e.g. a Llava's language-model decoder Linears)."""
+    from hfprune.models import adapter_for_model_type
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    adapter = adapter_for_model_type(model_type)
+    targets = getattr(adapter, "default_targets", None)
+    if not targets:
+        raise HfpruneError(f"hfprune has no default unstructured targets for a '{model_type}' model; name the "
+                           "Linear layers to prune with targets (regexes, e.g. r'.*\\.mlp\\.fc1')")
+    return list(targets)
+
+
 def select_targets(model: nn.Module, targets: str | Iterable[str] | None = None,
                    ignore: str | Iterable[str] = ()) -> dict[str, nn.Linear]:
     """The ``nn.Linear`` modules whose full name ``re.fullmatch``es a ``targets`` regex and no ``ignore`` regex,
-    in model order; ``targets=None`` means :data:`DECODER_LINEAR_TARGETS`."""
-    target_texts = list(DECODER_LINEAR_TARGETS) if targets is None else _as_list(targets)
+    in model order; ``targets=None`` means the model family's :func:`default_targets`."""
+    target_texts = default_targets(model) if targets is None else _as_list(targets)
     ignore_texts = _as_list(ignore)
     if not target_texts:
         raise HfpruneError("no target regexes given; pass at least one (e.g. r'.*\\.mlp\\.fc1')")

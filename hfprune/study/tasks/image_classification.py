@@ -1,38 +1,17 @@
-"""Tasks: what a study trains on and how a model is scored. The runner knows only this interface."""
+"""The image-classification task: cross-entropy training (optionally mixup/cutmix), loss and top-1 accuracy."""
 
 from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
+from hfprune.config.recipe import Recipe, TrainingSection
 from hfprune.data import ImageClassificationData
+from hfprune.data.registry import load_image_classification
 from hfprune.evaluation.classification import classification_loss, evaluate_classification
-from hfprune.config.recipe import TrainingSection
 from hfprune.train.trainer import LossFn
-
-
-class Task(Protocol):
-    name: str
-    train_set: torch.utils.data.Dataset
-    pruned_splits: tuple[str, ...]  # the splits measured right after pruning, before retraining
-    find_unused_parameters: bool  # some steps leave parameters without gradients (DDP must be told)
-    keeps_retrained: bool  # retraining is costly: a trial saves its retrained model until it is recorded
-
-    def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
-        """The training loss under ``section``'s label smoothing and batch mixing (None: plain)."""
-
-    def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
-        """Metrics of ``model`` on ``split`` ('train' or 'test'); keys include 'loss'. ``workdir`` keeps
-        what an evaluation writes on its way (e.g. generated answers)."""
-
-    def best_metric(self, record: dict) -> tuple[str, bool]:
-        """The record column that ranks retrained models, and whether higher is better."""
-
-    def save_companions(self, directory: Path) -> None:
-        """Write what a saved model needs beside its weights (e.g. a processor) into ``directory``."""
 
 
 def mix_batch(
@@ -78,6 +57,17 @@ class ImageClassificationTask:
     pruned_splits = ("train", "test")
     find_unused_parameters = False
     keeps_retrained = False
+    DIRECTIONS = {"loss": False, "acc": True}
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, progress: bool = True) -> "ImageClassificationTask":
+        """The recipe's dataset, loaded as its ``data`` section says."""
+        data = load_image_classification(
+            recipe.data.dataset, path=recipe.data.path, image_size=recipe.data.image_size,
+            train_limit=recipe.data.train_limit, test_limit=recipe.data.test_limit, limit_seed=recipe.seed,
+            image_processor=recipe.data.image_processor or recipe.model.pretrained, augment=tuple(recipe.data.augment),
+        )
+        return cls(data, recipe.evaluation.batch_size)
 
     def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024):
         self.data = data
@@ -97,8 +87,11 @@ class ImageClassificationTask:
         dataset = {"train": self.data.train, "test": self.data.test}[split]
         return evaluate_classification(model, dataset, self.eval_batch_size)
 
-    def best_metric(self, record: dict) -> tuple[str, bool]:
-        return "final_test_acc", True
+    def direction(self, metric: str) -> bool | None:
+        return self.DIRECTIONS.get(metric)
+
+    def selection_metric(self, record) -> str:
+        return "final_test_acc"
 
     def save_companions(self, directory: Path) -> None:
         """Nothing: the classifiers' preprocessing is the dataset's, not a saved processor."""

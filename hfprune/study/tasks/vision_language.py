@@ -16,10 +16,10 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import reduce
 from torch.utils.data import Subset
-from transformers import AutoConfig, AutoProcessor
 
 from hfprune.data.llava import check_images, load_llava_instructions, subsample
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
+from hfprune.models.llava.adapter import LlavaAdapter
 from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss
 from hfprune.config.recipe import Recipe, TrainingSection
 from hfprune.train.trainer import LossFn, make_loader
@@ -44,13 +44,14 @@ class VisionLanguageTask:
 
     def __init__(self, recipe: Recipe, progress: bool = True):
         source = recipe.model.pretrained
+        adapter = LlavaAdapter()
         try:
-            self.processor = AutoProcessor.from_pretrained(source)
-            config = AutoConfig.from_pretrained(source)
+            self.processor = adapter.load_processor(source)
+            config = adapter.load_config(source)
+        except HfpruneError as error:
+            raise HfpruneError(f"model.pretrained: {error}") from None
         except (OSError, ValueError) as error:
-            raise HfpruneError(f"model.pretrained: cannot load the processor of '{source}' ({error}); give a "
-                               "checkpoint written by `hfprune convert` or `save_pretrained` with its processor"
-                               ) from None
+            raise HfpruneError(f"model.pretrained: cannot load the config of '{source}' ({reason(error)})") from None
         data = load_llava_instructions(recipe.data.path, recipe.data.image_root, self.processor,
                                        max_length=recipe.data.max_length, verify_images=False,
                                        image_seq_length=getattr(config, "image_seq_length", None))
@@ -117,10 +118,16 @@ class VisionLanguageTask:
         scores = {f"{name}_score": score for name, score in summary["scores"].items()}
         return {**scores, "mean_score": summary["mean"]}
 
-    def best_metric(self, record: dict) -> tuple[str, bool]:
-        if "final_test_mean_score" in record:
-            return "final_test_mean_score", True
-        return ("final_test_loss", False) if "final_test_loss" in record else ("final_train_loss", False)
+    def direction(self, metric: str) -> bool | None:
+        if metric == "loss":
+            return False
+        return True if metric.endswith("score") else None  # benchmark scores; the rest (tokens) are counts
+
+    def selection_metric(self, record) -> str:
+        for metric in ("final_test_mean_score", "final_test_loss"):
+            if metric in record.metrics:
+                return metric
+        return "final_train_loss"
 
     def save_companions(self, directory: Path) -> None:
         """The processor (tokenizer, image processor, chat template) beside a saved model."""

@@ -1,0 +1,61 @@
+"""Tasks: what a study trains on and how a model is scored. The runner knows only this interface.
+
+A model family names its task (``ModelAdapter.task``); :data:`TASKS` maps that name to the class that builds
+the task from a recipe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from hfprune.config.recipe import Recipe, TrainingSection
+from hfprune.train.trainer import LossFn
+
+
+class Task(Protocol):
+    name: str
+    train_set: torch.utils.data.Dataset
+    pruned_splits: tuple[str, ...]  # the splits measured right after pruning, before retraining
+    find_unused_parameters: bool  # some steps leave parameters without gradients (DDP must be told)
+    keeps_retrained: bool  # retraining is costly: a trial saves its retrained model until it is recorded
+
+    def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
+        """The training loss under ``section``'s label smoothing and batch mixing (None: plain)."""
+
+    def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
+        """Metrics of ``model`` on ``split`` ('train' or 'test'); keys include 'loss'. ``workdir`` keeps
+        what an evaluation writes on its way (e.g. generated answers)."""
+
+    def direction(self, metric: str) -> bool | None:
+        """Whether higher is better for a key of :meth:`evaluate` (None: a count, never ranked)."""
+
+    def selection_metric(self, record) -> str:
+        """The record metric that ranks retrained models (its direction is the record's)."""
+
+    def save_companions(self, directory: Path) -> None:
+        """Write what a saved model needs beside its weights (e.g. a processor) into ``directory``."""
+
+
+def _image_classification(recipe: Recipe, progress: bool) -> Task:
+    from hfprune.study.tasks.image_classification import ImageClassificationTask
+
+    return ImageClassificationTask.from_recipe(recipe, progress)
+
+
+def _vision_language(recipe: Recipe, progress: bool) -> Task:
+    from hfprune.study.tasks.vision_language import VisionLanguageTask
+
+    return VisionLanguageTask(recipe, progress)
+
+
+TASKS = {"image_classification": _image_classification, "vision_language": _vision_language}
+
+
+def build_task(recipe: Recipe, progress: bool = True) -> Task:
+    """The task the recipe's model family trains on, built from the recipe's data section."""
+    from hfprune.models import FAMILIES
+
+    return TASKS[FAMILIES[recipe.model.family].task](recipe, progress)
