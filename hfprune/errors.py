@@ -8,6 +8,10 @@ class HfpruneError(Exception):
     """
 
 
-def reason(error: BaseException, limit: int = 300) -> str:
-    """A library error as one line of at most ``limit`` characters, to quote inside an HfpruneError."""
-    return (" ".join(str(error).split()) or type(error).__name__)[:limit]
+def reason(error: BaseException, limit: int = 300, kind: bool = False) -> str:
+    """A library error as one line of at most ``limit`` characters, to quote inside an HfpruneError; ``kind``
+    puts the error's class first (``OSError: ...``), where the text alone would not say what failed."""
+    text = " ".join(str(error).split())
+    if kind:
+        return f"{type(error).__name__}: {text[:limit] or 'no details'}"
+    return (text or type(error).__name__)[:limit]

@@ -48,25 +48,25 @@ def save_atomically(model: PreTrainedModel, target: Path, extras: Iterable[Write
     partial.rename(target)
 
 
-def _json_default(value: Any) -> Any:
-    """numpy / torch scalars as numbers; anything else JSON cannot hold (paths, library objects) as text."""
-    return value.item() if hasattr(value, "item") else str(value)
-
-
-def _clean(value: Any) -> Any:
-    """NaN and inf are not JSON; store them as null."""
+def jsonable(value: Any) -> Any:
+    """``value`` as strict JSON can hold it: NaN and inf as None, numpy/torch scalars as Python numbers, keys as
+    text, and anything else JSON has no type for (paths, library objects) as its text."""
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(item) for item in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
 
 
 def json_line(data: Any, sort_keys: bool = False) -> str:
-    """``data`` as one line of JSON (NaN and inf as null, numpy/torch scalars as numbers), newline included."""
-    return json.dumps(_clean(data), default=_json_default, sort_keys=sort_keys) + "\n"
+    """``data`` as one line of strict JSON (see :func:`jsonable`), newline included."""
+    return json.dumps(jsonable(data), sort_keys=sort_keys, allow_nan=False) + "\n"
 
 
 def write_json_atomically(path: str | os.PathLike, data: Any) -> None:
@@ -74,5 +74,5 @@ def write_json_atomically(path: str | os.PathLike, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(_clean(data), indent=2, default=_json_default) + "\n", encoding="utf-8")
+    partial.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     partial.replace(path)

@@ -10,7 +10,6 @@ from hfprune.data.llava import (
     IGNORE_INDEX,
     Conversation,
     LlavaInstructionDataset,
-    chat_messages,
     check_images,
     image_seq_length_of,
     load_image,
@@ -25,6 +24,17 @@ from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss, superv
 from hfprune.models.llava.chat import PHI_SYSTEM
 from hfprune.models.llava.tiny import tiny_llava
 from llava_fixtures import write_llava_fixture
+
+
+def chat_messages(conversation: Conversation) -> list[dict]:
+    """The conversation as chat messages for ``processor.apply_chat_template`` (the image part first)."""
+    messages = []
+    for turn, (question, answer) in enumerate(conversation.turns):
+        content = [{"type": "text", "text": question}]
+        if turn == 0 and conversation.image is not None:
+            content.insert(0, {"type": "image"})
+        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
+    return messages
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,11 @@ import torch
 
 from hfprune.data.base import ImageClassificationData, TensorImageSet
 from hfprune.data.transforms import stratified_subset, to_normalised_tensor
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
 
 SPLITS = ("train", "test")
 _BATCH = 10_000
 
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or "no details"
-    return f"{type(error).__name__}: {text[:300]}"
 
 
 def _load_dataset_dict(name: str, hub_id: str, path: str | None, hub_config: str | None):
@@ -39,7 +35,7 @@ def _load_dataset_dict(name: str, hub_id: str, path: str | None, hub_config: str
             return datasets.load_dataset(hub_id, hub_config)
         except load_errors as e:
             raise HfpruneError(
-                f"dataset '{name}': cannot load '{hub_id}' from the Hugging Face Hub ({_reason(e)}); "
+                f"dataset '{name}': cannot load '{hub_id}' from the Hugging Face Hub ({reason(e, kind=True)}); "
                 f"run once with network access (later runs may set HF_HUB_OFFLINE=1), or where there is "
                 f"network save a copy with `datasets.load_dataset('{hub_id}').save_to_disk(DIR)` "
                 f"and set data.path: DIR"
@@ -56,7 +52,7 @@ def _load_dataset_dict(name: str, hub_id: str, path: str | None, hub_config: str
         loaded = datasets.load_from_disk(str(local)) if saved else datasets.load_dataset(str(local), hub_config)
     except load_errors as e:
         raise HfpruneError(
-            f"dataset '{name}': cannot load the local copy at data.path '{path}' ({_reason(e)}); {how_to}"
+            f"dataset '{name}': cannot load the local copy at data.path '{path}' ({reason(e, kind=True)}); {how_to}"
         ) from e
     if not isinstance(loaded, datasets.DatasetDict):
         raise HfpruneError(

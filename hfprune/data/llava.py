@@ -1,7 +1,7 @@
 """LLaVA-1.5 instruction data (``llava_v1_5_mix665k.json``) in TinyLLaVA's Phi template, with label masks.
 
 A conversation is rendered as ``"{system} USER: <image>\\n{q} ASSISTANT: {a}<|endoftext|>USER: {q} ASSISTANT: ..."``
-(STUDY.md §4; the same text as the processor's chat template). Labels are −100 on the system prompt, on every
+(docs/studies.md §4; the same text as the processor's chat template). Labels are −100 on the system prompt, on every
 ``USER: … ASSISTANT:`` prefix, on the image tokens and on padding; answers and their ``<|endoftext|>`` are
 supervised.
 
@@ -160,17 +160,6 @@ def load_image(conversation: Conversation, image_root: Path):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Template and tokenisation
-
-
-def chat_messages(conversation: Conversation) -> list[dict]:
-    """The conversation as chat messages for ``processor.apply_chat_template`` (the image part first)."""
-    messages = []
-    for turn, (question, answer) in enumerate(conversation.turns):
-        content = [{"type": "text", "text": question}]
-        if turn == 0 and conversation.image is not None:
-            content.insert(0, {"type": "image"})
-        messages += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
-    return messages
 
 
 def template_pieces(conversation: Conversation, system: str = PHI_SYSTEM) -> list[tuple[str, bool]]:

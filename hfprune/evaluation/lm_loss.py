@@ -1,4 +1,4 @@
-"""Causal-LM losses over supervised tokens: the training loss and the pruned train loss of a VLM (STUDY.md §4)."""
+"""Causal-LM losses over supervised tokens: the training loss and the pruned train loss of a VLM (docs/studies.md §4)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hfprune.io import jsonable
 from hfprune.report.sparsity import render_sparsity
 from hfprune.report.stats import VALID_P, VALID_TAU
 
@@ -20,19 +21,6 @@ DEFINITION = (
     f"criterion keeps it well below 50%. The **counterexample ratio** is the share of unordered pairs in "
     f"which one trial has the strictly better x but the strictly worse y. Ties count as neither."
 )
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with NaN/inf as None and numpy scalars as Python numbers, so ``json.dumps`` stays valid."""
-    if isinstance(value, dict):
-        return {str(key): jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(item) for item in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def dumps(value: Any, indent: int | None = 2) -> str:

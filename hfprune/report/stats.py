@@ -1,4 +1,4 @@
-"""Correlation statistics of an oracle-pruning study (shared/STUDY.md §1), on plain numpy arrays.
+"""Correlation statistics of an oracle-pruning study (docs/studies.md §1), on plain numpy arrays.
 
 Every function takes finite 1-D arrays of equal length; callers drop missing values first.
 "Better" follows each column's direction: for a higher-is-better column larger is better,

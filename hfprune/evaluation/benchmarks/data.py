@@ -18,12 +18,8 @@ import io
 from pathlib import Path
 from typing import Iterator
 
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
 
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or "no details"
-    return f"{type(error).__name__}: {text[:300]}"
 
 
 def _how_to_copy(hub_id: str, config: str | None, split: str) -> str:
@@ -87,7 +83,7 @@ def open_split(name: str, hub_id: str, config: str | None, split: str, data_path
         source = f"data path '{data_path}'" if data_path else "the Hugging Face Hub"
         raise HfpruneError(
             f"benchmark '{name}': cannot load {hub_id}{f' ({config})' if config else ''} split '{split}' "
-            f"from {source} ({_reason(error)}); {_how_to_copy(hub_id, config, split)}"
+            f"from {source} ({reason(error, kind=True)}); {_how_to_copy(hub_id, config, split)}"
         ) from error
     for column, feature in ds.features.items():
         if isinstance(feature, datasets.Image):

@@ -1,4 +1,4 @@
-"""LeNet5-Mini (STUDY.md §2) as a Hugging Face model whose config records every layer's width.
+"""LeNet5-Mini (docs/studies.md §2) as a Hugging Face model whose config records every layer's width.
 
 This file imports only torch and transformers: ``save_pretrained`` copies it next to the weights,
 so a pruned checkpoint loads with ``AutoModelForImageClassification.from_pretrained(DIR,

@@ -1,7 +1,7 @@
 """A tiny random TinyLLaVA (SigLIP + 2-layer GELU connector + Phi) as a plain ``LlavaForConditionalGeneration``.
 
-Same architecture as TinyLLaVA-3.1B (DESIGN.md) at toy size, with an offline byte-level BPE tokenizer, a
-``SiglipImageProcessorPil`` and a ``LlavaProcessor`` carrying the Phi chat template of STUDY.md §4. Built in
+Same architecture as TinyLLaVA-3.1B (SigLIP + 2-layer GELU connector + Phi) at toy size, with an offline byte-level BPE tokenizer, a
+``SiglipImageProcessorPil`` and a ``LlavaProcessor`` carrying the Phi chat template of docs/studies.md §4. Built in
 a second, without the Hub, for tests and examples.
 """
 

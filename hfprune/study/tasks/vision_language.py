@@ -1,7 +1,7 @@
 """The task of a vision-language model: instruction tuning on LLaVA-1.5 data, scored on VQA benchmarks.
 
 The pruned train loss is the token-weighted mean loss over ``evaluation.loss_samples`` training
-conversations (STUDY.md §4); the test metrics are the benchmark scores (``final_test_<name>_score`` and
+conversations (docs/studies.md §4); the test metrics are the benchmark scores (``final_test_<name>_score`` and
 their mean) and, with ``data.test_limit``, the loss on that many held-out conversations.
 """
 
