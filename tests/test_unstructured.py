@@ -1,4 +1,5 @@
-"""Unstructured pruning (UMP, GMP, ONP, PNP) on a tiny random TinyLLaVA and on random tensors."""
+"""Unstructured pruning (every registered method; the paper's UMP, GMP, ONP, PNP in detail) on a tiny random
+TinyLLaVA and on random tensors. Wanda, OWL, SparseGPT and N:M patterns: test_calibrated_pruning.py."""
 
 from __future__ import annotations
 
@@ -35,6 +36,17 @@ def tiny():
 @pytest.fixture
 def model(tiny):
     return copy.deepcopy(tiny[0])
+
+
+def text_batches(tiny):
+    """One right-padded batch of two sentences (model inputs of the language model alone)."""
+    batch = tiny[1].tokenizer(["The quick brown fox jumps over the lazy dog", "What is in the image?"],
+                              return_tensors="pt", padding=True)
+    return [{"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}]
+
+
+def calibration_for(method, tiny):
+    return text_batches(tiny) if METHODS[method]().needs_calibration else None
 
 
 def reference_masks(tensors: list[torch.Tensor], k: int) -> list[torch.Tensor]:
@@ -110,23 +122,28 @@ def test_regex_targets_and_ignore(model):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_each_method_hits_the_target_sparsity(model, method):
-    result = unstructured_masks(model, method, S)
+def test_each_method_hits_the_target_sparsity(model, tiny, method):
+    result = unstructured_masks(model, method, S, calibration=calibration_for(method, tiny))
     targets = select_targets(model)
     assert set(result.masks) == {f"{name}.weight" for name in targets}
     total = sum(linear.weight.numel() for linear in targets.values())
     assert result.total == total
+    per_row = METHODS[method]().options().get("granularity") == "row"
     if method == "gmp":
         assert result.pruned == num_pruned(total, S)
-    else:
-        assert abs(result.pruned - num_pruned(total, S)) <= len(targets)
+    else:  # ±1/2 weight per Linear, or per row of a Linear whose rows are pruned alike
+        rounding = sum(linear.out_features for linear in targets.values()) if per_row else len(targets)
+        assert abs(result.pruned - num_pruned(total, S)) <= rounding / 2
         for name, linear in targets.items():
+            rows, columns = linear.weight.shape
             pruned = int((~result.masks[f"{name}.weight"]).sum())
-            assert pruned == num_pruned(linear.weight.numel(), result.layer_ratios[name])
-    for name, linear in targets.items():  # magnitude pruning inside each Linear
-        mask, weight = result.masks[f"{name}.weight"], linear.weight.abs()
-        if (~mask).any() and mask.any():
-            assert weight[~mask].max() <= weight[mask].min()
+            assert pruned == (rows * num_pruned(columns, result.layer_ratios[name]) if per_row
+                              else num_pruned(linear.weight.numel(), result.layer_ratios[name]))
+    if method in ("ump", "gmp", "onp", "pnp"):
+        for name, linear in targets.items():  # magnitude pruning inside each Linear
+            mask, weight = result.masks[f"{name}.weight"], linear.weight.abs()
+            if (~mask).any() and mask.any():
+                assert weight[~mask].max() <= weight[mask].min()
 
 
 def test_ump_prunes_every_layer_at_the_same_ratio(model):
@@ -203,10 +220,7 @@ def test_onp_activation_score_needs_calibration_and_changes_the_allocation(model
         unstructured_masks(model, "onp", S, score="activation")
     with pytest.raises(HfpruneError, match="empty"):
         unstructured_masks(model, "onp", S, score="activation", calibration=[])
-    tokenizer = tiny[1].tokenizer
-    batch = tokenizer(["The quick brown fox jumps over the lazy dog", "What is in the image?"],
-                      return_tensors="pt", padding=True)
-    calibration = [{"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}]
+    calibration = text_batches(tiny)
     by_weight = unstructured_masks(model, "onp", S)
     by_activation = unstructured_masks(model, "onp", S, score="activation", calibration=calibration)
     assert by_activation.group_scores != by_weight.group_scores
@@ -221,14 +235,15 @@ def test_targets_without_a_layer_index_are_their_own_groups(model):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_applying_masks_leaves_untargeted_parameters_bit_identical(model, method):
+def test_applying_masks_leaves_untargeted_parameters_bit_identical(model, tiny, method):
     dense = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
-    result = unstructured_masks(model, method, S)
+    result = unstructured_masks(model, method, S, calibration=calibration_for(method, tiny))
     result.apply(model)
     for name, parameter in model.named_parameters():
         if name in result.masks:
             mask = result.masks[name]
-            assert torch.equal(parameter[mask], dense[name][mask]) and not parameter[~mask].any()
+            kept_as_dense = torch.equal(parameter[mask], dense[name][mask])
+            assert kept_as_dense != METHODS[method].updates_weights and not parameter[~mask].any()
         else:
             assert torch.equal(parameter.view(torch.int32), dense[name].view(torch.int32)), name
     counts = live_counts(model, result.masks)
@@ -268,7 +283,7 @@ def test_pca_share():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"method": "magnitude"}, "ump, gmp, onp, pnp"),
+    ({"method": "magnitude"}, "ump, gmp, onp, pnp, wanda, owl, sparsegpt"),
     ({"sparsity": 0.0}, "strictly between 0 and 1"),
     ({"sparsity": 1.0}, "strictly between 0 and 1"),
     ({"sparsity": True}, "strictly between 0 and 1"),
@@ -277,7 +292,7 @@ def test_pca_share():
     ({"ignore": ["["]}, "invalid ignore regex"),
     ({"ignore": [".*"]}, "no Linear layer matches"),
     ({"score": "gradient", "method": "onp"}, "unknown score"),
-    ({"score": "activation", "method": "gmp"}, "onp only"),
+    ({"score": "activation", "method": "gmp"}, "applies to onp, owl only"),
     ({"variance": 0.0, "method": "pnp"}, "variance"),
     ({"lam": -0.1, "method": "onp"}, "lam"),
 ])

@@ -29,10 +29,12 @@ from hfprune.pruning.unstructured.targets import group_by_layer
 
 @dataclass(frozen=True)
 class Budget:
-    """Prune ``count`` weights, the lowest-scoring over ``names`` together."""
+    """Prune ``count`` weights, the lowest-scoring over ``names`` together; ``ratio`` is the sparsity of a
+    one-Linear budget (None for a budget over several)."""
 
     names: tuple[str, ...]
     count: int
+    ratio: float | None = None
 
 
 @dataclass
@@ -63,7 +65,8 @@ class LayerRatios(Allocation):
 
     def allocate(self, targets, sparsity, scoring, progress=False) -> Allocated:
         ratios, scores = self.ratios(targets, sparsity, scoring, progress)
-        budgets = [Budget((name,), num_pruned(linear.weight.numel(), ratios[name])) for name, linear in targets.items()]
+        budgets = [Budget((name,), num_pruned(linear.weight.numel(), ratios[name]), ratios[name])
+                   for name, linear in targets.items()]
         return Allocated(budgets, ratios, scores)
 
 

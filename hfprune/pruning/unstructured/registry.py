@@ -16,16 +16,22 @@ from hfprune.errors import HfpruneError
 from hfprune.pruning.unstructured.methods import (
     GlobalMagnitude,
     OutlierNonUniform,
+    OwlWanda,
     PcaNonUniform,
     UniformMagnitude,
     UnstructuredMethod,
+    Wanda,
 )
+from hfprune.pruning.unstructured.sparsegpt import SparseGPT
 
 METHODS: dict[str, type[UnstructuredMethod]] = {method.model_fields["name"].default: method for method in (
     UniformMagnitude,
     GlobalMagnitude,
     OutlierNonUniform,
     PcaNonUniform,
+    Wanda,
+    OwlWanda,
+    SparseGPT,
 )}
 
 

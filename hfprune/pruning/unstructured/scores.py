@@ -2,7 +2,9 @@
 
 - ``weight`` — magnitude, |w|;
 - ``activation`` — activation-aware, |w_ij|·‖x_j‖₂ with ‖x_j‖₂ the norm of input channel j over every token of
-  the calibration batches (OWL's outlier score, Wanda's pruning score).
+  the calibration batches but their padding (OWL's outlier score, Wanda's pruning score). Bound here, the norms
+  come from one pass of the dense model; methods that calibrate layer by layer
+  (:mod:`.calibration`) compute them per decoder layer instead, after pruning the layers before it.
 
 A score is bound to one model's target Linears by :class:`Scoring`, which computes what a score needs (the
 activation norms) once, however many parts of a method use it.
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from hfprune.errors import HfpruneError
+from hfprune.pruning.unstructured.calibration import InputNorms, batch_tokens, to_device, token_rows
 
 ScoreFn = Callable[[str, nn.Linear], torch.Tensor]  # (target name, Linear) -> non-negative scores, weight-shaped
 
@@ -25,9 +28,14 @@ class WeightScore:
 
     name: ClassVar[str]
     needs_calibration: ClassVar[bool] = False
+    statistic: ClassVar[type | None] = None  # what layer-by-layer calibration collects of each target's inputs
 
     def bind(self, model: nn.Module, targets: Mapping[str, nn.Linear],
              calibration: Iterable[Mapping] | None) -> ScoreFn:
+        raise NotImplementedError
+
+    def from_statistics(self, stats: Mapping[str, object]) -> ScoreFn:
+        """The score of targets whose input ``statistic`` s were collected layer by layer."""
         raise NotImplementedError
 
 
@@ -41,11 +49,15 @@ class Magnitude(WeightScore):
 class ActivationAware(WeightScore):
     name = "activation"
     needs_calibration = True
+    statistic = InputNorms
 
     def bind(self, model, targets, calibration) -> ScoreFn:
         if calibration is None:
             raise HfpruneError("score='activation' needs calibration batches (calibration=...)")
         return activation_score(activation_norms(model, targets, calibration))
+
+    def from_statistics(self, stats) -> ScoreFn:
+        return activation_score({name: stat.norms() for name, stat in stats.items()})
 
 
 SCORES: dict[str, WeightScore] = {score.name: score for score in (Magnitude(), ActivationAware())}
@@ -77,22 +89,19 @@ def activation_score(norms: Mapping[str, torch.Tensor]) -> ScoreFn:
     return score
 
 
-def _to_device(batch: Mapping, device: torch.device) -> dict:
-    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
-
-
 @torch.no_grad()
 def activation_norms(model: nn.Module, linears: Mapping[str, nn.Linear],
                      calibration: Iterable[Mapping]) -> dict[str, torch.Tensor]:
-    """‖x_j‖₂ per input channel j of each Linear, over every token of the calibration batches (model input
-    dicts), collected by forward pre-hooks in eval mode."""
-    sums: dict[str, torch.Tensor] = {}
+    """‖x_j‖₂ per input channel j of each Linear, over every position of the calibration batches (model input
+    dicts) but their padding, collected by forward pre-hooks in eval mode in one pass of the dense model."""
+    sums = {name: InputNorms(linear) for name, linear in linears.items()}
+    reached: set[str] = set()
+    tokens: list[torch.Tensor | None] = [None]
 
     def hook(name: str):
         def accumulate(module, args):
-            inputs = args[0].detach().float()
-            squares = inputs.reshape(-1, inputs.shape[-1]).square().sum(dim=0)
-            sums[name] = sums[name] + squares if name in sums else squares
+            sums[name].add(token_rows(args[0].detach(), tokens[0]))
+            reached.add(name)
         return accumulate
 
     handles = [linear.register_forward_pre_hook(hook(name)) for name, linear in linears.items()]
@@ -101,7 +110,9 @@ def activation_norms(model: nn.Module, linears: Mapping[str, nn.Linear],
     try:
         model.eval()
         for batch in calibration:
-            model(**_to_device(batch, device))
+            batch = to_device(batch, device)
+            tokens[0] = batch_tokens(batch)
+            model(**batch)
             batches += 1
     finally:
         for handle in handles:
@@ -109,8 +120,8 @@ def activation_norms(model: nn.Module, linears: Mapping[str, nn.Linear],
         model.train(was_training)
     if not batches:
         raise HfpruneError("calibration data is empty: score='activation' needs at least one batch of model inputs")
-    unreached = [name for name in linears if name not in sums]
+    unreached = [name for name in linears if name not in reached]
     if unreached:
         raise HfpruneError(f"the calibration batches never reached {unreached[:3]}; give inputs that run every "
                            "target Linear (e.g. pixel_values for vision targets)")
-    return {name: sums[name].sqrt() for name in linears}
+    return {name: sums[name].norms() for name in linears}

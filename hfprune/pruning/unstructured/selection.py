@@ -8,18 +8,35 @@ chunk (exactly); float64 weights are rounded to float32, which keeps their order
 
 Ties at the threshold are pruned in a fixed order — tensor order, then flat index — so every method prunes
 exactly the number of weights it asks for, reproducibly. Every unstructured method uses :func:`prune_smallest`.
+
+Scores other than the weights themselves can be given as :class:`LazyScores`, computed one tensor at a time
+each time a pass reads them, so that a budget over a whole model never holds all of its scores at once.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, Union
 
 import torch
 
 CHUNK = 1 << 24  # elements read at a time: bounds the temporaries of a huge Linear (an LM head, a fused FFN)
 BUCKETS = 1 << 16
+
+
+@dataclass(frozen=True)
+class LazyScores:
+    """Non-negative scores of one tensor's shape, computed by ``compute()`` whenever they are read."""
+
+    shape: torch.Size
+    compute: Callable[[], torch.Tensor]
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+
+Scores = Union[torch.Tensor, LazyScores]
 
 
 @dataclass(frozen=True)
@@ -43,15 +60,16 @@ class Selection:
     threshold: Threshold | None
 
 
-def abs_bits(weight: torch.Tensor, chunk: int | None = None) -> Iterator[torch.Tensor]:
+def abs_bits(weight: Scores, chunk: int | None = None) -> Iterator[torch.Tensor]:
     """The int32 bit patterns of ``|weight|`` as float32, flattened, ``chunk`` (default :data:`CHUNK`) elements
     at a time."""
-    flat = weight.detach().reshape(-1)
+    values = weight.compute() if isinstance(weight, LazyScores) else weight
+    flat = values.detach().reshape(-1)
     for part in flat.split(chunk or CHUNK):
         yield part.abs().float().view(torch.int32)
 
 
-def _histogram(weights: Sequence[torch.Tensor], digit: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def _histogram(weights: Sequence[Scores], digit: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     counts = torch.zeros(BUCKETS, dtype=torch.int64)
     for weight in weights:
         for bits in abs_bits(weight):
@@ -66,7 +84,7 @@ def _locate(counts: torch.Tensor, rank: int) -> tuple[int, int]:
     return bucket, int(cumulative[bucket - 1]) if bucket else 0
 
 
-def kth_smallest_abs(weights: Sequence[torch.Tensor], k: int) -> Threshold:
+def kth_smallest_abs(weights: Sequence[Scores], k: int) -> Threshold:
     """The exact ``k``-th smallest |w| (1-based) over all ``weights`` together, by a two-pass radix select."""
     total = sum(weight.numel() for weight in weights)
     if not 1 <= k <= total:
@@ -89,7 +107,7 @@ def _keep_mask(bits: torch.Tensor, threshold: int, ties_to_prune: int) -> tuple[
     return keep, 0
 
 
-def prune_smallest(weights: Sequence[torch.Tensor], k: int) -> Selection:
+def prune_smallest(weights: Sequence[Scores], k: int) -> Selection:
     """Masks that prune exactly the ``k`` smallest |w| over ``weights`` taken together (one tensor: per-layer
     pruning; many: one global threshold). Ties are pruned in tensor order, then flat index."""
     total = sum(weight.numel() for weight in weights)
