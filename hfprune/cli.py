@@ -141,7 +141,8 @@ def prune(
     seed: int = typer.Option(0, "--seed", help="seed of the random criterion and the calibration subset"),
     calibration_data: Optional[str] = typer.Option(
         None, "--calibration-data", help="taylor_fo: a registered dataset, e.g. imagenet_1k; unstructured: a "
-        "LLaVA-1.5 conversations JSON (for --score activation and --loss-samples)"),
+        "LLaVA-1.5 conversations JSON, images included (for wanda, owl, sparsegpt, --score activation and "
+        "--loss-samples)"),
     calibration_path: Optional[str] = typer.Option(None, "--calibration-path", help="local copy of that dataset"),
     image_root: Optional[str] = typer.Option(None, "--image-root", help="folder the LLaVA JSON's images are under"),
     calibration_samples: Optional[int] = typer.Option(None, "--calibration-samples", min=1,
@@ -161,6 +162,9 @@ def prune(
                                         "'activation' (|w|*||x||, needs --calibration-data) \\[default: weight]"),
     variance: Optional[float] = typer.Option(None, "--variance", help="pnp option variance: share of variance the "
                                              "principal components explain \\[default: 0.9]"),
+    pattern: Optional[str] = typer.Option(None, "--pattern", help="unstructured (ump, wanda, sparsegpt): N:M "
+                                          "semi-structured sparsity, e.g. 2:4 (N of every M consecutive input weights "
+                                          "of a row are zero; --sparsity must be N/M); option granularity"),
     option: Optional[list[str]] = typer.Option(None, "--option", help="unstructured: any option of the method as "
                                                "KEY=VALUE (repeat for several), e.g. --option lam=0.1"),
     loss_samples: int = typer.Option(0, "--loss-samples", min=0, help="unstructured: measure the pruned train loss "
@@ -168,7 +172,8 @@ def prune(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Prune a checkpoint: structurally (heads, FFN neurons, filters; physically smaller) with --structure, or
-    unstructurally (e.g. UMP/GMP/ONP/PNP on a Llava model's decoder Linears) with --sparsity."""
+    unstructurally (e.g. UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT on a Llava model's decoder Linears, optionally N:M
+    with --pattern) with --sparsity."""
     if (structure is None) == (sparsity is None):
         raise HfpruneError("give exactly one of --structure (structured pruning) and --sparsity (unstructured pruning "
                            "with --method; `hfprune methods` lists the methods)")
@@ -178,7 +183,7 @@ def prune(
 
         if method is None:
             raise HfpruneError(f"--sparsity needs --method {'|'.join(METHODS)}")
-        flags = {"lam": lam, "outlier_m": outlier_m, "score": score, "variance": variance}
+        flags = {"lam": lam, "outlier_m": outlier_m, "score": score, "variance": variance, "granularity": pattern}
         options = {**{key: value for key, value in flags.items() if value is not None}, **_key_values(option or [])}
         facts = prune_unstructured_checkpoint(
             model, method, sparsity, out, options=options, targets=target or None, ignore=ignore or (),

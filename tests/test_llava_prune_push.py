@@ -1,4 +1,5 @@
-"""``hfprune prune DIR --method ump|gmp|onp|pnp --sparsity S --out OUT`` and ``hfprune push OUT REPO`` as typed."""
+"""``hfprune prune DIR --method ump|gmp|onp|pnp|wanda|owl|sparsegpt --sparsity S [--pattern N:M] --out OUT`` and
+``hfprune push OUT REPO`` as typed."""
 
 import json
 import os
@@ -7,14 +8,15 @@ import sys
 
 import pytest
 import torch
-from transformers import LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from llava_fixtures import write_llava_fixture
 from hfprune.errors import HfpruneError
 from hfprune.oneshot.push import push_checkpoint
 from hfprune.models.llava.tiny import build_tiny_llava
-from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
+from hfprune.oneshot.unstructured import instruction_subset, prune_unstructured_checkpoint
 from hfprune.pruning.unstructured import unstructured_masks
+from hfprune.train.trainer import make_loader
 
 TARGET_SUFFIXES = (".q_proj.weight", ".k_proj.weight", ".v_proj.weight", ".dense.weight", ".fc1.weight", ".fc2.weight")
 
@@ -77,7 +79,9 @@ def test_cli_as_typed_with_pruned_train_loss(dense_dir, tmp_path):
     (["--sparsity", "0.5"], "needs --method"),
     (["--method", "l1", "--sparsity", "0.5"], "unknown unstructured method 'l1'"),
     (["--method", "ump", "--sparsity", "1.5"], "--sparsity must be in"),
-    (["--method", "onp", "--sparsity", "0.5", "--score", "activation"], "need --calibration-data"),
+    (["--method", "onp", "--sparsity", "0.5", "--score", "activation"], "calibrates on data: give --calibration-data"),
+    (["--method", "ump", "--sparsity", "0.4375", "--pattern", "2:4"], "set the sparsity to 0.5"),
+    (["--method", "ump", "--sparsity", "0.5", "--pattern", "2of4"], "N:M pattern such as '2:4'"),
     (["--method", "ump", "--sparsity", "0.5", "--target", "nothing\\.matches"], "nothing"),
 ])
 def test_bad_prune_arguments_are_one_line_errors(dense_dir, tmp_path, args, message):
@@ -85,6 +89,61 @@ def test_bad_prune_arguments_are_one_line_errors(dense_dir, tmp_path, args, mess
                              *args], capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def conversations(tmp_path_factory):
+    return write_llava_fixture(tmp_path_factory.mktemp("conversations") / "llava", n=6)
+
+
+@pytest.mark.parametrize("method, pattern", [("wanda", None), ("sparsegpt", None), ("sparsegpt", "2:4")])
+def test_calibrated_checkpoint_loads_with_plain_transformers_with_the_same_sparsity_and_logits(
+        dense_dir, conversations, tmp_path, method, pattern):
+    json_path, image_root = conversations
+    sparsity, options = 0.5, {"granularity": pattern} if pattern else {}
+    facts = prune_unstructured_checkpoint(str(dense_dir), method, sparsity, tmp_path / "out", options=options,
+                                          calibration_data=str(json_path), image_root=str(image_root),
+                                          calibration_samples=4, batch_size=2, progress=False)
+    dense = LlavaForConditionalGeneration.from_pretrained(dense_dir).eval()
+    original = {name: param.detach().clone() for name, param in dense.named_parameters()}
+    processor = LlavaProcessor.from_pretrained(dense_dir)
+    calibration = make_loader(instruction_subset(str(json_path), str(image_root), processor, dense, 4, 0), 2,
+                              shuffle=False, seed=0)
+    expected = unstructured_masks(dense, method, sparsity, calibration=calibration, **options)  # SparseGPT: in place
+    expected.apply(dense)
+
+    pruned = LlavaForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    for name, param in pruned.named_parameters():
+        assert torch.equal(param, dict(dense.named_parameters())[name]), name
+        if not is_target(name):
+            assert torch.equal(param, original[name]), name
+    targets = [name for name, _ in pruned.named_parameters() if is_target(name)]
+    zeros = sum(int((pruned.get_parameter(name) == 0).sum()) for name in targets)
+    assert zeros == sum(pruned.get_parameter(name).numel() for name in targets) // 2 == round(facts["sparsity"] * facts["target_weights"])
+    torch.testing.assert_close(logits(pruned), logits(dense), rtol=0, atol=0)
+    assert facts["pattern"] == pattern and json.loads((tmp_path / "out" / "hfprune_pruning.json").read_text())["pattern"] == pattern
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"method: `{method}`" in card and ("pattern: 2:4" in card) == (pattern == "2:4")
+
+
+def test_cli_prunes_two_of_four_with_wanda_on_conversations_with_images(dense_dir, conversations, tmp_path):
+    json_path, image_root = conversations
+    out = tmp_path / "wanda-2of4"
+    command = [sys.executable, "-m", "hfprune", "prune", str(dense_dir), "--method", "wanda", "--sparsity", "0.5",
+               "--pattern", "2:4", "--calibration-data", str(json_path), "--image-root", str(image_root),
+               "--calibration-samples", "4", "--out", str(out), "--no-progress"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    pruned = LlavaForConditionalGeneration.from_pretrained(out)
+    for name, param in pruned.named_parameters():
+        if is_target(name):
+            rows, columns = param.shape
+            assert ((param == 0).reshape(rows, columns // 4, 4).sum(dim=-1) == 2).all(), name
+    facts = json.loads((out / "hfprune_pruning.json").read_text())
+    assert facts["pattern"] == "2:4" and facts["options"]["granularity"] == "2:4" and "--pattern 2:4" in facts["command"]
+    card = (out / "README.md").read_text()
+    assert "pattern: 2:4 semi-structured sparsity" in card and "- 2:4-sparsity" in card
 
 
 class FakeHub:

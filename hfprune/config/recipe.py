@@ -161,7 +161,8 @@ class PruningSection(Section):
         None, description="unstructured: regexes (full match) of the Linear modules to prune [default: the model "
                           "family's; llava: the language model's decoder q/k/v/dense/fc1/fc2]")
     ignore: list[str] = Field(default_factory=list, description="unstructured: regexes of Linear modules to keep dense")
-    calibration_samples: int = Field(128, gt=0, description="unstructured: training samples for activation scores")
+    calibration_samples: int = Field(128, gt=0, description="unstructured: training samples that calibrate "
+                                                          "activation scores, wanda, owl and sparsegpt")
 
     @field_validator("structure")
     @classmethod
@@ -185,6 +186,10 @@ class PruningSection(Section):
             if len(set(ids)) != len(ids):
                 raise ValueError(f"methods must be unique (give a label to tell two settings of one method "
                                  f"apart), got {ids}")
+            problems = [f"{method.mask_id}: {method.sparsity_problem(self.sparsity)}" for method in self.methods
+                        if method.sparsity_problem(self.sparsity)]
+            if problems:
+                raise ValueError("; ".join(problems))
             return self
         if not self.settings:
             if self.structure is None:

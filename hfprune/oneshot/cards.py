@@ -90,6 +90,10 @@ def unstructured_card(facts: dict[str, Any], adapter: ModelAdapter) -> Card:
     """The card of an unstructurally pruned model: method, sparsity overall and per layer, metrics."""
     bullets = [f"method: `{facts['method']}`",
                f"sparsity over the target weights: {facts['sparsity']:.4f} ({facts['target_weights']:,} target weights)"]
+    if facts.get("pattern"):
+        n, m = facts["pattern"].split(":")
+        bullets.append(f"pattern: {facts['pattern']} semi-structured sparsity (in every group of {m} consecutive "
+                       f"input weights of a row, {n} are zero)")
     if facts.get("options"):
         bullets.append(f"options: `{json.dumps(facts['options'], sort_keys=True)}`")
     if facts.get("requested_sparsity") is not None:
@@ -99,7 +103,9 @@ def unstructured_card(facts: dict[str, Any], adapter: ModelAdapter) -> Card:
     if facts.get("targets"):
         bullets.append("targets: " + ", ".join(f"`{target}`" for target in facts["targets"]))
     made_by = f"Pruned with `{facts['command']}`." if facts.get("command") else "Pruned with hfprune."
-    return Card(facts["title"], facts.get("source"), ["hfprune", "pruned", "unstructured-pruning", facts["method"]],
+    tags = ["hfprune", "pruned", "unstructured-pruning", facts["method"]]
+    tags += ["semi-structured-sparsity", f"{facts['pattern']}-sparsity"] if facts.get("pattern") else []
+    return Card(facts["title"], facts.get("source"), tags,
                 made_by, facts=bullets,
                 sections=[("Metrics", metric_rows(facts.get("metrics") or {}, facts.get("higher_is_better"))),
                           ("Sparsity per layer", render_layer_table(projection_table(record_counts(facts))))],

@@ -1,7 +1,9 @@
 """One-shot unstructured pruning of a checkpoint: ``hfprune prune MODEL --method ump --sparsity 0.4375``.
 
 Zeroes single weights of the model family's target Linears (for TinyLLaVA: the language model's decoder
-Linears) with any registered unstructured method, and writes a checkpoint of the same class that plain
+Linears) with any registered unstructured method — calibration-aware ones (Wanda, OWL, SparseGPT) on LLaVA-1.5
+conversations with their images, SparseGPT updating the kept weights too — in any N:M pattern the method
+allows (``--pattern 2:4``), and writes a checkpoint of the same class that plain
 ``transformers`` loads, its processor, a model card with the overall and per-layer sparsity, and
 ``hfprune_pruning.json`` with the facts.
 """
@@ -35,7 +37,8 @@ def load_unstructured(source: str) -> tuple[UnstructuredAdapter, torch.nn.Module
     return adapter, adapter.load_pretrained(source), adapter.load_processor(source, required=False)
 
 
-def _instruction_subset(data_path: str, image_root: str | None, processor, model, samples: int, seed: int):
+def instruction_subset(data_path: str, image_root: str | None, processor, model, samples: int, seed: int):
+    """``samples`` conversations of a LLaVA-1.5 JSON (a deterministic subset in ``seed``), tokenised for ``model``."""
     from torch.utils.data import Subset
 
     from hfprune.data.llava import load_llava_instructions, subsample
@@ -70,26 +73,30 @@ def prune_unstructured_checkpoint(
     """Prune ``source`` with ``method`` (its ``options`` validated by the method's class) at ``sparsity`` and write
     the result to ``out``; returns the facts.
 
-    With ``calibration_data`` (a LLaVA-1.5 JSON), calibration-aware methods read ``calibration_samples`` of it, and
+    With ``calibration_data`` (a LLaVA-1.5 JSON, images included), calibration-aware methods (wanda, owl,
+    sparsegpt, activation scores) read ``calibration_samples`` of it in batches of ``batch_size``, and
     ``loss_samples`` > 0 measures the pruned train loss on that many.
     """
     chosen = method_from(method, **(options or {}))
     if not 0 < sparsity < 1:
         raise HfpruneError(f"--sparsity must be in (0, 1), got {sparsity}")
-    if (chosen.needs_calibration or loss_samples > 0) and calibration_data is None:
-        raise HfpruneError("--score activation and --loss-samples need --calibration-data LLAVA_JSON "
-                           "with --image-root DIR")
+    chosen.check_sparsity(sparsity)
+    how = "--calibration-data LLAVA_JSON with --image-root DIR"
+    if chosen.needs_calibration and calibration_data is None:
+        raise HfpruneError(f"--method {method} with these options calibrates on data: give {how}")
+    if loss_samples > 0 and calibration_data is None:
+        raise HfpruneError(f"--loss-samples needs {how}")
     out = check_out_dir(out, source)
     adapter, model, processor = load_unstructured(source)
     calibration = loss_set = None
     if calibration_data is not None:
         from hfprune.train.trainer import make_loader
 
-        calibration_set = _instruction_subset(calibration_data, image_root, processor, model, calibration_samples, seed)
+        calibration_set = instruction_subset(calibration_data, image_root, processor, model, calibration_samples, seed)
         if chosen.needs_calibration:
             calibration = make_loader(calibration_set, batch_size, shuffle=False, seed=seed)
         if loss_samples:
-            loss_set = _instruction_subset(calibration_data, image_root, processor, model, loss_samples, seed + 1)
+            loss_set = instruction_subset(calibration_data, image_root, processor, model, loss_samples, seed + 1)
     result = chosen.masks(model, sparsity, targets=targets, ignore=ignore, calibration=calibration, progress=progress)
     MaskedParameters(model, result.masks).apply()
     metrics, directions = {}, {}
@@ -101,10 +108,13 @@ def prune_unstructured_checkpoint(
         directions = {"pruned_train_loss": False}
     parameters = sum(param.numel() for param in model.parameters())
     nonzero = sum(int(torch.count_nonzero(param)) for param in model.parameters())
-    command = f"hfprune prune {source} --method {method} --sparsity {sparsity:g}"
+    pattern = chosen.pattern
+    command = f"hfprune prune {source} --method {method} --sparsity {sparsity:g}" + \
+        (f" --pattern {pattern}" if pattern else "")
     facts = {"source": source, "family": adapter.name,
-             "title": f"{source} — {method.upper()} at sparsity {sparsity:g} (hfprune)",
-             "method": method, "requested_sparsity": sparsity, "command": command, "seed": seed,
+             "title": f"{source} — {method.upper()} at sparsity {sparsity:g}{f' ({pattern})' if pattern else ''} "
+                      "(hfprune)",
+             "method": method, "requested_sparsity": sparsity, "pattern": pattern, "command": command, "seed": seed,
              "targets": list(targets) if targets else None, "ignore": list(ignore), "metrics": metrics,
              "higher_is_better": directions, "parameters": parameters, "nonzero_parameters": nonzero,
              "model_class": type(model).__name__, "options": chosen.options(),

@@ -64,7 +64,8 @@ class MethodCandidate:
         return self.method.mask_id
 
     def facts(self) -> dict[str, Any]:
-        return {"method": self.method.name, "method_options": self.method.options()}
+        pattern = {"pattern": self.method.pattern} if self.method.pattern else {}
+        return {"method": self.method.name, "method_options": self.method.options(), **pattern}
 
 
 class Plan(Protocol):
@@ -116,6 +117,8 @@ class UnstructuredPlan:
         pruning, method = self.recipe.pruning, spec.candidate.method
         calibration = self.task.calibration_batches(next(model.parameters()).device) \
             if method.needs_calibration else None
+        # The model is the trial's own copy: a method that updates the kept weights (SparseGPT) does so here,
+        # and the trial measures and retrains those weights.
         result = method.masks(model, pruning.sparsity, targets=pruning.targets, ignore=pruning.ignore,
                               calibration=calibration)
         return result.masks, sparsity_facts(mask_counts(result.masks))

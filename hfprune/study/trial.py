@@ -69,7 +69,8 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
                          candidate={**spec.candidate.facts(), **mask_facts})
     timings = record.timings
     timings["masks_s"] = time.perf_counter() - started
-    record.add("pruned_l1", pruned_l1(model, masks), higher_is_better=False)  # removing less weight is better
+    # the dense weights the masks remove (a method may have updated the model's kept weights, e.g. SparseGPT)
+    record.add("pruned_l1", pruned_l1(dense, masks), higher_is_better=False)  # removing less weight is better
     masked = MaskedParameters(model, masks)
     masked.apply()
 

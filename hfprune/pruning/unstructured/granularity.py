@@ -46,11 +46,12 @@ class Granularity:
         """Whether the comparison needs one Linear and its ratio (not a budget spanning several Linears)."""
         return self.kind != "layer"
 
-    def check_sparsity(self, sparsity: float) -> None:
-        """An N:M pattern fixes the sparsity at N/M; anything else is an error that says so."""
+    def sparsity_problem(self, sparsity: float) -> str | None:
+        """Why ``sparsity`` does not fit (an N:M pattern fixes it at N/M), or None."""
         if self.kind == "n:m" and abs(sparsity - self.n / self.m) > 1e-9:
-            raise HfpruneError(f"pattern {self.pattern} prunes exactly {self.n / self.m:g} of every target Linear; "
-                               f"set the sparsity to {self.n / self.m:g} (got {sparsity:g})")
+            return (f"pattern {self.pattern} prunes exactly {self.n / self.m:g} of every target Linear; set the "
+                    f"sparsity to {self.n / self.m:g} (got {sparsity:g})")
+        return None
 
     def select(self, scores: Sequence[Scores], count: int, ratio: float | None) -> Selection:
         """Masks (True = kept, on CPU) of ``scores`` (one tensor unless ``kind`` is ``layer``) that prune the

@@ -120,8 +120,15 @@ class UnstructuredMethod(Section):
         """The N:M pattern of the masks (e.g. ``"2:4"``), or None."""
         return None
 
+    def sparsity_problem(self, sparsity: float) -> str | None:
+        """Why the method cannot prune at ``sparsity`` (an N:M pattern fixes it), or None."""
+        return None
+
     def check_sparsity(self, sparsity: float) -> None:
-        """Raise an HfpruneError when the method cannot prune at ``sparsity`` (an N:M pattern fixes it)."""
+        """An HfpruneError when :meth:`sparsity_problem` finds one."""
+        problem = self.sparsity_problem(sparsity)
+        if problem:
+            raise HfpruneError(problem)
 
     def options(self) -> dict:
         """The method's own knobs (what a record and a model card say about it)."""
@@ -173,8 +180,8 @@ class ScoredMethod(UnstructuredMethod):
     def pattern(self) -> str | None:
         return self.comparison().pattern
 
-    def check_sparsity(self, sparsity: float) -> None:
-        self.comparison().check_sparsity(sparsity)
+    def sparsity_problem(self, sparsity: float) -> str | None:
+        return self.comparison().sparsity_problem(sparsity)
 
     @model_validator(mode="after")
     def _parts_compose(self) -> "ScoredMethod":

@@ -148,10 +148,9 @@ class SparseGPT(UnstructuredMethod):
         nm = self._nm()
         return nm.pattern if nm is not None else None
 
-    def check_sparsity(self, sparsity: float) -> None:
+    def sparsity_problem(self, sparsity: float) -> str | None:
         nm = self._nm()
-        if nm is not None:
-            nm.check_sparsity(sparsity)
+        return nm.sparsity_problem(sparsity) if nm is not None else None
 
     @torch.no_grad()
     def masks(self, model, sparsity, *, targets=None, ignore=(), calibration=None, progress=False):
