@@ -228,7 +228,8 @@ def methods() -> None:
         typer.echo(f"{name:<12} structured criterion{needs}")
     for name, method in METHODS.items():
         options = [f"{key}={field.default!r}" for key, field in method.model_fields.items() if key not in ("name", "label")]
-        typer.echo(f"{name:<12} unstructured method; options: {', '.join(options) or 'none'}")
+        needs = " (needs --calibration-data)" if method().needs_calibration else ""
+        typer.echo(f"{name:<12} unstructured method{needs}; options: {', '.join(options) or 'none'}")
 
 
 @app.command()

@@ -202,6 +202,8 @@ class ScoredMethod(UnstructuredMethod):
         """Masks that prune ``sparsity`` of the target Linears' weights (the model is not modified)."""
         linears = select_targets(model, targets, ignore)
         self.check_sparsity(sparsity)
+        if self.needs_calibration and calibration is None:
+            raise HfpruneError(f"{self.name} with these options needs calibration batches (calibration=...)")
         calibration = reiterable(calibration)
         scoring = Scoring(model, linears, calibration)
         allocated = self.allocation().allocate(linears, sparsity, scoring, progress)
@@ -222,8 +224,6 @@ class ScoredMethod(UnstructuredMethod):
             return dict(zip(budget.names, selection.masks))
 
         if self.layer_by_layer:
-            if calibration is None:
-                raise HfpruneError(f"{self.name} needs calibration batches (calibration=...)")
             budgets = {budget.names[0]: budget for budget in allocated.budgets}
 
             def prune_layer(layer: dict[str, nn.Linear], stats: dict) -> dict[str, torch.Tensor]:

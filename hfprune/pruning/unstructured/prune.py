@@ -19,8 +19,10 @@ def unstructured_masks(model: nn.Module, method: str | UnstructuredMethod, spars
     ``options``, e.g. ``"onp", lam=0.08``, or a method instance).
 
     ``targets``/``ignore`` are regexes over module names (default: the model family's targets, e.g. the
-    decoder Linears of a Llava's language model); ``calibration`` batches of model inputs feed activation-aware
-    scores. The model is not modified; use :meth:`UnstructuredResult.apply`.
+    decoder Linears of a Llava's language model); ``calibration`` batches of model inputs (any iterable; a
+    generator is read once into a list) calibrate activation scores, Wanda, OWL and SparseGPT. The model is not
+    modified — except by SparseGPT, which writes its updated kept weights into it (``method.updates_weights``);
+    use :meth:`UnstructuredResult.apply` to zero the pruned weights.
     """
     chosen = method_from(method, **options)
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 < sparsity < 1:
