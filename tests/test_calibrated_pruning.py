@@ -338,3 +338,14 @@ def test_an_unquoted_yaml_pattern_reads_back():
     assert entry["granularity"] == 124  # YAML 1.1 sexagesimal
     assert method_from("wanda", granularity=entry["granularity"]).pattern == "2:4"
     assert method_from("sparsegpt", granularity=248).pattern == "4:8"
+
+
+def test_hfprune_methods_lists_the_new_methods_with_their_options_and_needs():
+    from typer.testing import CliRunner
+
+    from hfprune.cli import app
+
+    lines = {line.split()[0]: line for line in CliRunner().invoke(app, ["methods"]).output.splitlines()}
+    assert "needs --calibration-data" in lines["wanda"] and "granularity='row'" in lines["wanda"]
+    assert "needs --calibration-data" in lines["sparsegpt"] and "block_size=128" in lines["sparsegpt"]
+    assert "needs --calibration-data" in lines["owl"] and "needs" not in lines["ump"]
