@@ -45,6 +45,8 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join a running Ray cluster: auto or "
                                               "HOST:PORT (`ray start --head`); trials take the recipe's "
                                               "execution resources"),
+    log_with: Optional[str] = typer.Option(None, "--log-with", help="experiment trackers, comma-separated: "
+                                           "tensorboard, wandb, mlflow (one run per trial, grouped by study)"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
     from hfprune.config.recipe import load_recipe
@@ -54,7 +56,9 @@ def run(
     parsed = load_recipe(_resolve_recipe(recipe))
     directory = out or Path("runs") / parsed.name
     try:
-        result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address)
+        trackers = [name.strip() for name in (log_with or "").split(",") if name.strip()]
+        result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
+                           log_with=trackers)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished trials are saved in {directory}. Run the same command to resume.",
                    err=True)

@@ -27,6 +27,7 @@ from hfprune.study.dense import dense_config, dense_model
 from hfprune.study.executors import TrialContext, executor_for
 from hfprune.study.plan import TrialSpec, plan_for
 from hfprune.study.progress import TrialProgress
+from hfprune.study.tracking import TrialTracker
 from hfprune.study.record import TrialRecord
 from hfprune.study.store import TrialStore, read_trials
 from hfprune.study.tasks import Task, build_task
@@ -106,12 +107,13 @@ def _evaluate_dense(task: Task, dense: PreTrainedModel, device, workdir: Path) -
 
 
 def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, workers: int | None = None,
-              ray_address: str | None = None) -> StudyResult:
+              ray_address: str | None = None, log_with: list[str] | None = None) -> StudyResult:
     """Run (or resume) every trial of ``recipe`` into ``directory``: in this process, or on Ray with up to
     ``workers`` trials at once (a local instance, or the cluster at ``ray_address``).
 
     ``progress``: on a terminal, bars (one over trials, nested ones per epoch in this process); elsewhere one
-    line per finished trial on stderr.
+    line per finished trial on stderr. ``log_with``: Accelerate trackers (tensorboard, wandb, mlflow) that get
+    one run per trial.
     """
     directory = Path(directory)
     accelerator = get_accelerator(recipe.retrain.mixed_precision, recipe.retrain.gradient_accumulation_steps)
@@ -120,6 +122,7 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, work
     adapter = get_adapter(recipe.model.family, recipe.model.dtype)
     task = build_task(recipe, bars)
     executor = executor_for(recipe, task, workers, ray_address, accelerator.num_processes)
+    tracker = TrialTracker(log_with, directory, recipe.name) if log_with and main else None
     if main:
         _claim_directory(recipe, directory)
     accelerator.wait_for_everyone()
@@ -152,6 +155,8 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, work
                 store.append(trial.record)
                 shutil.rmtree(directory / "trials" / trial.spec.directory_name / RETRAINED, ignore_errors=True)
                 watch.finished(trial.record)
+                if tracker is not None:
+                    tracker.log(trial.record)
     watch.close()
     accelerator.wait_for_everyone()
     return StudyResult(directory, len(specs), len(todo), read_trials(directory))
