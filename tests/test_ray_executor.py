@@ -4,7 +4,6 @@ exactly once through a worker killed mid-trial and through a killed driver."""
 import contextlib
 import io
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import pytest
 from hfprune.config.recipe import parse_recipe
 from hfprune.study.runner import run_study
 from hfprune.study.store import read_trials
-from study_helpers import tiny_recipe, write_recipe
+from study_helpers import kill_after_records, tiny_recipe, write_recipe
 
 ray = pytest.importorskip("ray")
 
@@ -114,18 +113,9 @@ def test_a_killed_driver_resumes_on_ray_with_nothing_lost_or_repeated(reference,
     recipe = write_recipe(tmp_path, **SECTIONS)
     out = tmp_path / "study"
     command = [sys.executable, "-m", "hfprune", "run", str(recipe), "--out", str(out), "--workers", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    trials = out / "trials.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if trials.exists() and trials.read_text().count("\n") >= 2:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the study finished before it could be killed: " + process.stderr.read().decode()
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_at_kill = len(read_trials(out))
+    done_at_kill = kill_after_records(command, out, 2, timeout=300)
     assert 2 <= done_at_kill < TRIALS
+    trials = out / "trials.jsonl"
 
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]

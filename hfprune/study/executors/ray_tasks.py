@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from typing import Iterator
 
+import ray
+
 from hfprune.config.recipe import ExecutionSection
 from hfprune.errors import HfpruneError, reason
 from hfprune.study.executors.base import FinishedTrial, TrialContext, torch_threads
 from hfprune.study.plan import TrialSpec
-
-import ray
 
 _CONTEXTS: dict[str, TrialContext] = {}  # in a worker process: the context of the study it serves, by object id
 
