@@ -51,3 +51,14 @@ def test_where_trials_run_does_not_change_the_study_fingerprint():
     packed = parse_recipe(tiny_recipe(execution={"gpus_per_trial": 0.25, "cpus_per_trial": 2, "threads_per_trial": 1}))
     assert base.fingerprint() == packed.fingerprint(), "a study started in-process resumes on Ray"
     assert isinstance(executor_for(packed, ImageClassificationTask), InProcessExecutor)
+
+
+def test_a_ray_address_where_no_cluster_listens_fails_before_any_work(tmp_path):
+    pytest.importorskip("ray")
+    recipe = write_recipe(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "hfprune", "run", str(recipe), "--ray-address", "127.0.0.1:1",
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--ray-address 127.0.0.1:1: no Ray cluster answers there" in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -30,7 +30,8 @@ def executor_for(recipe: Recipe, task: Task, workers: int | None = None, ray_add
                            "one at a time over all GPUs with `accelerate launch [--config_file "
                            "accelerate_configs/...] -m hfprune run RECIPE` (no --workers / --ray-address)")
     try:
-        from hfprune.study.executors.ray_tasks import RayExecutor
+        from hfprune.study.executors.ray_tasks import RayExecutor, check_address
     except ImportError as error:
         raise HfpruneError(f"{flag} needs Ray ({error}); install it with pip install 'hfprune[ray]'") from None
+    check_address(ray_address)
     return RayExecutor(recipe.execution, workers, ray_address)

@@ -10,6 +10,7 @@ driver records only what tasks return, that trial is recorded once.
 from __future__ import annotations
 
 import math
+import socket
 from typing import Iterator
 
 import ray
@@ -34,6 +35,20 @@ def _run_on_worker(context_ref: list, spec: TrialSpec, threads: int) -> Finished
     if finished.checkpoint is not None:
         finished.checkpoint.to("cpu")  # the driver may have no GPU
     return finished
+
+
+def check_address(address: str | None) -> None:
+    """Fail at once, before any work, where a HOST:PORT has no Ray head listening (ray.init would retry for
+    minutes); ``auto`` and other forms are left to Ray."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise HfpruneError(f"--ray-address {address}: no Ray cluster answers there ({reason(error)}); start one "
+                           "with `ray start --head --port PORT`, or give --workers N alone for a local "
+                           "instance") from None
 
 
 class RayExecutor:
