@@ -10,6 +10,7 @@ driver records only what tasks return, that trial is recorded once.
 from __future__ import annotations
 
 import math
+import os
 import socket
 from typing import Iterator
 
@@ -61,15 +62,17 @@ class RayExecutor:
     def __enter__(self) -> "RayExecutor":
         if ray.is_initialized():  # e.g. a test or a notebook connected already
             return self
+        address = self.address or os.environ.get("RAY_ADDRESS")  # set for a `ray job submit` entrypoint
         try:
-            if self.address:
-                ray.init(address=self.address, logging_level="warning")
+            if address:
+                ray.init(address=address, logging_level="warning")
             else:
                 ray.init(num_cpus=math.ceil(self.workers * self.execution.cpus_per_trial), include_dashboard=False,
                          logging_level="warning")
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise HfpruneError(f"--ray-address {self.address}: cannot join a Ray cluster ({reason(error)}); start "
-                               "one with `ray start --head`, or give --workers N alone for a local instance") from None
+            where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+            raise HfpruneError(f"cannot {where} ({reason(error)}); start a cluster with `ray start --head` and give "
+                               "--ray-address, or give --workers N alone for a local instance") from None
         self.started = True
         return self
 
