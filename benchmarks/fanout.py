@@ -1,7 +1,8 @@
 """Trials/hour of one LeNet5-Mini study run in-process vs. on Ray with 1 and 2 workers (one thread each).
 
-The same trials (same recipe, dense model, masks) run through each executor; each mode first runs one warm-up
-trial per worker (imports, the study's context fetched from the object store), which is not timed. Ray's
+The same trials (same recipe, dense model, masks) run through each executor, in rounds that alternate an
+in-process batch with a Ray batch; each Ray mode first runs one warm-up trial per worker (imports, the study's
+context fetched from the object store), which is not timed. Ray's
 start and its per-trial scheduling overhead are printed too: the latter as the difference per trial between
 one Ray worker and in-process, and as the round trip of an empty Ray task. Target: >= 1.8x from 1 to 2
 workers on 2 cores.
@@ -9,7 +10,7 @@ workers on 2 cores.
 On a GPU: ``--pack 1,2,4,8`` also runs that many trials per GPU (``execution.gpus_per_trial`` = 1/k, k
 workers per GPU) and prints trials/hour against one trial at a time (goal: >= 10x at the best packing).
 
-    python benchmarks/fanout.py [--trials 8] [--epochs 3] [--train-limit 2000] [--pack 1,2,4,8]
+    python benchmarks/fanout.py [--trials 6] [--rounds 2] [--epochs 3] [--train-limit 2000] [--pack 1,2,4,8]
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def empty_task_round_trip(repeats: int = 50) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=8, help="timed trials per mode")
+    parser.add_argument("--trials", type=int, default=6, help="trials per timed batch")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating in-process / Ray batches per Ray mode")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=2000)
     parser.add_argument("--pack", default="", help="GPU only: trials per GPU to try, e.g. 1,2,4,8")
@@ -91,19 +93,24 @@ def main() -> None:
         context = context_of(recipe, Path(folder))
         specs = context.plan.trials()
         print(f"LeNet5-Mini, conv1@0.5, {args.epochs} retrain epochs on {args.train_limit} images, "
-              f"{args.trials} timed trials per mode, 1 thread per trial, {torch.get_num_threads()} cores seen")
-        rates = {}
-        with InProcessExecutor() as executor:
-            rates["in-process"] = args.trials / timed(executor, context, specs[:1 + args.trials], 1) * 3600
+              f"{args.rounds} rounds of {args.trials} trials per mode, 1 thread per trial, "
+              f"{torch.get_num_threads()} cores seen")
+        # Rounds alternate in-process and Ray batches of the same trials, so machine noise hits both alike.
+        seconds = {"in-process": 0.0, "--workers 1": 0.0, "--workers 2": 0.0}
+        in_process, batch, ray_start = InProcessExecutor(), specs[:args.trials], {}
+        timed(in_process, context, specs[:1], 1)
         for workers in (1, 2):
             started = time.perf_counter()
             with RayExecutor(recipe.execution, workers) as executor:
-                ray_start = time.perf_counter() - started
-                seconds = timed(executor, context, specs[:workers + args.trials], workers)
-                rates[f"--workers {workers}"] = args.trials / seconds * 3600
+                ray_start[workers] = time.perf_counter() - started
+                timed(executor, context, specs[:workers], workers)
+                for _ in range(args.rounds):
+                    seconds["in-process"] += timed(in_process, context, batch, 0) / 2
+                    seconds[f"--workers {workers}"] += timed(executor, context, batch, 0)
                 if workers == 1:
                     round_trip = empty_task_round_trip()
-            print(f"  Ray local start with {workers} worker(s): {ray_start:.1f} s")
+        rates = {mode: args.trials * args.rounds / total * 3600 for mode, total in seconds.items()}
+        print(f"Ray local start: {ray_start[1]:.1f} s (1 worker), {ray_start[2]:.1f} s (2 workers)")
         for mode, rate in rates.items():
             print(f"{mode:<12} {rate:8.0f} trials/hour")
         per_trial = 3600 / rates["--workers 1"] - 3600 / rates["in-process"]
