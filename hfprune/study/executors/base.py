@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 import torch
+from accelerate import PartialState
 from transformers import PreTrainedModel
 
 from hfprune.config.recipe import Recipe
@@ -20,7 +21,7 @@ from hfprune.study.trial import run_trial
 @dataclass
 class FinishedTrial:
     """A trial's record and the model the driver exports (physically pruned where the family can shrink;
-    None when the recipe exports no checkpoints)."""
+    None when the recipe exports no checkpoints, and on the processes of a launch other than the main one)."""
 
     spec: TrialSpec
     record: TrialRecord
@@ -44,8 +45,8 @@ class TrialContext:
         record, model = run_trial(spec, self.dense, self.plan.masks, self.task, self.recipe.retrain,
                                   self.recipe.seed, self.progress if progress is None else progress,
                                   workdir=self.directory / "trials" / spec.directory_name)
-        checkpoint = None if self.recipe.export.checkpoints == "none" else self.plan.exported(spec, model)
-        return FinishedTrial(spec, record, checkpoint)
+        exports = self.recipe.export.checkpoints != "none" and PartialState().is_main_process
+        return FinishedTrial(spec, record, self.plan.exported(spec, model) if exports else None)
 
 
 class Executor(Protocol):
