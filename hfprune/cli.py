@@ -37,7 +37,16 @@ def _resolve_recipe(recipe: str) -> Path:
 def run(
     recipe: str = typer.Argument(..., help="recipe YAML path, or the name of a shipped recipe"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="study directory \\[default: runs/<recipe name>]"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress: bars on a terminal, "
+                                  "else one line per finished trial"),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="run up to N trials at once on Ray (a "
+                                          "local instance, or the cluster of --ray-address); pip install "
+                                          "'hfprune\\[ray]'"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join a running Ray cluster: auto or "
+                                              "HOST:PORT (`ray start --head`); trials take the recipe's "
+                                              "execution resources"),
+    log_with: Optional[str] = typer.Option(None, "--log-with", help="experiment trackers, comma-separated: "
+                                           "tensorboard, wandb, mlflow (one run per trial, grouped by study)"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
     from hfprune.config.recipe import load_recipe
@@ -47,7 +56,9 @@ def run(
     parsed = load_recipe(_resolve_recipe(recipe))
     directory = out or Path("runs") / parsed.name
     try:
-        result = run_study(parsed, directory, progress=progress)
+        trackers = [name.strip() for name in (log_with or "").split(",") if name.strip()]
+        result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
+                           log_with=trackers)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished trials are saved in {directory}. Run the same command to resume.",
                    err=True)

@@ -1,8 +1,13 @@
 """A small, fast LeNet study on the bundled data, for end-to-end tests."""
 
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import yaml
+
+from hfprune.study.store import read_trials
 
 
 def tiny_recipe(**overrides) -> dict:
@@ -29,3 +34,19 @@ def write_recipe(directory: Path, **overrides) -> Path:
     path = Path(directory) / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe(**overrides)))
     return path
+
+
+def kill_after_records(command: list[str], out: Path, records: int, timeout: float = 240) -> int:
+    """Start ``hfprune run`` (``command``) into ``out``, SIGKILL it once ``records`` trials are recorded, and
+    return how many were recorded when it died."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    trials = out / "trials.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if trials.exists() and trials.read_text().count("\n") >= records:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "the study finished before it could be killed: " + process.stderr.read().decode()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return len(read_trials(out))

@@ -1,10 +1,8 @@
 """The study runner end to end: records, resumability, determinism, checkpoints, report."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from transformers import AutoModelForImageClassification
@@ -14,7 +12,7 @@ from hfprune.config.recipe import parse_recipe
 from hfprune.study.store import read_trials
 from hfprune.study.runner import run_study
 from launchers import cpu_ddp_environment, torchrun
-from study_helpers import tiny_recipe, write_recipe
+from study_helpers import kill_after_records, tiny_recipe, write_recipe
 
 NUMBERS = ("pruned_train_loss", "pruned_train_acc", "short_test_acc", "final_test_acc", "final_test_loss")
 
@@ -65,7 +63,7 @@ def test_rerunning_a_finished_study_runs_nothing(reference):
 
 
 def test_crash_mid_study_then_resume_matches_uninterrupted_run(reference, tmp_path, monkeypatch):
-    import hfprune.study.runner as study
+    import hfprune.study.executors.base as study
 
     real_run_trial, calls = study.run_trial, []
 
@@ -97,18 +95,9 @@ def test_killed_process_resumes_without_loss_or_repeats(reference, tmp_path):
     recipe = write_recipe(tmp_path)
     out = tmp_path / "study"
     command = [sys.executable, "-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    trials = out / "trials.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if trials.exists() and trials.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the study finished before it could be killed: " + process.stderr.read().decode()
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done_at_kill = len(read_trials(out))
+    done_at_kill = kill_after_records(command, out, 3)
     assert 3 <= done_at_kill < 12
+    trials = out / "trials.jsonl"
 
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr

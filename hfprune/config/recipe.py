@@ -243,6 +243,27 @@ class ExportSection(Section):
         return self
 
 
+class ExecutionSection(Section):
+    """Resources of one trial when ``hfprune run --workers N`` / ``--ray-address`` fans trials out on Ray."""
+
+    gpus_per_trial: float = Field(1.0, gt=0, description="GPUs one trial takes (a fraction packs several trials on "
+                                                         "one GPU, e.g. 0.25 = four); ignored where there is no GPU")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPU cores Ray reserves for one trial")
+    threads_per_trial: Optional[int] = Field(
+        None, gt=0, description="torch threads of one trial [default: on Ray, cpus_per_trial rounded up; "
+                                "in-process, torch's default]")
+    max_retries: int = Field(3, ge=0, description="times a trial whose Ray worker died is run again")
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _one_device(cls, gpus: float) -> float:
+        if gpus > 1:
+            raise ValueError(f"a trial on Ray runs on at most one GPU, got {gpus:g}; trials that need several GPUs "
+                             "each run one at a time over all GPUs with `accelerate launch -m hfprune run` "
+                             "(no --workers)")
+        return gpus
+
+
 class Recipe(Section):
     name: str
     description: str = ""
@@ -255,6 +276,7 @@ class Recipe(Section):
     evaluation: EvaluationSection = EvaluationSection()
     report: ReportSection = ReportSection()
     export: ExportSection = ExportSection()
+    execution: ExecutionSection = ExecutionSection()
 
     @model_validator(mode="after")
     def _dense_source(self) -> "Recipe":
@@ -293,8 +315,8 @@ class Recipe(Section):
         return self
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes results (not the name or description)."""
-        payload = self.model_dump(mode="json", exclude={"name", "description", "report", "export"})
+        """Hash of everything that changes results (not the name, description, report, export or where trials run)."""
+        payload = self.model_dump(mode="json", exclude={"name", "description", "report", "export", "execution"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from transformers import PretrainedConfig, PreTrainedModel
 
-from hfprune.io import save_atomically
+from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.errors import HfpruneError
 from hfprune.models.base import ModelAdapter
 from hfprune.config.recipe import Recipe
@@ -48,7 +49,8 @@ def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Pa
     :func:`dense_config`) and cache it."""
     cache = study_dir / "dense"
     if (cache / "config.json").is_file():
-        return adapter.model_class.from_pretrained(cache)
+        with contextlib.nullcontext() if progress else quiet_hf_progress():
+            return adapter.model_class.from_pretrained(cache)
     if recipe.model.pretrained:
         model = _load_pretrained(adapter, recipe.model.pretrained)
         if not adapter.cache_pretrained:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hfprune import __version__
@@ -24,11 +24,14 @@ from hfprune.models import get_adapter
 from hfprune.models.base import ModelAdapter, StructuredAdapter
 from hfprune.oneshot.cards import write_trial_card
 from hfprune.study.dense import dense_config, dense_model
-from hfprune.study.plan import Plan, TrialSpec, plan_for
+from hfprune.study.executors import TrialContext, executor_for
+from hfprune.study.plan import TrialSpec, plan_for
+from hfprune.study.progress import TrialProgress
+from hfprune.study.tracking import TrialTracker
 from hfprune.study.record import TrialRecord
 from hfprune.study.store import TrialStore, read_trials
 from hfprune.study.tasks import Task, build_task
-from hfprune.study.trial import RETRAINED, run_trial
+from hfprune.study.trial import RETRAINED
 from hfprune.train.trainer import get_accelerator
 
 
@@ -68,12 +71,13 @@ def _is_better(record: TrialRecord, best: dict | None, metric: str) -> bool:
     return best is None or best.get("metric") != metric or record.is_better_than(metric, best["value"])
 
 
-def _export(adapter: ModelAdapter, task: Task, plan: Plan, spec: TrialSpec, model: PreTrainedModel,
+def _export(adapter: ModelAdapter, task: Task, spec: TrialSpec, checkpoint: PreTrainedModel | None,
             record: TrialRecord, recipe: Recipe, directory: Path) -> None:
-    """Save the retrained model, physically pruned where the family can shrink, with a model card: every
-    trial's, or the best so far (by the task's selection metric, in the direction the record declares)."""
+    """Save a trial's checkpoint (the retrained model, physically pruned where the family can shrink) with a
+    model card: every trial's, or the best so far (by the task's selection metric, in the direction the record
+    declares)."""
     mode = recipe.export.checkpoints
-    if mode == "none":
+    if mode == "none" or checkpoint is None:
         return
     metric = task.selection_metric(record)
     if mode == "all":
@@ -83,7 +87,7 @@ def _export(adapter: ModelAdapter, task: Task, plan: Plan, spec: TrialSpec, mode
         best_file = directory / "best.json"
         if not _is_better(record, json.loads(best_file.read_text()) if best_file.is_file() else None, metric):
             return
-    save_atomically(plan.exported(spec, model), target,
+    save_atomically(checkpoint, target,
                     extras=[task.save_companions, lambda folder: write_trial_card(folder, recipe, record, adapter)])
     if mode == "best":
         value = record.metrics[metric]
@@ -102,13 +106,23 @@ def _evaluate_dense(task: Task, dense: PreTrainedModel, device, workdir: Path) -
         dense.to("cpu")
 
 
-def run_study(recipe: Recipe, directory: str | Path, progress: bool = True) -> StudyResult:
-    """Run (or resume) every trial of ``recipe`` into ``directory``."""
+def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, workers: int | None = None,
+              ray_address: str | None = None, log_with: list[str] | None = None) -> StudyResult:
+    """Run (or resume) every trial of ``recipe`` into ``directory``: in this process, or on Ray with up to
+    ``workers`` trials at once (a local instance, or the cluster at ``ray_address``).
+
+    ``progress``: on a terminal, bars (one over trials, nested ones per epoch in this process); elsewhere one
+    line per finished trial on stderr. ``log_with``: Accelerate trackers (tensorboard, wandb, mlflow) that get
+    one run per trial.
+    """
     directory = Path(directory)
     accelerator = get_accelerator(recipe.retrain.mixed_precision, recipe.retrain.gradient_accumulation_steps)
     main = accelerator.is_main_process
+    bars = progress and main and sys.stderr.isatty()
     adapter = get_adapter(recipe.model.family, recipe.model.dtype)
-    task = build_task(recipe, progress and main)
+    task = build_task(recipe, bars)
+    executor = executor_for(recipe, task, workers, ray_address, accelerator.num_processes)
+    tracker = TrialTracker(log_with, directory, recipe.name) if log_with and main else None
     if main:
         _claim_directory(recipe, directory)
     accelerator.wait_for_everyone()
@@ -119,7 +133,7 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True) -> S
     groups = adapter.groups(config) if isinstance(adapter, StructuredAdapter) else {}
     plan = plan_for(recipe, adapter, groups, task)
     specs = plan.trials()
-    dense = dense_model(recipe, adapter, task, directory, progress and main, config)
+    dense = dense_model(recipe, adapter, task, directory, bars, config)
     if not dense_evaluated:  # on every process: an evaluation may synchronise them
         metrics = _evaluate_dense(task, dense, accelerator.device, directory / "dense_eval")
         if main:
@@ -131,16 +145,18 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True) -> S
     store = TrialStore(directory)
     finished = store.finished_ids()
     todo = [spec for spec in specs if spec.trial_id not in finished]
-    bar = tqdm(todo, desc="trials", initial=len(specs) - len(todo), total=len(specs), disable=not (progress and main))
-    for spec in bar:
-        record, model = run_trial(spec, dense, plan.masks, task, recipe.retrain, recipe.seed, progress and main,
-                                  workdir=directory / "trials" / spec.directory_name)
-        if main:  # export first: a kill in between reruns the trial, which re-exports the same model
-            _export(adapter, task, plan, spec, model, record, recipe, directory)
-            store.append(record)
-            shutil.rmtree(directory / "trials" / spec.directory_name / RETRAINED, ignore_errors=True)
-        metric = task.selection_metric(record)
-        bar.set_postfix(pruned_loss=f"{record.metrics['pruned_train_loss']:.3f}",
-                        **{metric: f"{record.metrics[metric]:.3f}"})
+    watch = TrialProgress(len(specs), read_trials(directory),
+                          task.selection_metric, ("bar" if bars else "lines") if progress and main else None)
+    context = TrialContext(recipe, dense, task, plan, directory, bars)
+    with executor:
+        for trial in executor.run(context, todo):  # in any order; the driver alone writes the store
+            if main:  # export first: a kill in between reruns the trial, which re-exports the same model
+                _export(adapter, task, trial.spec, trial.checkpoint, trial.record, recipe, directory)
+                store.append(trial.record)
+                shutil.rmtree(directory / "trials" / trial.spec.directory_name / RETRAINED, ignore_errors=True)
+                watch.finished(trial.record)
+                if tracker is not None:
+                    tracker.log(trial.record)
+    watch.close()
     accelerator.wait_for_everyone()
     return StudyResult(directory, len(specs), len(todo), read_trials(directory))

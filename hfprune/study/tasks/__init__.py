@@ -21,6 +21,7 @@ class Task(Protocol):
     pruned_splits: tuple[str, ...]  # the splits measured right after pruning, before retraining
     find_unused_parameters: bool  # some steps leave parameters without gradients (DDP must be told)
     keeps_retrained: bool  # retraining is costly: a trial saves its retrained model until it is recorded
+    one_device_trials: bool  # a trial fits one process on one device, so Ray may run several at once
 
     def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
         """The training loss under ``section``'s label smoothing and batch mixing (None: plain)."""

@@ -57,6 +57,7 @@ class ImageClassificationTask:
     pruned_splits = ("train", "test")
     find_unused_parameters = False
     keeps_retrained = False
+    one_device_trials = True
     DIRECTIONS = {"loss": False, "acc": True}
 
     @classmethod

@@ -41,6 +41,7 @@ class VisionLanguageTask:
     pruned_splits = ("train",)  # benchmarks before retraining would cost a full evaluation per trial
     find_unused_parameters = True  # a text-only batch leaves the vision tower and connector without gradients
     keeps_retrained = True  # hours of instruction tuning are not lost to a kill during the benchmarks
+    one_device_trials = False  # a multi-billion-parameter retrain: accelerate launch / DeepSpeed over all GPUs
 
     def __init__(self, recipe: Recipe, progress: bool = True):
         source = recipe.model.pretrained

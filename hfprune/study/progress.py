@@ -1,0 +1,77 @@
+"""Watching a study from its driver: one bar over trials on a terminal, else one log line per finished trial.
+
+Both show the running best by the task's selection metric, in the direction its record declares, and an
+estimate of the time left from the trials finished in this run (whatever their order or concurrency).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+from typing import Callable, TextIO
+
+from tqdm.auto import tqdm
+
+from hfprune.study.record import TrialRecord
+
+
+class TrialProgress:
+    """``mode``: ``"bar"`` (tqdm), ``"lines"`` (one line per trial on ``stream``) or None (silent)."""
+
+    def __init__(self, total: int, recorded: list[dict], selection_metric: Callable[[TrialRecord], str],
+                 mode: str | None, stream: TextIO | None = None):
+        self.total, self.done, self.mode = total, len(recorded), mode
+        self.selection_metric, self.stream = selection_metric, stream or sys.stderr
+        self.best: TrialRecord | None = None
+        for record in recorded:
+            self._consider(TrialRecord.from_json(record))
+        self.started, self.finished_here = time.monotonic(), 0
+        self.bar = tqdm(total=total, initial=self.done, desc="trials", file=self.stream) if mode == "bar" else None
+        if self.bar is not None and self.best is not None:
+            self.bar.set_postfix_str(self._best_text())
+
+    def _consider(self, record: TrialRecord) -> None:
+        metric = self.selection_metric(record)
+        value = record.metrics.get(metric)
+        if value is None:
+            return
+        best = self.best
+        if best is None or self.selection_metric(best) != metric or record.is_better_than(metric, best.metrics[metric]):
+            self.best = record
+
+    def _best_text(self) -> str:
+        if self.best is None:
+            return "no best yet"
+        metric = self.selection_metric(self.best)
+        return f"best {metric} {self.best.metrics[metric]:.4f} ({self.best.trial_id})"
+
+    def eta(self) -> timedelta | None:
+        """Time left at this run's pace so far (None before its first trial)."""
+        if not self.finished_here:
+            return None
+        pace = (time.monotonic() - self.started) / self.finished_here
+        return timedelta(seconds=round(pace * (self.total - self.done)))
+
+    def finished(self, record: TrialRecord) -> None:
+        """Count one finished trial and show it."""
+        self.done += 1
+        self.finished_here += 1
+        self._consider(record)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(self._best_text())
+        elif self.mode == "lines":
+            metric = self.selection_metric(record)
+            seconds = sum(record.timings.values())
+            print(f"trial {self.done}/{self.total} {record.trial_id}: pruned_train_loss "
+                  f"{_number(record.metrics.get('pruned_train_loss'))}, {metric} {_number(record.metrics.get(metric))} "
+                  f"in {seconds:.1f} s; {self._best_text()}; ETA {self.eta()}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
