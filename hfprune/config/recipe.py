@@ -115,6 +115,10 @@ class RetrainSection(TrainingSection):
     short_fraction: Optional[float] = Field(
         None, gt=0, lt=1, description="also retrain for this fraction of the epochs (paper: 0.1) as a proxy"
     )
+    physical: Optional[bool] = Field(
+        None, description="structured: retrain the physically pruned (smaller) model, which computes what masked "
+                          "retraining computes with fewer FLOPs; false = the dense-shaped model with masks "
+                          "[default: true for structured pruning]")
 
 
 class CandidatesSection(Section):
@@ -308,6 +312,9 @@ class Recipe(Section):
         if given is not None and given != expected:
             raise ValueError(f"pruning.structure '{given}' does not fit model.family '{self.model.family}'; set "
                              f"pruning.structure: {expected}")
+        if expected == "unstructured" and self.retrain.physical:
+            raise ValueError("retrain.physical applies to structured pruning; unstructured masks keep every shape "
+                             "(remove retrain.physical)")
         if (expected == "unstructured") != bool(self.pruning.methods):
             what = "unstructured: give pruning.methods and pruning.sparsity" if expected == "unstructured" \
                 else f"{expected}: give pruning.settings (ratios per group), not methods"

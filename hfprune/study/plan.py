@@ -8,7 +8,7 @@ finished trial exports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from transformers import PreTrainedModel
@@ -78,6 +78,9 @@ class Plan(Protocol):
     def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
         """The model a finished trial saves: physically pruned where the family can shrink."""
 
+    def shrinker(self, spec: TrialSpec) -> Callable[[PreTrainedModel], PreTrainedModel] | None:
+        """What turns the trial's masked model into the physically pruned one; None where nothing can shrink."""
+
 
 class StructuredPlan:
     """Settings × candidate masks (exhaustive or sampled) × repeats."""
@@ -99,7 +102,16 @@ class StructuredPlan:
         return parameter_masks(self.groups, candidate.mask, dict(model.named_parameters())), {}
 
     def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
-        return self.adapter.prune_physically(model, spec.candidate.mask)
+        return model if self.is_shrunk(model) else self.adapter.prune_physically(model, spec.candidate.mask)
+
+    def shrinker(self, spec: TrialSpec) -> Callable[[PreTrainedModel], PreTrainedModel]:
+        mask = spec.candidate.mask
+        return lambda model: self.adapter.prune_physically(model, mask)
+
+    def is_shrunk(self, model: PreTrainedModel) -> bool:
+        """Whether ``model`` is already physically pruned (retrained so): some group has fewer units."""
+        groups = self.adapter.groups(model.config)
+        return any(groups[name].size != group.size for name, group in self.groups.items())
 
 
 class UnstructuredPlan:
@@ -125,6 +137,9 @@ class UnstructuredPlan:
 
     def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
         return model  # unstructured masks keep every shape: the masked model is the checkpoint
+
+    def shrinker(self, spec: TrialSpec) -> None:
+        return None
 
 
 def plan_for(recipe: Recipe, adapter, groups: dict[str, Group], task) -> Plan:

@@ -16,6 +16,7 @@ from hfprune.config.recipe import RetrainSection
 from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
 from hfprune.seeding import stable_seed
+from hfprune.study.physical import Shrink, physical_facts
 from hfprune.study.plan import TrialSpec
 from hfprune.study.record import TrialRecord
 from hfprune.study.tasks import Task
@@ -36,20 +37,23 @@ def run_trial(
     study_seed: int,
     progress: bool = True,
     workdir: Path | None = None,
+    shrink: Shrink | None = None,
 ) -> tuple[TrialRecord, PreTrainedModel]:
     """Prune a copy of ``dense``, measure it, retrain it (masks exact) and evaluate it.
 
     ``masks_for`` gives the trial's parameter masks and the facts the record keeps about them;
     ``workdir`` keeps what the final evaluation writes (e.g. generated answers) and, for tasks whose
     retraining is expensive (``task.keeps_retrained``), the retrained model: a trial killed during its final
-    evaluation resumes there. Returns the trial record and the retrained (still masked) model.
+    evaluation resumes there. ``shrink`` (see :mod:`hfprune.study.physical`) makes the pruned model the
+    physically pruned one before retraining. Returns the trial record and the retrained model (physically
+    pruned after ``shrink``, else still masked).
     """
     checkpoint = workdir / RETRAINED if workdir is not None and task.keeps_retrained else None
     resumed = _load_retrained(checkpoint, dense) if checkpoint is not None else None
     if resumed is not None:
         record, model = resumed
     else:
-        record, model = _prune_and_retrain(spec, dense, masks_for, task, retrain, study_seed, progress)
+        record, model = _prune_and_retrain(spec, dense, masks_for, task, retrain, study_seed, progress, shrink)
         if checkpoint is not None:
             _save_retrained(model, record, checkpoint)
     started = time.perf_counter()
@@ -60,7 +64,8 @@ def run_trial(
 
 
 def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, task: Task,
-                       retrain: RetrainSection, study_seed: int, progress: bool) -> tuple[TrialRecord, PreTrainedModel]:
+                       retrain: RetrainSection, study_seed: int, progress: bool,
+                       shrink: Shrink | None = None) -> tuple[TrialRecord, PreTrainedModel]:
     seed = stable_seed(study_seed, spec.trial_id)
     model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
     started = time.perf_counter()
@@ -78,14 +83,17 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     for split in task.pruned_splits:
         record.add_all(f"pruned_{split}", task.evaluate(model, split), task.direction)
     timings["pruned_eval_s"] = time.perf_counter() - started
+    if shrink is not None:  # the same network, retrained without masks at fewer FLOPs
+        model, masked = shrink(model), None
+    record.facts.update(physical_facts(model, shrink is not None))
 
     loss_fn = task.loss_fn(retrain)
     if retrain.short_fraction:
         started = time.perf_counter()
         short_model = copy.deepcopy(model)
         train(short_model, task.train_set, retrain.scaled(retrain.short_fraction), loss_fn, seed=seed,
-              masks=MaskedParameters(short_model, masks), progress=progress, description="short retrain",
-              find_unused_parameters=task.find_unused_parameters)
+              masks=None if masked is None else MaskedParameters(short_model, masks), progress=progress,
+              description="short retrain", find_unused_parameters=task.find_unused_parameters)
         record.add_all("short_test", task.evaluate(short_model, "test"), task.direction)
         timings["short_retrain_s"] = time.perf_counter() - started
         del short_model
@@ -94,7 +102,7 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     result = train(model, task.train_set, retrain, loss_fn, seed=seed, masks=masked, progress=progress,
                    description="retrain", find_unused_parameters=task.find_unused_parameters)
     timings["retrain_s"] = time.perf_counter() - started
-    record.facts.update(retrain_steps=result.steps, mask_violations=masked.violations())
+    record.facts.update(retrain_steps=result.steps, mask_violations=masked.violations() if masked is not None else 0)
     return record, model
 
 

@@ -12,6 +12,7 @@ from accelerate import PartialState
 from transformers import PreTrainedModel
 
 from hfprune.config.recipe import Recipe
+from hfprune.study.physical import retraining_shrink
 from hfprune.study.plan import Plan, TrialSpec
 from hfprune.study.record import TrialRecord
 from hfprune.study.tasks import Task
@@ -44,7 +45,8 @@ class TrialContext:
         """Run one trial (see :func:`hfprune.study.trial.run_trial`) and make the model its export saves."""
         record, model = run_trial(spec, self.dense, self.plan.masks, self.task, self.recipe.retrain,
                                   self.recipe.seed, self.progress if progress is None else progress,
-                                  workdir=self.directory / "trials" / spec.directory_name)
+                                  workdir=self.directory / "trials" / spec.directory_name,
+                                  shrink=retraining_shrink(self.plan, spec, self.recipe.retrain))
         exports = self.recipe.export.checkpoints != "none" and PartialState().is_main_process
         return FinishedTrial(spec, record, self.plan.exported(spec, model) if exports else None)
 
