@@ -3,6 +3,7 @@ gated == weight-masked == physically pruned == fresh-process logits with exactly
 
 import copy
 import json
+import re
 import subprocess
 import sys
 
@@ -179,3 +180,45 @@ def test_saved_configs_keep_their_number_of_labels(family, tmp_path):
     config = adapter.config(7, 3, 32, {})
     config.save_pretrained(tmp_path)
     assert adapter.load_config(str(tmp_path)).num_labels == 7
+
+
+@pytest.mark.parametrize("family, overrides, check", [
+    ("resnet_cifar", {"depth": 20}, lambda c: c.block_widths == [[16] * 3, [32] * 3, [64] * 3] and c.num_labels == 10),
+    ("resnet_cifar", {"depth": 110, "stage_widths": [8, 16, 32], "num_labels": 4},
+     lambda c: c.block_widths[2] == [32] * 18 and c.num_labels == 4),
+    ("vgg_cifar", {"depth": 16, "stage_widths": [8, 8, 8, 16, 16]},
+     lambda c: len(c.conv_widths) == 13 and c.conv_widths[-1] == 16 and c.num_labels == 10),
+    ("vgg_cifar", {"conv_widths": [8] * 16}, lambda c: c.depth == 19 and c.conv_widths == [8] * 16),
+    ("hf_resnet", {"layer_type": "basic", "depths": [2, 2, 2, 2], "hidden_sizes": [8, 16, 24, 32],
+                   "embedding_size": 8}, lambda c: c.block_widths[3] == [[32], [32]]),
+])
+def test_recipes_build_families_from_model_config_overrides(family, overrides, check):
+    from types import SimpleNamespace
+
+    from hfprune.config.recipe import parse_recipe
+    from hfprune.study.dense import dense_config
+    from study_helpers import tiny_recipe
+
+    recipe = parse_recipe(tiny_recipe(model={"family": family, "config": overrides}))
+    task = SimpleNamespace(data=SimpleNamespace(num_labels=10, channels=3, image_size=32))
+    config = dense_config(recipe, get_adapter(family), task)
+    assert check(config), config
+    assert get_adapter(family).build(config).eval()(_x(1)).logits.shape == (1, config.num_labels)
+
+
+@pytest.mark.parametrize("family, overrides, expected", [
+    ("resnet_cifar", {"depth": 57}, "depth must be 6n+2"),
+    ("vgg_cifar", {"depth": 12}, "depth must be one of 11, 13, 16, 19"),
+    ("resnet_cifar", {"block_widths": [[16], [32], [64]]}, "block_widths must list 3 stages of 9"),
+])
+def test_bad_model_config_overrides_are_one_clear_error(family, overrides, expected):
+    from types import SimpleNamespace
+
+    from hfprune.config.recipe import parse_recipe
+    from hfprune.study.dense import dense_config
+    from study_helpers import tiny_recipe
+
+    recipe = parse_recipe(tiny_recipe(model={"family": family, "config": overrides}))
+    task = SimpleNamespace(data=SimpleNamespace(num_labels=10, channels=3, image_size=32))
+    with pytest.raises(HfpruneError, match=re.escape(f"model.config: {expected}")):
+        dense_config(recipe, get_adapter(family), task)

@@ -37,8 +37,10 @@ class ModelAdapter(ABC):
         self.dtype = dtype  # of pretrained weights when loaded: "auto" keeps the checkpoint's
 
     def config(self, num_labels: int, channels: int, image_size: int, overrides: dict[str, Any]) -> PretrainedConfig:
-        """The dense config for a dataset, with the recipe's ``model.config`` overrides (pretraining from scratch)."""
-        return self.config_class(num_labels=num_labels, num_channels=channels, image_size=image_size, **overrides)
+        """The dense config for a dataset, with the recipe's ``model.config`` overrides (pretraining from scratch;
+        an override wins over the dataset's value)."""
+        return self.config_class(**{"num_labels": num_labels, "num_channels": channels, "image_size": image_size,
+                                    **overrides})
 
     def build(self, config: PretrainedConfig) -> PreTrainedModel:
         return self.model_class(config)

@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import PretrainedConfig, PreTrainedModel
 
 from hfprune.io import quiet_hf_progress, save_atomically
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
 from hfprune.models.base import ModelAdapter
 from hfprune.config.recipe import Recipe
 from hfprune.seeding import seed_everything, stable_seed
@@ -33,7 +33,11 @@ def dense_config(recipe: Recipe, adapter: ModelAdapter, task: Task) -> Pretraine
         except (OSError, ValueError) as error:
             raise _cannot_load(adapter, recipe.model.pretrained, error) from None
     data = task.data
-    return adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config)
+    try:
+        return adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config)
+    except (TypeError, ValueError) as error:
+        raise HfpruneError(f"model.config: {reason(error)} (model.family '{adapter.name}'); fix or remove the "
+                           "override") from None
 
 
 def _load_pretrained(adapter: ModelAdapter, source: str) -> PreTrainedModel:
