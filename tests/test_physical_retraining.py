@@ -21,8 +21,9 @@ from study_helpers import tiny_recipe
 
 FAMILY = {"lenet": "lenet5_mini", "resnet_cifar": "resnet_cifar", "vgg_cifar": "vgg_cifar",
           "hf_resnet50": "hf_resnet"}
-SECTION = RetrainSection(epochs=2, batch_size=16, grad_clip=1.0, optimizer={
-    "name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}, schedule={"name": "multistep", "milestones": [1]})
+SECTION = RetrainSection(epochs=2, batch_size=16, grad_clip=1.0,
+                         optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+                         schedule={"name": "multistep", "milestones": [1]})
 
 
 def _model(kind):

@@ -120,7 +120,7 @@ def prune_checkpoint(
         from hfprune.data.registry import load_image_classification
         from hfprune.train.trainer import make_loader
 
-        image_size = model.config.image_size
+        image_size = getattr(model.config, "image_size", 224)  # HF ResNet configs have none (ImageNet: 224)
         data = load_image_classification(calibration_data, path=calibration_path,
                                          image_size=image_size if isinstance(image_size, int) else image_size[0],
                                          train_limit=calibration_samples, test_limit=1, limit_seed=seed,

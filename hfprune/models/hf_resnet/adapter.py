@@ -74,8 +74,9 @@ class HFResNetAdapter(StructuredAdapter):
                 block = BLOCK.format(s=s, b=b)
                 for i, width in enumerate(widths):
                     name = f"stage{s + 1}.block{b}.conv{i + 1}"
-                    groups[name] = conv_filter_group(name, width, f"{block}.{i}.convolution", f"{block}.{i}.normalization",
-                                                     f"{block}.{i + 1}.convolution", (f"stage{s + 1}",))
+                    conv, norm, consumer = (f"{block}.{i}.convolution", f"{block}.{i}.normalization",
+                                            f"{block}.{i + 1}.convolution")
+                    groups[name] = conv_filter_group(name, width, conv, norm, consumer, (f"stage{s + 1}",))
         return groups
 
     def pruned_config(self, config: PretrainedConfig, mask: StructuredMask) -> PrunedResNetConfig:

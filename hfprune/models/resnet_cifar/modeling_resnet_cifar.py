@@ -82,7 +82,7 @@ class OptionAShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """conv3×3(stride) → BN → ReLU → conv3×3 → BN, plus the shortcut, → ReLU; ``inner`` = conv1's filters."""
+    """conv3×3(stride) → BN → ReLU → conv3×3 → BN, plus the shortcut, → ReLU; ``inner``: conv1's filters."""
 
     def __init__(self, in_channels: int, inner: int, out_channels: int, stride: int):
         super().__init__()
