@@ -41,8 +41,13 @@ class DataSection(Section):
     image_processor: Optional[str] = Field(
         None, description="local dir or Hub id whose image processor (mean, std, resampling) preprocesses the "
                           "images of lazily loaded datasets such as imagenet_1k [default: model.pretrained]")
-    augment: list[Literal["random_resized_crop", "hflip"]] = Field(
-        default_factory=list, description="per-image training augmentations (lazily loaded datasets only)")
+    augment: list[Literal["random_resized_crop", "hflip", "pad_crop"]] = Field(
+        default_factory=list, description="training augmentations: per image for lazily loaded datasets "
+                                          "(random_resized_crop, hflip), by whole batches on the device for "
+                                          "in-memory ones (pad_crop: 4-pixel zero pad + random crop, hflip; "
+                                          "on in the CIFAR recipes)")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers that decode lazily loaded datasets "
+                                                      "(imagenet_1k); seeded per worker, pinned, persistent")
     train_limit: Optional[int] = Field(None, gt=0, description="use a fixed random subset of the train split")
     test_limit: Optional[int] = Field(None, gt=0, description="use a fixed random subset of the test split")
 

@@ -51,6 +51,11 @@ def mixed_classification_loss(model: torch.nn.Module, batch: dict, label_smoothi
         logits, labels.flip(0), label_smoothing=label_smoothing)
 
 
+def augmented_loss(model: torch.nn.Module, batch: dict, loss: LossFn, augment) -> torch.Tensor:
+    """``loss`` on the batch with its images augmented (on their device) by ``augment``."""
+    return loss(model, {**batch, "pixel_values": augment(batch["pixel_values"])})
+
+
 class ImageClassificationTask:
     """Cross-entropy training; loss and top-1 accuracy as metrics."""
 
@@ -67,6 +72,7 @@ class ImageClassificationTask:
             recipe.data.dataset, path=recipe.data.path, image_size=recipe.data.image_size,
             train_limit=recipe.data.train_limit, test_limit=recipe.data.test_limit, limit_seed=recipe.seed,
             image_processor=recipe.data.image_processor or recipe.model.pretrained, augment=tuple(recipe.data.augment),
+            num_workers=recipe.data.num_workers,
         )
         return cls(data, recipe.evaluation.batch_size)
 
@@ -77,12 +83,17 @@ class ImageClassificationTask:
         self.eval_batch_size = eval_batch_size
 
     def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
+        """The training loss; under a ``section`` (training) batches are first augmented where the data says."""
         if section is None:
             return classification_loss
         if section.mixup or section.cutmix:
-            return functools.partial(mixed_classification_loss, label_smoothing=section.label_smoothing,
+            loss = functools.partial(mixed_classification_loss, label_smoothing=section.label_smoothing,
                                      mixup=section.mixup, cutmix=section.cutmix)
-        return functools.partial(classification_loss, label_smoothing=section.label_smoothing)
+        else:
+            loss = functools.partial(classification_loss, label_smoothing=section.label_smoothing)
+        if self.data.batch_augment is None:
+            return loss
+        return functools.partial(augmented_loss, loss=loss, augment=self.data.batch_augment)
 
     def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
         dataset = {"train": self.data.train, "test": self.data.test}[split]
