@@ -166,7 +166,9 @@ class PruningSection(Section):
         None, description="unstructured: regexes (full match) of the Linear modules to prune [default: the model "
                           "family's; llava: the language model's decoder q/k/v/dense/fc1/fc2]")
     ignore: list[str] = Field(default_factory=list, description="unstructured: regexes of Linear modules to keep dense")
-    calibration_samples: int = Field(128, gt=0, description="unstructured: training samples that calibrate "
+    calibration_samples: int = Field(128, gt=0, description="structured: training images of the pruned_taylor_fo "
+                                                          "criterion (paper App. B.1: 20,000); unstructured: "
+                                                          "training samples that calibrate "
                                                           "activation scores, wanda, owl and sparsegpt")
 
     @field_validator("structure")

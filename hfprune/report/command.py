@@ -23,12 +23,15 @@ from hfprune.report.tables import (column_values, load_table, numeric_columns, p
 
 DEFAULT_X, DEFAULT_Y = "pruned_train_loss", "final_test_acc"
 # Study pairs, each used when both columns have values: the paper's two, the short-retraining
-# proxy and one "other criterion".
+# proxy and the other criteria of App. B.1 (L1 magnitude and Taylor-FO of the pruned units).
 STUDY_PAIRS = (
     ("pruned_train_loss", "final_test_acc"),
     ("pruned_train_loss", "final_test_loss"),
     ("short_test_acc", "final_test_acc"),
     ("pruned_l1", "final_test_acc"),
+    ("pruned_l1", "final_test_loss"),
+    ("pruned_taylor_fo", "final_test_acc"),
+    ("pruned_taylor_fo", "final_test_loss"),
 )
 BENCHMARK_SCORE = re.compile(r"final_test_\w+_score")
 Y_FLAG = "--higher-is-better / --lower-is-better"

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 from hfprune.config.recipe import RetrainSection
 from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
+from hfprune.pruning.structured.criteria import CRITERIA
 from hfprune.seeding import stable_seed
 from hfprune.study.plan import TrialSpec
 from hfprune.study.record import TrialRecord
@@ -64,13 +65,16 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     seed = stable_seed(study_seed, spec.trial_id)
     model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
     started = time.perf_counter()
-    masks, mask_facts = masks_for(spec, model)
+    masks, mask_facts = masks_for(spec, model)  # on the unpruned copy: criteria score the dense units
+    criteria = mask_facts.pop(CRITERIA, {})
     record = TrialRecord(spec.trial_id, spec.candidate.setting, spec.candidate.mask_id, spec.repeat, seed,
                          candidate={**spec.candidate.facts(), **mask_facts})
     timings = record.timings
     timings["masks_s"] = time.perf_counter() - started
     # the dense weights the masks remove (a method may have updated the model's kept weights, e.g. SparseGPT)
     record.add("pruned_l1", pruned_l1(dense, masks), higher_is_better=False)  # removing less weight is better
+    for name, value in criteria.items():  # e.g. pruned_taylor_fo: removing less important units is better
+        record.add(name, value, higher_is_better=False)
     masked = MaskedParameters(model, masks)
     masked.apply()
 

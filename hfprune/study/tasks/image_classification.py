@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -11,7 +12,8 @@ from hfprune.config.recipe import Recipe, TrainingSection
 from hfprune.data import ImageClassificationData
 from hfprune.data.registry import load_image_classification
 from hfprune.evaluation.classification import classification_loss, evaluate_classification
-from hfprune.train.trainer import LossFn
+from hfprune.data.transforms import stratified_subset
+from hfprune.train.trainer import LossFn, make_loader
 
 
 def mix_batch(
@@ -74,10 +76,11 @@ class ImageClassificationTask:
             image_processor=recipe.data.image_processor or recipe.model.pretrained, augment=tuple(recipe.data.augment),
             num_workers=recipe.data.num_workers,
         )
-        return cls(data, recipe.evaluation.batch_size)
+        return cls(data, recipe.evaluation.batch_size, recipe.pruning.calibration_samples)
 
-    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024):
+    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024, calibration_samples: int = 128):
         self.data = data
+        self.calibration_samples = calibration_samples
         self.name = data.name
         self.train_set = data.training_set  # evaluation reads data.train, never the augmented view
         self.eval_batch_size = eval_batch_size
@@ -94,6 +97,15 @@ class ImageClassificationTask:
         if self.data.batch_augment is None:
             return loss
         return functools.partial(augmented_loss, loss=loss, augment=self.data.batch_augment)
+
+    def calibration_batches(self, device: torch.device | None = None) -> Iterator[dict]:
+        """Unaugmented batches of a fixed stratified subset of ``calibration_samples`` training images."""
+        train = self.data.train
+        keep = stratified_subset(train.labels.numpy(), self.calibration_samples, seed=0).tolist()
+        subset = torch.utils.data.Subset(train, keep)
+        for batch in make_loader(subset, self.eval_batch_size, shuffle=False, seed=0,
+                                 batched=hasattr(train, "__getitems__")):
+            yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
 
     def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
         dataset = {"train": self.data.train, "test": self.data.test}[split]
