@@ -34,6 +34,7 @@ STUDY_PAIRS = (
     ("pruned_taylor_fo", "final_test_loss"),
 )
 BENCHMARK_SCORE = re.compile(r"final_test_\w+_score")
+ROUND_LOSS = re.compile(r"pruned_train_loss_round(\d+)")  # the iterative pipeline's rounds (Table A3)
 Y_FLAG = "--higher-is-better / --lower-is-better"
 X_FLAG = "--x-higher-is-better / --x-lower-is-better"
 
@@ -76,10 +77,14 @@ def _has_values(rows: list[dict[str, Any]], column: str, source: str) -> bool:
 
 
 def default_pairs(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``STUDY_PAIRS``, then the pruned train loss against every benchmark score (``final_test_<name>_score``)."""
+    """``STUDY_PAIRS``, each round's pruned train loss against the final accuracy and loss (iterative studies),
+    then the pruned train loss against every benchmark score (``final_test_<name>_score``)."""
     scores = sorted({column for row in rows for column in row if BENCHMARK_SCORE.fullmatch(column)},
                     key=lambda column: (column == "final_test_mean_score", column))
-    return [*STUDY_PAIRS, *(("pruned_train_loss", column) for column in scores)]
+    rounds = sorted({column for row in rows for column in row if ROUND_LOSS.fullmatch(column)},
+                    key=lambda column: int(ROUND_LOSS.fullmatch(column).group(1)))
+    return [*STUDY_PAIRS, *((column, y) for column in rounds for y in ("final_test_acc", "final_test_loss")),
+            *(("pruned_train_loss", column) for column in scores)]
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:

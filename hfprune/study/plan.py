@@ -88,7 +88,7 @@ class StructuredPlan:
     """
 
     def __init__(self, adapter: StructuredAdapter, groups: dict[str, Group], recipe: Recipe, task=None):
-        self.adapter, self.groups, self.recipe = adapter, groups, recipe
+        self.adapter, self.groups, self.recipe, self.task = adapter, groups, recipe, task
         calibration = getattr(task, "calibration_batches", None)
         self.taylor_fo = TaylorFOCriterion(groups, calibration, task.loss_fn()) if calibration else None
 
@@ -110,6 +110,17 @@ class StructuredPlan:
 
     def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
         return self.adapter.prune_physically(model, spec.candidate.mask)
+
+    def run_rounds(self, spec: TrialSpec, model: torch.nn.Module, record, seed: int, progress: bool = False):
+        """The iterative pipeline's rounds before the last, on ``model`` in place (see
+        :mod:`hfprune.study.iterative`); returns the setting's schedule, or None for a one-shot setting."""
+        from hfprune.study.iterative import run_earlier_rounds
+
+        setting = next(s for s in self.recipe.pruning.settings if s.label == spec.candidate.setting)
+        schedule = self.recipe.pruning.rounds_of(setting)
+        if schedule is not None:
+            run_earlier_rounds(model, self.groups, spec.candidate.mask, schedule, self.task, record, seed, progress)
+        return schedule
 
 
 class UnstructuredPlan:

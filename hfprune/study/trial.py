@@ -18,6 +18,7 @@ from hfprune.pruning.masking import MaskedParameters, pruned_l1
 from hfprune.pruning.structured.criteria import CRITERIA
 from hfprune.seeding import stable_seed
 from hfprune.study.plan import TrialSpec
+from hfprune.study.iterative import record_last_round
 from hfprune.study.record import TrialRecord
 from hfprune.study.tasks import Task
 from hfprune.train.trainer import train
@@ -37,20 +38,22 @@ def run_trial(
     study_seed: int,
     progress: bool = True,
     workdir: Path | None = None,
+    rounds: Callable | None = None,
 ) -> tuple[TrialRecord, PreTrainedModel]:
     """Prune a copy of ``dense``, measure it, retrain it (masks exact) and evaluate it.
 
     ``masks_for`` gives the trial's parameter masks and the facts the record keeps about them;
     ``workdir`` keeps what the final evaluation writes (e.g. generated answers) and, for tasks whose
     retraining is expensive (``task.keeps_retrained``), the retrained model: a trial killed during its final
-    evaluation resumes there. Returns the trial record and the retrained (still masked) model.
+    evaluation resumes there. ``rounds`` (a plan's ``run_rounds``) prunes and retrains the earlier rounds of an
+    iterative schedule first. Returns the trial record and the retrained (still masked) model.
     """
     checkpoint = workdir / RETRAINED if workdir is not None and task.keeps_retrained else None
     resumed = _load_retrained(checkpoint, dense) if checkpoint is not None else None
     if resumed is not None:
         record, model = resumed
     else:
-        record, model = _prune_and_retrain(spec, dense, masks_for, task, retrain, study_seed, progress)
+        record, model = _prune_and_retrain(spec, dense, masks_for, task, retrain, study_seed, progress, rounds)
         if checkpoint is not None:
             _save_retrained(model, record, checkpoint)
     started = time.perf_counter()
@@ -61,7 +64,8 @@ def run_trial(
 
 
 def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, task: Task,
-                       retrain: RetrainSection, study_seed: int, progress: bool) -> tuple[TrialRecord, PreTrainedModel]:
+                       retrain: RetrainSection, study_seed: int, progress: bool,
+                       rounds: Callable | None = None) -> tuple[TrialRecord, PreTrainedModel]:
     seed = stable_seed(study_seed, spec.trial_id)
     model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
     started = time.perf_counter()
@@ -75,6 +79,7 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     record.add("pruned_l1", pruned_l1(dense, masks), higher_is_better=False)  # removing less weight is better
     for name, value in criteria.items():  # e.g. pruned_taylor_fo: removing less important units is better
         record.add(name, value, higher_is_better=False)
+    schedule = rounds(spec, model, record, seed, progress) if rounds is not None else None  # iterative: rounds 1..R-1
     masked = MaskedParameters(model, masks)
     masked.apply()
 
@@ -82,6 +87,8 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     for split in task.pruned_splits:
         record.add_all(f"pruned_{split}", task.evaluate(model, split), task.direction)
     timings["pruned_eval_s"] = time.perf_counter() - started
+    if schedule is not None:
+        record_last_round(record, schedule)
 
     loss_fn = task.loss_fn(retrain)
     if retrain.short_fraction:

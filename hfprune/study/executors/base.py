@@ -44,7 +44,8 @@ class TrialContext:
         """Run one trial (see :func:`hfprune.study.trial.run_trial`) and make the model its export saves."""
         record, model = run_trial(spec, self.dense, self.plan.masks, self.task, self.recipe.retrain,
                                   self.recipe.seed, self.progress if progress is None else progress,
-                                  workdir=self.directory / "trials" / spec.directory_name)
+                                  workdir=self.directory / "trials" / spec.directory_name,
+                                  rounds=getattr(self.plan, "run_rounds", None))
         exports = self.recipe.export.checkpoints != "none" and PartialState().is_main_process
         return FinishedTrial(spec, record, self.plan.exported(spec, model) if exports else None)
 
