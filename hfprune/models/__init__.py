@@ -6,14 +6,20 @@ from transformers import PretrainedConfig
 
 from hfprune.errors import HfpruneError, reason
 from hfprune.models.base import ModelAdapter, StructuredAdapter, UnstructuredAdapter
+from hfprune.models.hf_resnet.adapter import HFResNetAdapter
 from hfprune.models.lenet.adapter import LeNetAdapter
 from hfprune.models.llava.adapter import LlavaAdapter
+from hfprune.models.resnet_cifar.adapter import ResNetCifarAdapter
+from hfprune.models.vgg_cifar.adapter import VGGCifarAdapter
 from hfprune.models.vit.adapter import ViTAdapter
 
 FAMILIES: dict[str, type[ModelAdapter]] = {adapter.name: adapter for adapter in (
     LeNetAdapter,
     ViTAdapter,
     LlavaAdapter,
+    ResNetCifarAdapter,
+    VGGCifarAdapter,
+    HFResNetAdapter,
 )}
 
 __all__ = ["FAMILIES", "ModelAdapter", "StructuredAdapter", "UnstructuredAdapter", "adapter_for_checkpoint",

@@ -23,7 +23,7 @@ class LeNet5MiniConfig(PretrainedConfig):
         kernel_size: kernel of every conv (paper: 5).
         hidden_sizes: widths of the hidden Linear+ReLU layers after flattening (paper: [10];
             the depth variants add more 10s).
-        num_labels: classes.
+        num_labels: classes (default 10).
     """
 
     model_type = "lenet5_mini"
@@ -35,7 +35,7 @@ class LeNet5MiniConfig(PretrainedConfig):
         conv_filters: list[int] | tuple[int, ...] = (10, 10, 10),
         kernel_size: int = 5,
         hidden_sizes: list[int] | tuple[int, ...] = (10,),
-        num_labels: int = 10,
+        num_labels: int | None = None,
         **kwargs,
     ):
         self.num_channels = num_channels
@@ -43,7 +43,9 @@ class LeNet5MiniConfig(PretrainedConfig):
         self.conv_filters = list(conv_filters)
         self.kernel_size = kernel_size
         self.hidden_sizes = list(hidden_sizes)
-        super().__init__(num_labels=num_labels, **kwargs)
+        if num_labels is not None or "id2label" not in kwargs:  # a saved config gives id2label only
+            kwargs["num_labels"] = 10 if num_labels is None else num_labels
+        super().__init__(**kwargs)
 
     @property
     def final_spatial_size(self) -> int:

@@ -3,8 +3,9 @@
 A structured mask is ``{group name: sorted kept indices}``. It converts to per-parameter boolean
 masks (for masked training) and to index selections (for physical surgery).
 
-Ratios name a group (``layers.3.heads``) or a kind of group (``heads``, ``ffn``, ``filters``) that stands
-for every group of that kind; a group's own entry wins over its kind's. A ratio is the fraction of the
+Ratios name a group (``layers.3.heads``), a set the group belongs to (``stage2``: every block of a ResNet
+stage), or a kind of group (``heads``, ``ffn``, ``filters``) that stands for every group of that kind; a
+group's own entry wins over its set's, a set's over its kind's. A ratio is the fraction of the
 group's units to remove, rounded half up (:func:`~hfprune.pruning.counts.num_pruned`, as everywhere in
 hfprune).
 """
@@ -37,7 +38,8 @@ class Group:
 
     ``owned`` are the slices that disappear with a unit: its own weights and bias, its BN entries
     and the next layer's input channels. ``min_kept`` is the fewest units the model can keep (0 where a
-    layer without them still works, e.g. a ViT layer without heads).
+    layer without them still works, e.g. a ViT layer without heads). ``sets`` are further names a ratio may
+    give for this group together with others (e.g. its stage), most specific first.
     """
 
     name: str
@@ -45,26 +47,51 @@ class Group:
     size: int
     owned: tuple[ParamSlice, ...] = field(default_factory=tuple)
     min_kept: int = 1
+    sets: tuple[str, ...] = ()
+
+
+def batchnorm_slices(prefix: str) -> tuple[ParamSlice, ...]:
+    """The entries of BatchNorm ``prefix`` that go with its channels: weight, bias and running statistics."""
+    return tuple(ParamSlice(f"{prefix}.{name}", 0) for name in ("weight", "bias", "running_mean", "running_var"))
+
+
+def conv_filter_group(name: str, size: int, conv: str, bn: str, consumer: str, sets: tuple[str, ...]) -> Group:
+    """The filters of ``conv`` (no bias) with their BatchNorm ``bn`` entries and ``consumer``'s input channels."""
+    return Group(name, "filters", size, (ParamSlice(f"{conv}.weight", 0), *batchnorm_slices(bn),
+                                         ParamSlice(f"{consumer}.weight", 1)), sets=sets)
+
+
+def _aliases(group: Group) -> tuple[str, ...]:
+    """The names other than its own that a ratio may give for ``group``, most specific first."""
+    return (*group.sets, group.kind)
+
+
+def _known_aliases(groups: dict[str, Group]) -> list[str]:
+    return list(dict.fromkeys(alias for group in groups.values() for alias in _aliases(group)))
 
 
 def expand_kinds(groups: dict[str, Group], ratios: Mapping[str, float]) -> dict[str, float]:
-    """Replace kind keys (``heads``) by every group of that kind; group names win over kinds;
-    keys that are neither stay as they are (for the caller to report)."""
-    kinds = {group.kind for group in groups.values()}
-    expanded = {key: ratio for key, ratio in ratios.items() if key not in kinds or key in groups}
+    """Replace set keys (``stage2``) and kind keys (``heads``) by the groups they stand for; group names win
+    over sets, sets over kinds; keys that are none of these stay as they are (for the caller to report)."""
+    aliases = set(_known_aliases(groups))
+    expanded = {key: ratio for key, ratio in ratios.items() if key not in aliases or key in groups}
     for name, group in groups.items():
-        if name not in expanded and group.kind in ratios and group.kind not in groups:
-            expanded[name] = ratios[group.kind]
+        alias = next((a for a in _aliases(group) if a in ratios and a not in groups), None)
+        if name not in expanded and alias is not None:
+            expanded[name] = ratios[alias]
     return {name: expanded[name] for name in [*groups, *expanded] if name in expanded}
 
 
 def expand_ratios(groups: dict[str, Group], ratios: Mapping[str, float]) -> dict[str, float]:
-    """Per-group ratios from group names and/or group kinds; unknown keys are an HfpruneError."""
-    kinds = sorted({group.kind for group in groups.values()})
-    unknown = [key for key in ratios if key not in groups and key not in kinds]
+    """Per-group ratios from group names, sets and/or kinds; unknown keys are an HfpruneError."""
+    aliases = _known_aliases(groups)
+    unknown = [key for key in ratios if key not in groups and key not in aliases]
     if unknown:
+        kinds = sorted({group.kind for group in groups.values()})
+        sets = [alias for alias in aliases if alias not in kinds]
+        named_sets = f", a set ({', '.join(sets)})" if sets else ""
         raise HfpruneError(
-            f"unknown structure '{unknown[0]}'; use a kind ({', '.join(kinds)}) or a group name "
+            f"unknown structure '{unknown[0]}'; use a kind ({', '.join(kinds)}){named_sets} or a group name "
             f"(e.g. {', '.join(list(groups)[:3])}, ...)"
         )
     expanded = expand_kinds(groups, ratios)
@@ -80,8 +107,8 @@ def kept_counts(groups: dict[str, Group], ratios: Mapping[str, float], where: st
     A ratio of 0 keeps a group whole. Any other ratio must remove at least one unit and keep at least the
     group's ``min_kept``: a ratio that prunes nothing, or more than the model can lose, is an error.
     """
-    kinds = {group.kind for group in groups.values()}
-    unknown = [key for key in ratios if key not in groups and key not in kinds]
+    aliases = set(_known_aliases(groups))
+    unknown = [key for key in ratios if key not in groups and key not in aliases]
     if unknown:
         raise HfpruneError(f"{where}unknown group '{unknown[0]}'; this model's groups are: {', '.join(groups)}")
     counts = {}
