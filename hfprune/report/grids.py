@@ -26,13 +26,14 @@ def _cell(result: dict | None) -> str:
 
 
 def render_ratio_layer_grid(summary: dict, y: str = "final_test_acc") -> list[str]:
-    """Table 2: ratio × layer cells of (pruned_train_loss, ``y``); empty when no setting is single-group."""
+    """Table 2: ratio × layer cells of (pruned_train_loss, ``y``); empty unless at least two settings each prune
+    one group at one ratio (a LeNet study such as lenet5_mnist)."""
     cells: dict[tuple[str, str], dict] = {}
     for r in summary["results"]:
         match = SINGLE_GROUP.fullmatch(r["setting"])
         if match and (r["x"], r["y"]) == ("pruned_train_loss", y):
             cells[(match["ratio"], match["group"])] = r
-    if not cells:
+    if len(cells) < 2:
         return []
     ratios = sorted({ratio for ratio, _ in cells}, key=float)
     groups = sorted({group for _, group in cells})
