@@ -103,3 +103,14 @@ def test_fewer_than_two_rounds_is_rejected():
     recipe["pruning"]["schedule"]["rounds"] = 1
     with pytest.raises(HfpruneError, match="rounds"):
         parse_recipe(recipe)
+
+
+def test_short_proxy_scales_per_milestone_gammas_and_merges_coinciding_milestones():
+    from hfprune.config.recipe import TrainingSection
+
+    section = TrainingSection(epochs=15, batch_size=8, optimizer={"lr": 0.1},
+                              schedule={"name": "multistep", "milestones": [5, 10], "gammas": [0.01, 0.1]})
+    short = section.scaled(0.1)  # 2 epochs; both milestones fall on epoch 1
+    assert short.epochs == 2 and short.schedule.milestones == [1]
+    assert short.schedule.gammas == [pytest.approx(1e-3)]
+    assert section.scaled(0.5).schedule.milestones == [2, 5] and section.scaled(0.5).schedule.gammas == [0.01, 0.1]
