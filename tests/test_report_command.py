@@ -71,7 +71,8 @@ def test_report_study_writes_markdown_json_and_plots_that_match_correlate(tmp_pa
     assert report["study"] == "lenet-demo" and report["settings"] == sorted(SETTINGS)
     pairs = [(p["x"], p["y"]) for p in report["pairs"]]
     assert pairs == [("pruned_train_loss", "final_test_acc"), ("pruned_train_loss", "final_test_loss"),
-                     ("short_test_acc", "final_test_acc"), ("pruned_l1", "final_test_acc")]
+                     ("short_test_acc", "final_test_acc"), ("pruned_l1", "final_test_acc"),
+                     ("pruned_l1", "final_test_loss")]  # App. B.1: each criterion vs. both final metrics
     assert len(report["results"]) == len(pairs) * len(SETTINGS)
     for result in report["results"]:
         pair = next(p for p in report["pairs"] if (p["x"], p["y"]) == (result["x"], result["y"]))

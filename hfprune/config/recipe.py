@@ -41,8 +41,13 @@ class DataSection(Section):
     image_processor: Optional[str] = Field(
         None, description="local dir or Hub id whose image processor (mean, std, resampling) preprocesses the "
                           "images of lazily loaded datasets such as imagenet_1k [default: model.pretrained]")
-    augment: list[Literal["random_resized_crop", "hflip"]] = Field(
-        default_factory=list, description="per-image training augmentations (lazily loaded datasets only)")
+    augment: list[Literal["random_resized_crop", "hflip", "pad_crop"]] = Field(
+        default_factory=list, description="training augmentations: per image for lazily loaded datasets "
+                                          "(random_resized_crop, hflip), by whole batches on the device for "
+                                          "in-memory ones (pad_crop: 4-pixel zero pad + random crop, hflip; "
+                                          "on in the CIFAR recipes)")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader workers that decode lazily loaded datasets "
+                                                      "(imagenet_1k); seeded per worker, pinned, persistent")
     train_limit: Optional[int] = Field(None, gt=0, description="use a fixed random subset of the train split")
     test_limit: Optional[int] = Field(None, gt=0, description="use a fixed random subset of the test split")
 
@@ -67,6 +72,9 @@ class ScheduleSection(Section):
     name: Literal["constant", "multistep", "cosine"] = "constant"
     milestones: list[int] = Field(default_factory=list, description="epochs at which multistep multiplies the lr by gamma")
     gamma: float = Field(0.1, gt=0)
+    gammas: Optional[list[float]] = Field(
+        None, description="multistep: one factor per milestone instead of gamma, e.g. [0.01, 0.1] for "
+                          "0.1 -> 1e-3 -> 1e-4 (the paper's LR2 rounds)")
     warmup_epochs: float = Field(0.0, ge=0)
 
     @field_validator("milestones")
@@ -75,6 +83,17 @@ class ScheduleSection(Section):
         if any(b <= a for a, b in zip(milestones, milestones[1:])) or any(m <= 0 for m in milestones):
             raise ValueError(f"milestones must be positive and strictly increasing, got {milestones}")
         return milestones
+
+    @model_validator(mode="after")
+    def _one_gamma_per_milestone(self) -> "ScheduleSection":
+        if self.gammas is not None and (len(self.gammas) != len(self.milestones) or min(self.gammas, default=1) <= 0):
+            raise ValueError(f"gammas needs one positive factor per milestone ({len(self.milestones)}), "
+                             f"got {self.gammas}")
+        return self
+
+    def factors(self) -> list[float]:
+        """The factor applied at each milestone."""
+        return list(self.gammas) if self.gammas is not None else [self.gamma] * len(self.milestones)
 
 
 class TrainingSection(Section):
@@ -106,8 +125,14 @@ class TrainingSection(Section):
     def scaled(self, fraction: float) -> "TrainingSection":
         """The short-retraining proxy: epochs and milestones scaled by ``fraction``."""
         epochs = max(1, round(self.epochs * fraction))
-        milestones = sorted({max(1, round(m * fraction)) for m in self.schedule.milestones if round(m * fraction) < epochs})
-        schedule = self.schedule.model_copy(update={"milestones": milestones, "warmup_epochs": self.schedule.warmup_epochs * fraction})
+        scaled: dict[int, float] = {}  # milestones that fall together multiply their factors
+        for m, factor in zip(self.schedule.milestones, self.schedule.factors()):
+            if round(m * fraction) < epochs:
+                scaled[max(1, round(m * fraction))] = scaled.get(max(1, round(m * fraction)), 1.0) * factor
+        milestones = sorted(scaled)
+        gammas = None if self.schedule.gammas is None else [scaled[m] for m in milestones]
+        schedule = self.schedule.model_copy(update={"milestones": milestones, "gammas": gammas,
+                                                    "warmup_epochs": self.schedule.warmup_epochs * fraction})
         return self.model_copy(update={"epochs": epochs, "schedule": schedule})
 
 
@@ -126,10 +151,21 @@ class CandidatesSection(Section):
     num: int = Field(1000, gt=0, description="random draws; 'auto' enumerates when there are at most this many")
 
 
+class RoundsSection(Section):
+    """The iterative pipeline (paper App. B.2): a mask's units are removed over several rounds."""
+
+    rounds: int = Field(ge=2, le=100, description="pruning rounds; each removes an equal share of the mask's "
+                                                  "units (paper: 5 rounds of 10%)")
+    retrain: TrainingSection = Field(description="retraining after every round but the last (paper: 15 epochs, "
+                                                 "LR1 or LR2); the last round is retrained as the recipe's retrain")
+
+
 class SettingSection(Section):
     ratios: dict[str, float] = Field(description="group name -> fraction of its units to remove")
     name: Optional[str] = None
     candidates: CandidatesSection = CandidatesSection()
+    schedule: Optional[RoundsSection] = Field(None, description="this setting's iterative schedule "
+                                                                "[default: pruning.schedule]")
 
     @field_validator("ratios")
     @classmethod
@@ -155,6 +191,9 @@ class PruningSection(Section):
                           "heads_ffn (vit: ratios name groups such as layers.3.heads or kinds such as heads, ffn), "
                           "or unstructured (llava: single weights of Linear layers, methods at one sparsity)")
     settings: list[SettingSection] = Field(default_factory=list, description="structured: ratios per setting")
+    schedule: Optional[RoundsSection] = Field(
+        None, description="structured: prune every mask over rounds, retraining after each (iterative pipeline); "
+                          "none = one-shot")
     repeats: int = Field(1, gt=0, description="retrain every mask with this many seeds")
     methods: list[MethodEntry] = Field(
         default_factory=list, description="unstructured: one trial per method, all at pruning.sparsity; a name "
@@ -165,7 +204,9 @@ class PruningSection(Section):
         None, description="unstructured: regexes (full match) of the Linear modules to prune [default: the model "
                           "family's; llava: the language model's decoder q/k/v/dense/fc1/fc2]")
     ignore: list[str] = Field(default_factory=list, description="unstructured: regexes of Linear modules to keep dense")
-    calibration_samples: int = Field(128, gt=0, description="unstructured: training samples that calibrate "
+    calibration_samples: int = Field(128, gt=0, description="structured: training images of the pruned_taylor_fo "
+                                                          "criterion (paper App. B.1: 20,000); unstructured: "
+                                                          "training samples that calibrate "
                                                           "activation scores, wanda, owl and sparsegpt")
 
     @field_validator("structure")
@@ -181,8 +222,8 @@ class PruningSection(Section):
         from hfprune.pruning.unstructured.registry import METHODS
 
         if self.structure == "unstructured" or (self.structure is None and self.methods):
-            if self.settings:
-                raise ValueError("unstructured pruning takes methods and sparsity, not settings")
+            if self.settings or self.schedule is not None:
+                raise ValueError("unstructured pruning takes methods and sparsity, not settings or schedule")
             if not self.methods or self.sparsity is None:
                 raise ValueError(f"unstructured pruning needs methods (e.g. [{', '.join(METHODS)}]) and sparsity "
                                  "(e.g. 0.4375)")
@@ -209,6 +250,10 @@ class PruningSection(Section):
         if duplicates:
             raise ValueError(f"setting names must be unique; repeated: {', '.join(duplicates)}")
         return self
+
+    def rounds_of(self, setting: SettingSection) -> Optional[RoundsSection]:
+        """The iterative schedule of ``setting`` (its own, else the pruning section's; None: one-shot)."""
+        return setting.schedule or self.schedule
 
     @property
     def unstructured_setting(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
@@ -42,6 +43,8 @@ class ImageClassificationData:
     train: TensorImageSet
     test: TensorImageSet
     num_labels: int
+    # training augmentation of a whole batch on its device (e.g. CIFAR's pad + crop + flip); None: none
+    batch_augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     @property
     def channels(self) -> int:

@@ -9,7 +9,8 @@ Preprocessing follows the model's image processor (``AutoImageProcessor``; for V
 ``size`` with its resampling, rescale to [0, 1], normalise with ``image_mean``/``image_std``).
 Training images may instead get a random resized crop (scale 0.08–1, aspect 3/4–4/3, as
 torchvision/timm) and a horizontal flip with probability 0.5, drawn from torch's global RNG (seeded
-by the trainer, so a seed gives the same augmentations on CPU).
+by the trainer, so a seed gives the same augmentations on CPU). ``data.num_workers`` decodes in DataLoader
+workers (pinned memory, persistent, seeded per worker: :mod:`hfprune.data.workers`).
 """
 
 from __future__ import annotations
@@ -86,8 +87,9 @@ class HFImageSet(torch.utils.data.Dataset):
     """Items ``{"pixel_values": [3, H, W], "labels": int}`` decoded from a ``datasets.Dataset`` on access."""
 
     def __init__(self, dataset, labels: np.ndarray, prep: Preprocessing, augment: Sequence[str] = (),
-                 image_column: str = "image"):
+                 image_column: str = "image", num_workers: int = 0):
         self.dataset, self.prep, self.augment, self.image_column = dataset, prep, tuple(augment), image_column
+        self.num_workers = num_workers  # DataLoader workers that decode it (hfprune.data.workers)
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self._mean = torch.tensor(prep.mean).view(-1, 1, 1)
         self._std = torch.tensor(prep.std).view(-1, 1, 1)
@@ -96,7 +98,7 @@ class HFImageSet(torch.utils.data.Dataset):
         return len(self.labels)
 
     def with_augment(self, augment: Sequence[str]) -> "HFImageSet":
-        return HFImageSet(self.dataset, self.labels.numpy(), self.prep, augment, self.image_column)
+        return HFImageSet(self.dataset, self.labels.numpy(), self.prep, augment, self.image_column, self.num_workers)
 
     def transform(self, image) -> torch.Tensor:
         image = image.convert("RGB")
@@ -136,9 +138,10 @@ class LazyImageClassificationData(ImageClassificationData):
 
 def load_lazy_image_classification(
     spec, path: str | None, image_size: int, train_limit: int | None, test_limit: int | None,
-    limit_seed: int, image_processor: str | None = None, augment: Sequence[str] = (),
+    limit_seed: int, image_processor: str | None = None, augment: Sequence[str] = (), num_workers: int = 0,
 ) -> LazyImageClassificationData:
-    """The train and ``spec.test_split`` splits of a Hub dataset (or local copy), decoded lazily."""
+    """The train and ``spec.test_split`` splits of a Hub dataset (or local copy), decoded lazily (by
+    ``num_workers`` DataLoader workers, seeded per worker; 0 = in the training process)."""
     from hfprune.data.hub import _check_schema, _load_dataset_dict
 
     unknown = [name for name in augment if name not in AUGMENTATIONS]
@@ -166,7 +169,7 @@ def load_lazy_image_classification(
             raise HfpruneError(
                 f"dataset '{spec.name}' ({source}): split '{split}' has labels outside 0..{spec.num_labels - 1}"
             )
-        sets[split] = HFImageSet(ds, labels, prep, image_column=spec.image_column)
+        sets[split] = HFImageSet(ds, labels, prep, image_column=spec.image_column, num_workers=num_workers)
     train = sets["train"]
     return LazyImageClassificationData(
         name=spec.name, train=train, test=sets[spec.test_split], num_labels=spec.num_labels,

@@ -11,6 +11,8 @@ from typing import Callable, Optional
 
 from hfprune.data.base import ImageClassificationData
 from hfprune.data.bundled import MNIST_MEAN, MNIST_STD, load_mnist_sample
+from hfprune.data.cifar import (BATCHED_AUGMENTATIONS, CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD,
+                                batch_augmentation)
 from hfprune.errors import HfpruneError
 
 
@@ -87,6 +89,16 @@ register_dataset(DatasetSpec(
 ))
 
 register_dataset(DatasetSpec(
+    "cifar10", 10, CIFAR10_MEAN, CIFAR10_STD, hub_id="uoft-cs/cifar10", hub_config="plain_text",
+    image_column="img", description="CIFAR-10, 50,000/10,000 32x32 RGB images, 10 classes",
+))
+register_dataset(DatasetSpec(
+    "cifar100", 100, CIFAR100_MEAN, CIFAR100_STD, hub_id="uoft-cs/cifar100", hub_config="cifar100",
+    image_column="img", label_column="fine_label",
+    description="CIFAR-100, 50,000/10,000 32x32 RGB images, 100 fine classes (the 20 coarse ones unused)",
+))
+
+register_dataset(DatasetSpec(
     "llava_v1_5", task="vision_language", requires=("path", "image_root"),
     description="LLaVA-1.5 instruction mix: llava_v1_5_mix665k.json (data.path) + data.image_root; loaded by the "
                 "vision-language task",
@@ -112,13 +124,16 @@ def load_image_classification(
     limit_seed: int = 0,
     image_processor: str | None = None,
     augment: tuple[str, ...] = (),
+    num_workers: int = 0,
 ) -> ImageClassificationData:
     """Load a registered dataset's train and test splits, normalised, as ``[N, C, S, S]`` tensors.
 
     ``path`` is a local copy of a Hub dataset; ``train_limit``/``test_limit`` keep a
     deterministic stratified subset of that many items (seeded by ``limit_seed``).
     Lazily loaded datasets (``imagenet_1k``) are preprocessed with ``image_processor``'s settings
-    (a local dir or Hub id) and, for training, augmented with ``augment``.
+    (a local dir or Hub id), decoded by ``num_workers`` DataLoader workers and, for training, augmented
+    per image with ``augment``; in-memory datasets are augmented by whole batches on the training device
+    (``pad_crop``, ``hflip``: :mod:`hfprune.data.cifar`).
     """
     spec = get_dataset_spec(dataset)
     if spec.task != "image_classification":
@@ -128,11 +143,22 @@ def load_image_classification(
             raise HfpruneError(f"dataset '{dataset}': data.{knob} must be a positive number, got {limit}")
     if spec.lazy_loader is not None:
         return spec.lazy_loader(spec, path, image_size, train_limit, test_limit, limit_seed,
-                                image_processor=image_processor, augment=augment)
-    if augment:
+                                image_processor=image_processor, augment=augment, num_workers=num_workers)
+    unbatched = [name for name in augment if name not in BATCHED_AUGMENTATIONS]
+    if unbatched:
         raise HfpruneError(
-            f"dataset '{dataset}' is held in memory as tensors and takes no data.augment; remove data.augment"
+            f"dataset '{dataset}' is held in memory as tensors and is augmented by whole batches: data.augment "
+            f"'{unbatched[0]}' is not one of {', '.join(BATCHED_AUGMENTATIONS)}; remove it"
         )
+    data = _load_in_memory(spec, path, image_size, train_limit, test_limit, limit_seed)
+    data.batch_augment = batch_augmentation(augment, spec.mean, spec.std)
+    return data
+
+
+def _load_in_memory(spec: DatasetSpec, path: str | None, image_size: int, train_limit: int | None,
+                    test_limit: int | None, limit_seed: int) -> ImageClassificationData:
+    """A bundled or Hub dataset, decoded and normalised into tensors."""
+    dataset = spec.name
     if spec.hub_id is None:
         if path is not None:
             raise HfpruneError(

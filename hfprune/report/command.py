@@ -23,14 +23,18 @@ from hfprune.report.tables import (column_values, load_table, numeric_columns, p
 
 DEFAULT_X, DEFAULT_Y = "pruned_train_loss", "final_test_acc"
 # Study pairs, each used when both columns have values: the paper's two, the short-retraining
-# proxy and one "other criterion".
+# proxy and the other criteria of App. B.1 (L1 magnitude and Taylor-FO of the pruned units).
 STUDY_PAIRS = (
     ("pruned_train_loss", "final_test_acc"),
     ("pruned_train_loss", "final_test_loss"),
     ("short_test_acc", "final_test_acc"),
     ("pruned_l1", "final_test_acc"),
+    ("pruned_l1", "final_test_loss"),
+    ("pruned_taylor_fo", "final_test_acc"),
+    ("pruned_taylor_fo", "final_test_loss"),
 )
 BENCHMARK_SCORE = re.compile(r"final_test_\w+_score")
+ROUND_LOSS = re.compile(r"pruned_train_loss_round(\d+)")  # the iterative pipeline's rounds (Table A3)
 Y_FLAG = "--higher-is-better / --lower-is-better"
 X_FLAG = "--x-higher-is-better / --x-lower-is-better"
 
@@ -73,10 +77,14 @@ def _has_values(rows: list[dict[str, Any]], column: str, source: str) -> bool:
 
 
 def default_pairs(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``STUDY_PAIRS``, then the pruned train loss against every benchmark score (``final_test_<name>_score``)."""
+    """``STUDY_PAIRS``, each round's pruned train loss against the final accuracy and loss (iterative studies),
+    then the pruned train loss against every benchmark score (``final_test_<name>_score``)."""
     scores = sorted({column for row in rows for column in row if BENCHMARK_SCORE.fullmatch(column)},
                     key=lambda column: (column == "final_test_mean_score", column))
-    return [*STUDY_PAIRS, *(("pruned_train_loss", column) for column in scores)]
+    rounds = sorted({column for row in rows for column in row if ROUND_LOSS.fullmatch(column)},
+                    key=lambda column: int(ROUND_LOSS.fullmatch(column).group(1)))
+    return [*STUDY_PAIRS, *((column, y) for column in rounds for y in ("final_test_acc", "final_test_loss")),
+            *(("pruned_train_loss", column) for column in scores)]
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:

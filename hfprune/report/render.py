@@ -80,6 +80,9 @@ def render_markdown(summary: dict) -> str:
         lines += [f"| {key} | {fmt(value) if isinstance(value, (int, float)) else value} |"
                   for key, value in dense.items()]
     lines += ["", DEFINITION, ""]
+    from hfprune.report.grids import render_ratio_layer_grid, render_rounds  # they format cells with fmt
+
+    lines += render_ratio_layer_grid(summary) + render_rounds(summary)
     for pair in summary["pairs"]:
         lines += _pair_section(pair, [r for r in summary["results"] if (r["x"], r["y"]) == (pair["x"], pair["y"])])
     if summary.get("sparsity"):

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel
 
 from hfprune.config.recipe import Recipe
 from hfprune.models.base import StructuredAdapter
+from hfprune.pruning.structured.criteria import CRITERIA, TaylorFOCriterion
 from hfprune.pruning.structured.groups import Group, expand_kinds, parameter_masks
 from hfprune.pruning.structured.samplers import MaskCandidate, candidates_for
 from hfprune.pruning.unstructured import UnstructuredMethod
@@ -83,10 +84,16 @@ class Plan(Protocol):
 
 
 class StructuredPlan:
-    """Settings × candidate masks (exhaustive or sampled) × repeats."""
+    """Settings × candidate masks (exhaustive or sampled) × repeats.
 
-    def __init__(self, adapter: StructuredAdapter, groups: dict[str, Group], recipe: Recipe):
-        self.adapter, self.groups, self.recipe = adapter, groups, recipe
+    Where the task has calibration data, each mask's facts carry its ``pruned_taylor_fo`` criterion (on
+    ``pruning.calibration_samples`` training images), recorded next to ``pruned_l1``.
+    """
+
+    def __init__(self, adapter: StructuredAdapter, groups: dict[str, Group], recipe: Recipe, task=None):
+        self.adapter, self.groups, self.recipe, self.task = adapter, groups, recipe, task
+        calibration = getattr(task, "calibration_batches", None)
+        self.taylor_fo = TaylorFOCriterion(groups, calibration, task.loss_fn()) if calibration else None
 
     def trials(self) -> list[TrialSpec]:
         recipe, specs = self.recipe, []
@@ -99,7 +106,10 @@ class StructuredPlan:
 
     def masks(self, spec: TrialSpec, model: torch.nn.Module) -> tuple[ParameterMasks, dict[str, Any]]:
         candidate: MaskCandidate = spec.candidate
-        return parameter_masks(self.groups, candidate.mask, dict(model.named_parameters())), {}
+        masks = parameter_masks(self.groups, candidate.mask, dict(model.named_parameters()))
+        if self.taylor_fo is None:
+            return masks, {}
+        return masks, {CRITERIA: {self.taylor_fo.name: self.taylor_fo(model, candidate.mask)}}
 
     def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
         return model if self.is_shrunk(model) else self.adapter.prune_physically(model, spec.candidate.mask)
@@ -112,6 +122,17 @@ class StructuredPlan:
         """Whether ``model`` is already physically pruned (retrained so): some group has fewer units."""
         groups = self.adapter.groups(model.config)
         return any(groups[name].size != group.size for name, group in self.groups.items())
+
+    def run_rounds(self, spec: TrialSpec, model: torch.nn.Module, record, seed: int, progress: bool = False):
+        """The iterative pipeline's rounds before the last, on ``model`` in place (see
+        :mod:`hfprune.study.iterative`); returns the setting's schedule, or None for a one-shot setting."""
+        from hfprune.study.iterative import run_earlier_rounds
+
+        setting = next(s for s in self.recipe.pruning.settings if s.label == spec.candidate.setting)
+        schedule = self.recipe.pruning.rounds_of(setting)
+        if schedule is not None:
+            run_earlier_rounds(model, self.groups, spec.candidate.mask, schedule, self.task, record, seed, progress)
+        return schedule
 
 
 class UnstructuredPlan:
@@ -145,5 +166,5 @@ class UnstructuredPlan:
 def plan_for(recipe: Recipe, adapter, groups: dict[str, Group], task) -> Plan:
     """The plan of a recipe's pruning section."""
     if isinstance(adapter, StructuredAdapter):
-        return StructuredPlan(adapter, groups, recipe)
+        return StructuredPlan(adapter, groups, recipe, task)
     return UnstructuredPlan(recipe, task)

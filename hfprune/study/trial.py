@@ -15,9 +15,11 @@ from transformers import PreTrainedModel
 from hfprune.config.recipe import RetrainSection
 from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
+from hfprune.pruning.structured.criteria import CRITERIA
 from hfprune.seeding import stable_seed
 from hfprune.study.physical import Shrink, physical_facts
 from hfprune.study.plan import TrialSpec
+from hfprune.study.iterative import record_last_round
 from hfprune.study.record import TrialRecord
 from hfprune.study.tasks import Task
 from hfprune.train.trainer import train
@@ -38,13 +40,15 @@ def run_trial(
     progress: bool = True,
     workdir: Path | None = None,
     shrink: Shrink | None = None,
+    rounds: Callable | None = None,
 ) -> tuple[TrialRecord, PreTrainedModel]:
     """Prune a copy of ``dense``, measure it, retrain it (masks exact) and evaluate it.
 
     ``masks_for`` gives the trial's parameter masks and the facts the record keeps about them;
     ``workdir`` keeps what the final evaluation writes (e.g. generated answers) and, for tasks whose
     retraining is expensive (``task.keeps_retrained``), the retrained model: a trial killed during its final
-    evaluation resumes there. ``shrink`` (see :mod:`hfprune.study.physical`) makes the pruned model the
+    evaluation resumes there. ``rounds`` (a plan's ``run_rounds``) prunes and retrains the earlier rounds of an
+    iterative schedule first; ``shrink`` (see :mod:`hfprune.study.physical`) then makes the pruned model the
     physically pruned one before retraining. Returns the trial record and the retrained model (physically
     pruned after ``shrink``, else still masked).
     """
@@ -53,7 +57,8 @@ def run_trial(
     if resumed is not None:
         record, model = resumed
     else:
-        record, model = _prune_and_retrain(spec, dense, masks_for, task, retrain, study_seed, progress, shrink)
+        record, model = _prune_and_retrain(spec, dense, masks_for, task, retrain, study_seed, progress, shrink,
+                                           rounds)
         if checkpoint is not None:
             _save_retrained(model, record, checkpoint)
     started = time.perf_counter()
@@ -65,17 +70,21 @@ def run_trial(
 
 def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, task: Task,
                        retrain: RetrainSection, study_seed: int, progress: bool,
-                       shrink: Shrink | None = None) -> tuple[TrialRecord, PreTrainedModel]:
+                       shrink: Shrink | None = None, rounds: Callable | None = None) -> tuple[TrialRecord, PreTrainedModel]:
     seed = stable_seed(study_seed, spec.trial_id)
     model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
     started = time.perf_counter()
-    masks, mask_facts = masks_for(spec, model)
+    masks, mask_facts = masks_for(spec, model)  # on the unpruned copy: criteria score the dense units
+    criteria = mask_facts.pop(CRITERIA, {})
     record = TrialRecord(spec.trial_id, spec.candidate.setting, spec.candidate.mask_id, spec.repeat, seed,
                          candidate={**spec.candidate.facts(), **mask_facts})
     timings = record.timings
     timings["masks_s"] = time.perf_counter() - started
     # the dense weights the masks remove (a method may have updated the model's kept weights, e.g. SparseGPT)
     record.add("pruned_l1", pruned_l1(dense, masks), higher_is_better=False)  # removing less weight is better
+    for name, value in criteria.items():  # e.g. pruned_taylor_fo: removing less important units is better
+        record.add(name, value, higher_is_better=False)
+    schedule = rounds(spec, model, record, seed, progress) if rounds is not None else None  # iterative: rounds 1..R-1
     masked = MaskedParameters(model, masks)
     masked.apply()
 
@@ -83,6 +92,8 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     for split in task.pruned_splits:
         record.add_all(f"pruned_{split}", task.evaluate(model, split), task.direction)
     timings["pruned_eval_s"] = time.perf_counter() - started
+    if schedule is not None:
+        record_last_round(record, schedule)
     if shrink is not None:  # the same network, retrained without masks at fewer FLOPs
         model, masked = shrink(model), None
     record.facts.update(physical_facts(model, shrink is not None))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
@@ -38,10 +40,10 @@ def build_schedule(
     if section.name == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup_steps, max(1, epochs * steps_per_epoch))
     milestones = [m * steps_per_epoch for m in section.milestones] if section.name == "multistep" else []
-    gamma = section.gamma
+    factors = section.factors()
 
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
-        return warm * gamma ** sum(step >= m for m in milestones)
+        return warm * math.prod(f for f, m in zip(factors, milestones) if step >= m)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

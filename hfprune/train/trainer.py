@@ -73,13 +73,18 @@ def _identity(batch):
     return batch
 
 
-def make_loader(dataset, batch_size: int, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
-    """A DataLoader that fetches whole batches at once when the dataset can (``__getitems__``)."""
+def make_loader(dataset, batch_size: int, shuffle: bool, seed: int,
+                batched: bool | None = None) -> torch.utils.data.DataLoader:
+    """A DataLoader that fetches whole batches at once when the dataset can (``__getitems__``; ``batched``
+    says so for wrappers such as ``Subset``, which always have it), with the
+    workers a dataset decoded on access asks for (:func:`hfprune.data.workers.loader_options`)."""
+    from hfprune.data.workers import loader_options
+
     generator = torch.Generator().manual_seed(seed)
-    batched = hasattr(dataset, "__getitems__")
+    batched = hasattr(dataset, "__getitems__") if batched is None else batched
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-        collate_fn=_identity if batched else None,
+        collate_fn=_identity if batched else None, **loader_options(dataset),
     )
 
 

@@ -46,7 +46,8 @@ class TrialContext:
         record, model = run_trial(spec, self.dense, self.plan.masks, self.task, self.recipe.retrain,
                                   self.recipe.seed, self.progress if progress is None else progress,
                                   workdir=self.directory / "trials" / spec.directory_name,
-                                  shrink=retraining_shrink(self.plan, spec, self.recipe.retrain))
+                                  shrink=retraining_shrink(self.plan, spec, self.recipe.retrain),
+                                  rounds=getattr(self.plan, "run_rounds", None))
         exports = self.recipe.export.checkpoints != "none" and PartialState().is_main_process
         return FinishedTrial(spec, record, self.plan.exported(spec, model) if exports else None)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -11,7 +12,8 @@ from hfprune.config.recipe import Recipe, TrainingSection
 from hfprune.data import ImageClassificationData
 from hfprune.data.registry import load_image_classification
 from hfprune.evaluation.classification import classification_loss, evaluate_classification
-from hfprune.train.trainer import LossFn
+from hfprune.data.transforms import stratified_subset
+from hfprune.train.trainer import LossFn, make_loader
 
 
 def mix_batch(
@@ -51,6 +53,11 @@ def mixed_classification_loss(model: torch.nn.Module, batch: dict, label_smoothi
         logits, labels.flip(0), label_smoothing=label_smoothing)
 
 
+def augmented_loss(model: torch.nn.Module, batch: dict, loss: LossFn, augment) -> torch.Tensor:
+    """``loss`` on the batch with its images augmented (on their device) by ``augment``."""
+    return loss(model, {**batch, "pixel_values": augment(batch["pixel_values"])})
+
+
 class ImageClassificationTask:
     """Cross-entropy training; loss and top-1 accuracy as metrics."""
 
@@ -67,22 +74,38 @@ class ImageClassificationTask:
             recipe.data.dataset, path=recipe.data.path, image_size=recipe.data.image_size,
             train_limit=recipe.data.train_limit, test_limit=recipe.data.test_limit, limit_seed=recipe.seed,
             image_processor=recipe.data.image_processor or recipe.model.pretrained, augment=tuple(recipe.data.augment),
+            num_workers=recipe.data.num_workers,
         )
-        return cls(data, recipe.evaluation.batch_size)
+        return cls(data, recipe.evaluation.batch_size, recipe.pruning.calibration_samples)
 
-    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024):
+    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024, calibration_samples: int = 128):
         self.data = data
+        self.calibration_samples = calibration_samples
         self.name = data.name
         self.train_set = data.training_set  # evaluation reads data.train, never the augmented view
         self.eval_batch_size = eval_batch_size
 
     def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
+        """The training loss; under a ``section`` (training) batches are first augmented where the data says."""
         if section is None:
             return classification_loss
         if section.mixup or section.cutmix:
-            return functools.partial(mixed_classification_loss, label_smoothing=section.label_smoothing,
+            loss = functools.partial(mixed_classification_loss, label_smoothing=section.label_smoothing,
                                      mixup=section.mixup, cutmix=section.cutmix)
-        return functools.partial(classification_loss, label_smoothing=section.label_smoothing)
+        else:
+            loss = functools.partial(classification_loss, label_smoothing=section.label_smoothing)
+        if self.data.batch_augment is None:
+            return loss
+        return functools.partial(augmented_loss, loss=loss, augment=self.data.batch_augment)
+
+    def calibration_batches(self, device: torch.device | None = None) -> Iterator[dict]:
+        """Unaugmented batches of a fixed stratified subset of ``calibration_samples`` training images."""
+        train = self.data.train
+        keep = stratified_subset(train.labels.numpy(), self.calibration_samples, seed=0).tolist()
+        subset = torch.utils.data.Subset(train, keep)
+        for batch in make_loader(subset, self.eval_batch_size, shuffle=False, seed=0,
+                                 batched=hasattr(train, "__getitems__")):
+            yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
 
     def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
         dataset = {"train": self.data.train, "test": self.data.test}[split]
