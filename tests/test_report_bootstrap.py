@@ -100,3 +100,50 @@ def test_report_gives_intervals_and_says_when_a_finding_is_within_noise(tmp_path
     markdown = (tmp_path / "report.md").read_text()
     assert "tau CI" in markdown and "within noise at 95% confidence: validity" in markdown
     assert "repeats of one mask differ by" in markdown
+
+
+def _selection_rows():
+    """Five fully retrained masks; final accuracies 0.90 (m0) > 0.85 > 0.80 > 0.75 > 0.70 (m4)."""
+    acc = [0.90, 0.85, 0.80, 0.75, 0.70]
+    loss = [0.3, 0.1, 0.2, 0.4, 0.5]  # oracle picks m1 (regret 0.05, 2nd of 5)
+    l1 = [2.0, 1.0, 1.0, 3.0, 4.0]  # m1 and m2 tie: a draw between 0.85 and 0.80
+    short = [0.5, 0.4, 0.3, 0.2, 0.1]  # picks m0
+    return [{"trial_id": f"m{m}", "setting": "s", "mask_id": f"m{m}", "repeat": 0, "pruned_train_loss": loss[m],
+             "pruned_l1": l1[m], "short_test_acc": short[m], "final_test_acc": acc[m],
+             "higher_is_better": {"pruned_train_loss": False, "pruned_l1": False, "short_test_acc": True,
+                                  "final_test_acc": True}} for m in range(5)]
+
+
+def test_regret_table_by_hand_with_ties_random_and_epochs(tmp_path):
+    from hfprune.report.regret import regret_table
+
+    rows = [{k: v for k, v in r.items() if k != "higher_is_better"} for r in _selection_rows()]
+    directions = {"pruned_train_loss": False, "pruned_l1": False, "short_test_acc": True, "final_test_acc": True}
+    table = {r["criterion"]: r for r in regret_table(rows, directions, "t", "final_test_acc", full_epochs=30,
+                                                     short_epochs=3, bootstrap=Bootstrap(50, seed=0))}
+    assert list(table) == ["pruned_train_loss", "pruned_l1", "short_test_acc", "random"]
+    assert table["pruned_train_loss"]["regret"] == pytest.approx(0.05) and table["pruned_train_loss"]["top"] == 0.4
+    assert table["pruned_l1"]["regret"] == pytest.approx((0.05 + 0.10) / 2)
+    assert table["pruned_l1"]["top"] == pytest.approx((0.4 + 0.6) / 2)
+    assert table["short_test_acc"]["regret"] == pytest.approx(0.0) and table["short_test_acc"]["top"] == 0.2
+    assert table["random"]["regret"] == pytest.approx(0.90 - 0.80) and table["random"]["top"] == pytest.approx(0.6)
+    assert table["short_test_acc"]["epochs"] == 5 * 3 + 30 and table["pruned_train_loss"]["epochs"] == 30
+    assert all(r["exhaustive_epochs"] == 150 for r in table.values())
+    for r in table.values():
+        low, high = r["regret_ci"]
+        assert 0.0 <= low <= high <= 0.20  # a regret is never negative nor above best − worst
+
+
+def test_study_report_has_the_regret_table_with_epochs_from_its_recipe(tmp_path):
+    store = TrialStore(tmp_path)
+    for record in _selection_rows():
+        store.append(record)
+    (tmp_path / "recipe.yaml").write_text("retrain: {epochs: 4, batch_size: 8, optimizer: {name: sgd, lr: 0.1}, "
+                                          "short_fraction: 0.25}\n")
+    summary = report_study(tmp_path, plots=False, bootstrap=Bootstrap(50, seed=0))
+    oracle = next(r for r in summary["selection"] if r["criterion"] == "pruned_train_loss")
+    assert oracle["regret"] == pytest.approx(0.05) and oracle["epochs"] == 4
+    short = next(r for r in summary["selection"] if r["criterion"] == "short_test_acc")
+    assert short["epochs"] == 5 * 1 + 4 and short["exhaustive_epochs"] == 20
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Selection by criterion" in markdown and "| s | random | 5 | 0.100 |" in markdown

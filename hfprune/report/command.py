@@ -14,6 +14,7 @@ from rich.table import Table
 from hfprune.errors import HfpruneError
 from hfprune.report.bootstrap import Bootstrap, pair_intervals, repeat_spread
 from hfprune.report.plots import plot_file_name, scatter_plot
+from hfprune.report.regret import regret_table, retrain_epochs
 from hfprune.report.render import dumps, fmt, write_report
 from hfprune.report.sparsity import sparsity_by_layer
 from hfprune.report.stats import correlate, infer_higher_is_better
@@ -31,6 +32,7 @@ STUDY_PAIRS = (
     ("short_test_acc", "final_test_acc"),
     ("pruned_l1", "final_test_acc"),
 )
+SELECTION_OUTCOMES = ("final_test_acc", "final_test_mean_score")  # what the regret table ranks candidates by
 BENCHMARK_SCORE = re.compile(r"final_test_\w+_score")
 Y_FLAG = "--higher-is-better / --lower-is-better"
 X_FLAG = "--x-higher-is-better / --x-lower-is-better"
@@ -147,6 +149,9 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
         summary["pairs"].append({"x": x, "y": y, "x_higher_is_better": x_higher, "higher_is_better": y_higher})
         summary["results"] += analyse_pair(rows, x, y, x_higher, y_higher, source, average_repeats=average_repeats,
                                            plot_dir=directory if plots else None, bootstrap=bootstrap)
+    outcome = next((c for c in SELECTION_OUTCOMES if _has_values(rows, c, source)), None)
+    summary["selection"] = [] if outcome is None else regret_table(
+        rows, directions, source, outcome, *retrain_epochs(directory), bootstrap=bootstrap)
     summary["sparsity"] = sparsity_by_layer(read_trials(directory)) if directory.is_dir() else None
     write_report(directory, summary)
     return summary
