@@ -10,6 +10,7 @@ import torch
 from hfprune.config.recipe import Recipe, TrainingSection
 from hfprune.data import ImageClassificationData
 from hfprune.data.registry import load_image_classification
+from hfprune.errors import HfpruneError
 from hfprune.evaluation.classification import classification_loss, evaluate_classification
 from hfprune.train.trainer import LossFn
 
@@ -68,10 +69,16 @@ class ImageClassificationTask:
             train_limit=recipe.data.train_limit, test_limit=recipe.data.test_limit, limit_seed=recipe.seed,
             image_processor=recipe.data.image_processor or recipe.model.pretrained, augment=tuple(recipe.data.augment),
         )
-        return cls(data, recipe.evaluation.batch_size)
+        validation = None
+        if recipe.data.validation_fraction:
+            from hfprune.study.selection.validation import hold_out
 
-    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024):
+            data, validation = hold_out(data, recipe.data.validation_fraction, recipe.seed)
+        return cls(data, recipe.evaluation.batch_size, validation)
+
+    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024, validation=None):
         self.data = data
+        self.validation = validation  # held out from the train split (data.validation_fraction), or None
         self.name = data.name
         self.train_set = data.training_set  # evaluation reads data.train, never the augmented view
         self.eval_batch_size = eval_batch_size
@@ -85,7 +92,9 @@ class ImageClassificationTask:
         return functools.partial(classification_loss, label_smoothing=section.label_smoothing)
 
     def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
-        dataset = {"train": self.data.train, "test": self.data.test}[split]
+        dataset = {"train": self.data.train, "test": self.data.test, "validation": self.validation}[split]
+        if dataset is None:
+            raise HfpruneError("this study has no validation split; set data.validation_fraction in the recipe")
         return evaluate_classification(model, dataset, self.eval_batch_size)
 
     def direction(self, metric: str) -> bool | None:
