@@ -206,3 +206,29 @@ def test_selection_needs_a_validation_split_and_new_fields_leave_old_fingerprint
     expected = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     assert plain.fingerprint() == expected
     assert _recipe().fingerprint() != _recipe(eta=4).fingerprint()
+
+
+def test_hfprune_run_with_selection_records_one_chosen_trial_per_setting_and_reports_it(tmp_path):
+    """End to end through run_study on the bundled data: two settings, each choosing one of its masks."""
+    from hfprune.report.command import report_study
+    from hfprune.study.runner import run_study
+
+    recipe = parse_recipe(tiny_recipe(
+        data={"dataset": "mnist_sample", "train_limit": 300, "test_limit": 100, "validation_fraction": 0.2},
+        pretrain={"epochs": 1, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.05}},
+        pruning={"settings": [{"ratios": {"conv1": 0.8}, "candidates": {"mode": "random", "num": 4}},
+                              {"ratios": {"conv2": 0.5}, "candidates": {"mode": "random", "num": 3}}],
+                 "selection": {"method": "successive_halving", "eta": 2, "min_fraction": 0.5}},
+        retrain={"epochs": 2, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.02}}))
+    result = run_study(recipe, tmp_path, progress=False)
+    assert result.trials_total == 2 and len(result.records) == 2
+    for record in result.records:
+        assert record["selection"]["rungs"][-1]["budget"] == 2 and "final_test_acc" in record
+        assert record["val_acc"] is not None and record["pruned_train_loss"] is not None
+    rung_lines = (tmp_path / "selection.jsonl").read_text().splitlines()
+    assert len(rung_lines) == (4 + 2) + (3 + 2)  # rungs of 1 and 2 epochs: ceil(4/2) and ceil(3/2) continue
+    assert (tmp_path / "best" / "config.json").is_file()
+    summary = report_study(tmp_path, plots=False)
+    assert [row["setting"] for row in summary["halving"]] == sorted(r["setting"] for r in result.records)
+    assert "## Successive halving" in (tmp_path / "report.md").read_text()
+    assert run_study(recipe, tmp_path, progress=False).trials_run == 0  # a rerun selects nothing again

@@ -14,7 +14,7 @@ from rich.table import Table
 from hfprune.errors import HfpruneError
 from hfprune.report.bootstrap import Bootstrap, pair_intervals, repeat_spread
 from hfprune.report.plots import plot_file_name, scatter_plot
-from hfprune.report.regret import regret_table, retrain_epochs
+from hfprune.report.regret import halving_rows, regret_table, retrain_epochs
 from hfprune.report.render import dumps, fmt, write_report
 from hfprune.report.sparsity import sparsity_by_layer
 from hfprune.report.stats import correlate, infer_higher_is_better
@@ -152,6 +152,7 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
     outcome = next((c for c in SELECTION_OUTCOMES if _has_values(rows, c, source)), None)
     summary["selection"] = [] if outcome is None else regret_table(
         rows, directions, source, outcome, *retrain_epochs(directory), bootstrap=bootstrap)
+    summary["halving"] = halving_rows(read_trials(directory)) if directory.is_dir() else []
     summary["sparsity"] = sparsity_by_layer(read_trials(directory)) if directory.is_dir() else None
     write_report(directory, summary)
     return summary

@@ -111,3 +111,21 @@ def regret_table(rows: list[dict[str, Any]], directions: Mapping[str, bool], sou
                     lambda index: pick(index)["regret"], n, bootstrap),
             })
     return sorted(table, key=lambda row: row["setting"])  # stable: criteria keep their order within a setting
+
+
+def halving_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per setting chosen by successive halving: the choice, its rungs, its metrics and its cost."""
+    rows = []
+    for record in records:
+        selection = record.get("selection")
+        if not isinstance(selection, dict):
+            continue
+        metric = selection.get("metric")
+        rows.append({"setting": record.get("setting"), "mask_id": record.get("mask_id"),
+                     "candidates": selection.get("candidates"),
+                     "rungs": [(r.get("budget"), r.get("size")) for r in selection.get("rungs", [])],
+                     "metric": metric, "validation": record.get(metric),
+                     "final_test_acc": record.get("final_test_acc"),
+                     "epochs_spent": selection.get("epochs_spent"),
+                     "exhaustive_epochs": selection.get("exhaustive_epochs")})
+    return sorted(rows, key=lambda row: str(row["setting"]))

@@ -124,6 +124,22 @@ def _selection_section(table: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _halving_section(rows: list[dict]) -> list[str]:
+    """What successive halving chose per setting, through which rungs, at what cost."""
+    lines = ["## Successive halving", "",
+             "Rungs are (epochs, candidates); the choice is the best of the last rung by the validation metric; "
+             "the test split is evaluated only for the choice. Every rung's records are in `selection.jsonl`.", "",
+             "| setting | chosen | candidates | rungs | validation | final test acc | epochs | exhaustive epochs |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        rungs = ", ".join(f"({budget}, {size})" for budget, size in r["rungs"])
+        cells = [_cell(r["setting"]), _cell(r["mask_id"]), str(r["candidates"]), rungs,
+                 f"{fmt(r['validation'])} ({r['metric']})", fmt(r["final_test_acc"]), _epochs(r["epochs_spent"]),
+                 _epochs(r["exhaustive_epochs"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render_markdown(summary: dict) -> str:
     """The human-readable report."""
     settings = summary["settings"]
@@ -148,6 +164,8 @@ def render_markdown(summary: dict) -> str:
                                level)
     if summary.get("selection"):
         lines += _selection_section(summary["selection"])
+    if summary.get("halving"):
+        lines += _halving_section(summary["halving"])
     if summary.get("sparsity"):
         lines += render_sparsity(summary["sparsity"])
     return "\n".join(lines)
