@@ -319,6 +319,12 @@ class Recipe(Section):
 
     @model_validator(mode="after")
     def _selection_needs_validation(self) -> "Recipe":
+        from hfprune.models import FAMILIES
+
+        task = FAMILIES[self.model.family].task
+        if (self.pruning.selection is not None or self.data.validation_fraction) and task != "image_classification":
+            raise ValueError(f"pruning.selection and data.validation_fraction apply to image classification only, "
+                             f"not to model.family '{self.model.family}' ({task}); remove them")
         if self.pruning.selection is not None and self.data.validation_fraction is None:
             raise ValueError("pruning.selection ranks candidates on a validation split: set data.validation_fraction "
                              "(e.g. 0.1 of the train split)")

@@ -93,7 +93,7 @@ def regret_table(rows: list[dict[str, Any]], directions: Mapping[str, bool], sou
         x = column if column != RANDOM else outcome
         for setting, points in pair_points(rows, x, outcome, source).items():
             n = len(points.y)
-            if n == 0:
+            if n < 2:  # nothing to choose between (e.g. the one recorded choice of successive halving)
                 continue
             gy = _goodness(points.y, outcome_higher)
             if column == RANDOM:
