@@ -19,7 +19,7 @@ from hfprune.study.selection.rung_trial import checkpoint_path, load_checkpoint
 from hfprune.study.selection.rungs import epochs_spent
 from hfprune.study.selection.validation import hold_out
 from hfprune.study.tasks.image_classification import ImageClassificationTask
-from tests.study_helpers import tiny_recipe
+from study_helpers import tiny_recipe
 
 EPOCHS, TRAIN, BATCH = 9, 40, 20  # 2 steps per epoch
 
@@ -232,3 +232,30 @@ def test_hfprune_run_with_selection_records_one_chosen_trial_per_setting_and_rep
     assert [row["setting"] for row in summary["halving"]] == sorted(r["setting"] for r in result.records)
     assert "## Successive halving" in (tmp_path / "report.md").read_text()
     assert run_study(recipe, tmp_path, progress=False).trials_run == 0  # a rerun selects nothing again
+
+
+@pytest.mark.slow
+def test_rung_trials_on_ray_give_the_records_of_an_in_process_run(tmp_path):
+    """The rung trials go through the study's executor: on two Ray workers, the same rung records and choice."""
+    pytest.importorskip("ray")
+    import ray
+
+    from hfprune.study.runner import run_study
+
+    recipe = parse_recipe(tiny_recipe(
+        data={"dataset": "mnist_sample", "train_limit": 200, "test_limit": 100, "validation_fraction": 0.2},
+        pretrain={"epochs": 1, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.05}},
+        pruning={"settings": [{"ratios": {"conv1": 0.8}, "candidates": {"mode": "random", "num": 4}}],
+                 "selection": {"method": "successive_halving", "eta": 2, "min_fraction": 0.5}},
+        retrain={"epochs": 2, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.02}},
+        execution={"threads_per_trial": 1}))
+    try:
+        local = run_study(recipe, tmp_path / "local", progress=False).records
+        fanned = run_study(recipe, tmp_path / "ray", progress=False, workers=2).records
+    finally:
+        ray.shutdown()
+    strip = lambda path: {r["trial_id"]: {k: v for k, v in r.items() if k != "timings"}  # noqa: E731
+                          for r in RungStore(path).records().values()}
+    assert strip(tmp_path / "ray") == strip(tmp_path / "local") and len(strip(tmp_path / "local")) == 4 + 2
+    assert [{k: v for k, v in r.items() if k != "timings"} for r in fanned] == \
+        [{k: v for k, v in r.items() if k != "timings"} for r in local]
