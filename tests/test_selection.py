@@ -105,7 +105,9 @@ def _run(context, specs, finished=frozenset()):
 def test_successive_halving_rungs_continue_from_checkpoints_and_choose_by_validation_only(tmp_path):
     context, specs = _setup(tmp_path)
     assert len(specs) == 10  # the 10 ways to prune one of conv1's 10 filters
-    (chosen,) = _run(context, specs)
+    executor = InProcessExecutor()
+    choices = successive_halving(context, executor, specs, set())
+    chosen = next(choices)
     rung_records = list(RungStore(tmp_path).records().values())
     by_rung = {k: [r for r in rung_records if r["rung"] == k] for k in range(3)}
     assert [len(by_rung[k]) for k in range(3)] == [10, 4, 2]  # 10 → ceil(10/3) → ceil(4/3)
@@ -133,9 +135,11 @@ def test_successive_halving_rungs_continue_from_checkpoints_and_choose_by_valida
     calls = context.task.calls
     assert calls.count("test") == 1 and calls.index("test") > max(i for i, c in enumerate(calls) if c == "validation")
     assert calls.count("validation") == 10 + 4 + 2
-    # checkpoints of candidates that stopped are gone; the choice's full one is kept until it is recorded
+    # checkpoints of candidates that stopped are gone; the choice's full one is kept until it is recorded,
+    # which the driver does before it asks for the next choice
     left = sorted(p.name for p in tmp_path.glob("trials/*/selection/*.pt"))
     assert left == ["epoch9.pt"] and checkpoint_path(tmp_path, chosen.spec, EPOCHS).is_file()
+    assert list(choices) == [] and not any(tmp_path.glob("trials/*/selection/*.pt"))
 
 
 class Killed(Exception):

@@ -115,3 +115,6 @@ def successive_halving(context: TrialContext, executor: Executor, specs: Iterabl
         plan = rungs(len(candidates), selection.eta, selection.min_fraction, context.recipe.retrain.epochs)
         choice, history, records = _select(rung_context, executor, store, candidates, plan, metric)
         yield _chosen(context, choice, plan, history, records, metric)
+        # the driver has recorded (and exported) the choice before asking for the next one
+        if PartialState().is_main_process:
+            checkpoint_path(context.directory, choice, plan[-1].budget).unlink(missing_ok=True)

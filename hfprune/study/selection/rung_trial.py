@@ -56,13 +56,15 @@ def load_checkpoint(directory: Path, spec: TrialSpec, epoch: int) -> dict:
 
 
 def _save(path: Path, payload: dict) -> None:
-    """torch.save into ``path.partial``, then rename: a kill leaves the old state or the new, never half."""
-    if not PartialState().is_main_process:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    """torch.save into ``path.partial``, then rename: a kill leaves the old state or the new, never half. The main
+    process writes; the others of a launch wait for it."""
+    state = PartialState()
+    if state.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        torch.save(payload, partial)
+        os.replace(partial, path)
+    state.wait_for_everyone()
 
 
 def run_rung(context: TrialContext, spec: RungSpec, progress: bool) -> TrialRecord:
