@@ -94,3 +94,26 @@ def test_short_retrain_proxy_scales_epochs_and_milestones():
     lenet = TrainingSection(epochs=30, batch_size=256, optimizer={"name": "sgd", "lr": 1e-3},
                             schedule={"name": "multistep", "milestones": [20]})
     assert lenet.scaled(0.1).epochs == 3 and lenet.scaled(0.1).schedule.milestones == [2]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_run_cut_into_pieces_equals_the_uninterrupted_run(optimizer):
+    """stop_epoch / resume continue the schedule, the optimizer state and the shuffling: 1 + 2 + 2 epochs give
+    the weights of 5 epochs in one go, bit for bit (masks kept exact throughout)."""
+    adapter, whole = _model()
+    _, pieces = _model()
+    mask = {"conv1": (0, 1, 2)}
+    section = _section(epochs=5, batch_size=64, optimizer={"name": optimizer, "lr": 0.02},
+                       schedule={"name": "multistep", "milestones": [2, 4], "gamma": 0.5})
+    masks = parameter_masks(adapter.groups(whole.config), mask, dict(whole.named_parameters()))
+    data = _blobs(200)
+    train(whole, data, section, classification_loss, seed=7, masks=MaskedParameters(whole, masks), progress=False)
+    state, steps = None, 0
+    for start, stop in ((0, 1), (1, 3), (3, 5)):
+        result = train(pieces, data, section, classification_loss, seed=7, masks=MaskedParameters(pieces, masks),
+                       progress=False, resume=state, stop_epoch=stop)
+        state, steps = result.state, steps + result.steps
+        assert state.epoch == stop and result.epochs == stop - start
+    assert steps == 5 * 4 and state.schedule["last_epoch"] == 5 * 4
+    for (name, a), (_, b) in zip(whole.named_parameters(), pieces.named_parameters()):
+        assert torch.equal(a, b), name

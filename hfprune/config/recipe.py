@@ -50,6 +50,9 @@ class DataSection(Section):
                                                       "(imagenet_1k); seeded per worker, pinned, persistent")
     train_limit: Optional[int] = Field(None, gt=0, description="use a fixed random subset of the train split")
     test_limit: Optional[int] = Field(None, gt=0, description="use a fixed random subset of the test split")
+    validation_fraction: Optional[float] = Field(
+        None, gt=0, lt=1, description="hold this fraction of the train split out (seeded) as the validation split "
+                                      "that mask selection ranks by; never the test split")
 
     @field_validator("dataset")
     @classmethod
@@ -185,6 +188,18 @@ class SettingSection(Section):
 UNSTRUCTURED_FIELDS = ("methods", "sparsity", "targets", "ignore")
 
 
+class SelectionSection(Section):
+    method: Literal["successive_halving"] = Field(description="how a mask is chosen by retraining candidates")
+    eta: int = Field(3, ge=2, description="after each rung the best 1/eta of the candidates continue")
+    min_fraction: float = Field(0.1, gt=0, le=1, description="the first rung's share of the retraining epochs")
+    metric: Literal["val_accuracy", "val_loss"] = Field(
+        "val_accuracy", description="what ranks the candidates after each rung, on data.validation_fraction")
+
+
+# fields added after studies were run: left out of a recipe's fingerprint while unset, so those studies resume
+NEW_OPTIONAL_FIELDS = {"data": ("validation_fraction",), "pruning": ("selection",)}
+
+
 class PruningSection(Section):
     structure: Optional[str] = Field(
         None, description="what is pruned, as the model family prunes it [default: the family's]: filters (CNNs), "
@@ -208,6 +223,9 @@ class PruningSection(Section):
                                                           "criterion (paper App. B.1: 20,000); unstructured: "
                                                           "training samples that calibrate "
                                                           "activation scores, wanda, owl and sparsegpt")
+    selection: Optional[SelectionSection] = Field(
+        None, description="choose one mask per setting by retraining (successive halving) instead of fully "
+                          "retraining every candidate")
 
     @field_validator("structure")
     @classmethod
@@ -349,6 +367,19 @@ class Recipe(Section):
         return self
 
     @model_validator(mode="after")
+    def _selection_needs_validation(self) -> "Recipe":
+        from hfprune.models import FAMILIES
+
+        task = FAMILIES[self.model.family].task
+        if (self.pruning.selection is not None or self.data.validation_fraction) and task != "image_classification":
+            raise ValueError(f"pruning.selection and data.validation_fraction apply to image classification only, "
+                             f"not to model.family '{self.model.family}' ({task}); remove them")
+        if self.pruning.selection is not None and self.data.validation_fraction is None:
+            raise ValueError("pruning.selection ranks candidates on a validation split: set data.validation_fraction "
+                             "(e.g. 0.1 of the train split)")
+        return self
+
+    @model_validator(mode="after")
     def _structure_of_family(self) -> "Recipe":
         from hfprune.models import FAMILIES
 
@@ -369,6 +400,10 @@ class Recipe(Section):
     def fingerprint(self) -> str:
         """Hash of everything that changes results (not the name, description, report, export or where trials run)."""
         payload = self.model_dump(mode="json", exclude={"name", "description", "report", "export", "execution"})
+        for section, names in NEW_OPTIONAL_FIELDS.items():
+            for name in names:
+                if payload[section].get(name) is None:
+                    payload[section].pop(name, None)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

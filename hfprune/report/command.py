@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from hfprune.errors import HfpruneError
+from hfprune.report.bootstrap import Bootstrap, pair_intervals, repeat_spread
 from hfprune.report.plots import plot_file_name, scatter_plot
+from hfprune.report.regret import halving_rows, regret_table, retrain_epochs
 from hfprune.report.render import dumps, fmt, write_report
 from hfprune.report.sparsity import sparsity_by_layer
 from hfprune.report.stats import correlate, infer_higher_is_better
@@ -33,6 +35,7 @@ STUDY_PAIRS = (
     ("pruned_taylor_fo", "final_test_acc"),
     ("pruned_taylor_fo", "final_test_loss"),
 )
+SELECTION_OUTCOMES = ("final_test_acc", "final_test_mean_score")  # what the regret table ranks candidates by
 BENCHMARK_SCORE = re.compile(r"final_test_\w+_score")
 ROUND_LOSS = re.compile(r"pruned_train_loss_round(\d+)")  # the iterative pipeline's rounds (Table A3)
 Y_FLAG = "--higher-is-better / --lower-is-better"
@@ -56,15 +59,29 @@ def declared_directions(rows: list[dict[str, Any]]) -> dict[str, bool]:
     return declared
 
 
+def _repeats_of(rows: list[dict[str, Any]], y: str, source: str, setting: str | None) -> dict | None:
+    """``repeat_spread`` of column ``y`` over the repeats of each mask of ``setting`` (None: every row)."""
+    ys = column_values(rows, y, source)
+    by_mask: dict[Any, list[float]] = {}
+    for row, value in zip(rows, ys):
+        if (setting is None or setting_of(row) == setting) and row.get("mask_id") is not None and np.isfinite(value):
+            by_mask.setdefault((setting_of(row), row["mask_id"]), []).append(float(value))
+    return repeat_spread(by_mask)
+
+
 def analyse_pair(rows: list[dict[str, Any]], x: str, y: str, x_higher_is_better: bool, y_higher_is_better: bool,
                  source: str, by_setting: bool = True, average_repeats: bool = True,
-                 plot_dir: Path | None = None) -> list[dict[str, Any]]:
-    """``correlate`` per setting (or over all rows), with drop counts and, given ``plot_dir``, a scatter plot."""
+                 plot_dir: Path | None = None, bootstrap: Bootstrap | None = Bootstrap()) -> list[dict[str, Any]]:
+    """``correlate`` per setting (or over all rows), with drop counts, bootstrap intervals (unless ``bootstrap``
+    is None), the spread between repeats and, given ``plot_dir``, a scatter plot."""
     results = []
     for setting, points in pair_points(rows, x, y, source, by_setting, average_repeats).items():
         result = {"setting": setting,
                   **correlate(points.x, points.y, x, y, x_higher_is_better, y_higher_is_better, points.ids),
                   "n_trials": points.n_trials, "n_dropped": points.n_dropped}
+        if bootstrap is not None:
+            result.update(pair_intervals(points.x, points.y, x_higher_is_better, y_higher_is_better, bootstrap))
+        result["repeat_spread"] = _repeats_of(rows, y, source, setting if by_setting else None)
         if plot_dir is not None and result["n"]:
             path = scatter_plot(points.x, points.y, result, plot_dir / plot_file_name(setting, x, y), setting)
             result["plot"] = path.name  # relative to the report, which lives in plot_dir
@@ -100,13 +117,14 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
 
 def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None = None,
                  directions: Mapping[str, bool] | None = None, plots: bool = True,
-                 average_repeats: bool = True) -> dict[str, Any]:
+                 average_repeats: bool = True, bootstrap: Bootstrap | None = Bootstrap()) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and ``scatter_*.png`` into a study directory; return the JSON dict.
 
     ``pairs`` are (criterion, outcome) columns, by default those of ``STUDY_PAIRS`` that have values.
     ``directions`` maps a column to ``higher_is_better``, overriding the inference from its name
     (``pruned_l1`` counts as lower-is-better). Statistics are per setting; with ``average_repeats``
-    the repeats of one mask are averaged into one point first.
+    the repeats of one mask are averaged into one point first. ``bootstrap`` sets the confidence intervals
+    (resampled over candidates; None: none).
     """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -130,6 +148,7 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
         "n_trials": len(rows),
         "settings": sorted({setting_of(row) for row in rows}),
         "average_repeats": average_repeats,
+        "bootstrap": None if bootstrap is None else vars(bootstrap),
         "pairs": [],
         "results": [],
     }
@@ -137,7 +156,11 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
         x_higher, y_higher = _direction(x, directions, X_FLAG), _direction(y, directions, Y_FLAG)
         summary["pairs"].append({"x": x, "y": y, "x_higher_is_better": x_higher, "higher_is_better": y_higher})
         summary["results"] += analyse_pair(rows, x, y, x_higher, y_higher, source, average_repeats=average_repeats,
-                                           plot_dir=directory if plots else None)
+                                           plot_dir=directory if plots else None, bootstrap=bootstrap)
+    outcome = next((c for c in SELECTION_OUTCOMES if _has_values(rows, c, source)), None)
+    summary["selection"] = [] if outcome is None else regret_table(
+        rows, directions, source, outcome, *retrain_epochs(directory), bootstrap=bootstrap)
+    summary["halving"] = halving_rows(read_trials(directory)) if directory.is_dir() else []
     summary["sparsity"] = sparsity_by_layer(read_trials(directory)) if directory.is_dir() else None
     write_report(directory, summary)
     return summary

@@ -22,6 +22,13 @@ DEFINITION = (
     f"which one trial has the strictly better x but the strictly worse y. Ties count as neither."
 )
 
+BOOTSTRAP_NOTE = (
+    "**Confidence intervals** (CI) are {level:.0%} percentile bootstrap intervals over the candidates "
+    "({resamples} resamples with replacement, seed {seed}). A finding is *within noise* when its interval "
+    "reaches the line it is judged by: validity when the tau interval reaches the ±0.2 line, an anomaly or "
+    "counterexample ratio when its interval reaches 50%."
+)
+
 
 def dumps(value: Any, indent: int | None = 2) -> str:
     """Strict JSON (no NaN) of ``value``."""
@@ -37,6 +44,31 @@ def fmt(value: Any, kind: str = "num") -> str:
     return {"num": "{:.3f}", "p": "{:.2g}", "ratio": "{:.1%}"}[kind].format(value)
 
 
+def fmt_ci(interval: list[float] | None, kind: str = "num") -> str:
+    """A confidence interval as ``[low, high]`` in ``fmt``'s style; '—' when there is none."""
+    return "—" if interval is None else f"[{fmt(interval[0], kind)}, {fmt(interval[1], kind)}]"
+
+
+NOISE_WORDS = {"validity": "validity (the tau interval reaches the ±{tau} line)",
+               "anomaly_ratio": "the anomaly ratio (its interval reaches 50%)",
+               "counterexample_ratio": "the counterexample ratio (its interval reaches 50%, chance)"}
+
+
+def noise_lines(results: list[dict], level: float | None) -> list[str]:
+    """One line per setting whose findings are within noise, and the spread between repeats where there are."""
+    lines = []
+    for r in results:
+        noisy = [NOISE_WORDS[key].format(tau=VALID_TAU) for key, flag in (r.get("within_noise") or {}).items() if flag]
+        if noisy:
+            lines.append(f"- {_cell(r['setting'])}: within noise at {level:.0%} confidence: {'; '.join(noisy)}.")
+        spread = r.get("repeat_spread")
+        if spread:
+            lines.append(f"- {_cell(r['setting'])}: repeats of one mask differ by {fmt(spread['mean_repeat_std'])} "
+                         f"(mean std of {r['y']} over {spread['masks_with_repeats']} masks) against "
+                         f"{fmt(spread['between_mask_std'])} between masks.")
+    return lines
+
+
 def _direction(higher: bool) -> str:
     return "higher is better" if higher else "lower is better"
 
@@ -45,24 +77,66 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _pair_section(pair: dict, results: list[dict]) -> list[str]:
+def _pair_section(pair: dict, results: list[dict], level: float | None = None) -> list[str]:
     sign = f"> {VALID_TAU}" if pair["x_higher_is_better"] == pair["higher_is_better"] else f"< -{VALID_TAU}"
     lines = [
         f"## {pair['x']} vs. {pair['y']}", "",
         f"x: {pair['x']} ({_direction(pair['x_higher_is_better'])}); y: {pair['y']} "
         f"({_direction(pair['higher_is_better'])}); valid needs tau {sign} and p < {VALID_P}.", "",
-        "| setting | n | Kendall tau | p | valid | anomaly ratio | counterexample ratio | oracle | dropped |",
-        "|---|---:|---:|---:|:---:|---:|---:|---|---:|",
+        "| setting | n | Kendall tau | tau CI | p | valid | anomaly ratio | anomaly CI | counterexample ratio "
+        "| counterexample CI | oracle | dropped |",
+        "|---|---:|---:|---:|---:|:---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in results:
-        cells = [_cell(r["setting"]), str(r["n"]), fmt(r["kendall_tau"]), fmt(r["p_value"], "p"), fmt(r["valid"]),
-                 fmt(r["anomaly_ratio"], "ratio"), fmt(r["counterexample_ratio"], "ratio"),
-                 _cell(r["oracle_id"] or "—"), str(r["n_dropped"])]
+        cells = [_cell(r["setting"]), str(r["n"]), fmt(r["kendall_tau"]), fmt_ci(r.get("tau_ci")),
+                 fmt(r["p_value"], "p"), fmt(r["valid"]), fmt(r["anomaly_ratio"], "ratio"),
+                 fmt_ci(r.get("anomaly_ci"), "ratio"), fmt(r["counterexample_ratio"], "ratio"),
+                 fmt_ci(r.get("counterexample_ci"), "ratio"), _cell(r["oracle_id"] or "—"), str(r["n_dropped"])]
         lines.append("| " + " | ".join(cells) + " |")
+    noise = noise_lines(results, level)
+    if noise:
+        lines += [""] + noise
     plots = [r for r in results if r.get("plot")]
     if plots:
         lines.append("")
         lines.extend(f"![{r['setting']}: {r['x']} vs. {r['y']}]({r['plot']})" for r in plots)
+    return lines + [""]
+
+
+def _epochs(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def _selection_section(table: list[dict]) -> list[str]:
+    """The regret table: what each criterion would have picked among the fully retrained candidates."""
+    outcome = table[0]["outcome"]
+    lines = ["## Selection by criterion", "",
+             f"Each criterion picks the candidate it rates best (ties: a uniform draw among them; random: among all). "
+             f"Regret = the best {outcome} of all candidates minus the chosen one's; top = the share of candidates at "
+             f"least as good as the chosen one (best: 1/n); epochs = retraining epochs the selection spends, the "
+             f"chosen candidate's full retraining included, against the exhaustive study's.", "",
+             "| setting | criterion | n | regret | regret CI | top | epochs | exhaustive epochs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in table:
+        cells = [_cell(r["setting"]), _cell(r["label"]), str(r["n"]), fmt(r["regret"]), fmt_ci(r.get("regret_ci")),
+                 fmt(r["top"], "ratio"), _epochs(r["epochs"]), _epochs(r["exhaustive_epochs"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _halving_section(rows: list[dict]) -> list[str]:
+    """What successive halving chose per setting, through which rungs, at what cost."""
+    lines = ["## Successive halving", "",
+             "Rungs are (epochs, candidates); the choice is the best of the last rung by the validation metric; "
+             "the test split is evaluated only for the choice. Every rung's records are in `selection.jsonl`.", "",
+             "| setting | chosen | candidates | rungs | validation | final test acc | epochs | exhaustive epochs |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        rungs = ", ".join(f"({budget}, {size})" for budget, size in r["rungs"])
+        cells = [_cell(r["setting"]), _cell(r["mask_id"]), str(r["candidates"]), rungs,
+                 f"{fmt(r['validation'])} ({r['metric']})", fmt(r["final_test_acc"]), _epochs(r["epochs_spent"]),
+                 _epochs(r["exhaustive_epochs"])]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -83,8 +157,18 @@ def render_markdown(summary: dict) -> str:
     from hfprune.report.grids import render_ratio_layer_grid, render_rounds  # they format cells with fmt
 
     lines += render_ratio_layer_grid(summary) + render_rounds(summary)
+    bootstrap = summary.get("bootstrap")
+    if bootstrap:
+        lines += [BOOTSTRAP_NOTE.format(level=bootstrap["level"], resamples=bootstrap["resamples"],
+                                        seed=bootstrap["seed"]), ""]
+    level = bootstrap["level"] if bootstrap else None
     for pair in summary["pairs"]:
-        lines += _pair_section(pair, [r for r in summary["results"] if (r["x"], r["y"]) == (pair["x"], pair["y"])])
+        lines += _pair_section(pair, [r for r in summary["results"] if (r["x"], r["y"]) == (pair["x"], pair["y"])],
+                               level)
+    if summary.get("selection"):
+        lines += _selection_section(summary["selection"])
+    if summary.get("halving"):
+        lines += _halving_section(summary["halving"])
     if summary.get("sparsity"):
         lines += render_sparsity(summary["sparsity"])
     return "\n".join(lines)

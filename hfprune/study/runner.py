@@ -27,6 +27,7 @@ from hfprune.study.dense import dense_config, dense_model
 from hfprune.study.executors import TrialContext, executor_for
 from hfprune.study.plan import TrialSpec, plan_for
 from hfprune.study.progress import TrialProgress
+from hfprune.study.selection import successive_halving
 from hfprune.study.tracking import TrialTracker
 from hfprune.study.record import TrialRecord
 from hfprune.study.store import TrialStore, read_trials
@@ -145,11 +146,14 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, work
     store = TrialStore(directory)
     finished = store.finished_ids()
     todo = [spec for spec in specs if spec.trial_id not in finished]
-    watch = TrialProgress(len(specs), read_trials(directory),
+    selecting = recipe.pruning.selection is not None  # one chosen trial per setting instead of every candidate
+    planned = len({spec.candidate.setting for spec in specs}) if selecting else len(specs)
+    watch = TrialProgress(planned, read_trials(directory),
                           task.selection_metric, ("bar" if bars else "lines") if progress and main else None)
     context = TrialContext(recipe, dense, task, plan, directory, bars)
     with executor:
-        for trial in executor.run(context, todo):  # in any order; the driver alone writes the store
+        trials = successive_halving(context, executor, specs, finished) if selecting else executor.run(context, todo)
+        for trial in trials:  # in any order; the driver alone writes the store
             if main:  # export first: a kill in between reruns the trial, which re-exports the same model
                 _export(adapter, task, trial.spec, trial.checkpoint, trial.record, recipe, directory)
                 store.append(trial.record)
@@ -159,4 +163,5 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, work
                     tracker.log(trial.record)
     watch.close()
     accelerator.wait_for_everyone()
-    return StudyResult(directory, len(specs), len(todo), read_trials(directory))
+    records = read_trials(directory)
+    return StudyResult(directory, planned, len(records) - len(finished) if selecting else len(todo), records)

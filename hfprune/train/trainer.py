@@ -89,11 +89,27 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int,
 
 
 @dataclass
+class TrainState:
+    """Where a run stopped, to continue it as if it had never stopped: the epochs done, the optimizer's and the
+    schedule's state, torch's RNG and the shuffling generator."""
+
+    epoch: int
+    optimizer: dict
+    schedule: dict
+    rng: torch.Tensor
+    shuffle: torch.Tensor
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
 class TrainResult:
     epochs: int
     steps: int
     seconds: float
     last_epoch_loss: float
+    state: TrainState | None = None  # where the run stopped (with ``stop_epoch``)
 
 
 # -- gradient checkpointing -------------------------------------------------------------------------------------
@@ -202,10 +218,15 @@ def train(
     progress: bool = True,
     description: str = "train",
     find_unused_parameters: bool = False,
+    resume: TrainState | None = None,
+    stop_epoch: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``section.epochs`` epochs, keeping ``masks`` exact.
 
-    Parameters matching ``section.freeze`` stay as they are (no gradient, not in the optimizer).
+    Parameters matching ``section.freeze`` stay as they are (no gradient, not in the optimizer). A run can be
+    cut into pieces: ``stop_epoch`` stops after that many epochs of the schedule and returns its ``state``;
+    ``resume`` (with the model's weights as the piece before left them) continues from there, the schedule,
+    optimizer and shuffling going on as in one uninterrupted run.
     """
     # A fresh Accelerator per run (cheap: the process state is shared) holds the prepared objects only
     # as long as this run; free_memory() would cost a full gc.collect() per trial instead.
@@ -222,6 +243,11 @@ def train(
         _configure_deepspeed(plugin, section)
     torch.manual_seed(seed)
     loader = make_loader(dataset, section.batch_size, shuffle=True, seed=seed)
+    shuffle = loader.generator
+    if resume is not None:
+        torch.set_rng_state(resume.rng)
+        shuffle.set_state(resume.shuffle)
+    first, last = (resume.epoch if resume else 0), min(section.epochs, stop_epoch or section.epochs)
     steps_per_epoch = math.ceil(len(loader) / section.gradient_accumulation_steps)
     undo_checkpointing = _enable_gradient_checkpointing(model) if section.gradient_checkpointing else None
     if masks is not None:
@@ -233,13 +259,16 @@ def train(
     frozen = freeze(model, section.freeze)
     optimizer = build_optimizer([param for param in model.parameters() if param.requires_grad], section.optimizer)
     schedule = build_schedule(optimizer, section.schedule, steps_per_epoch, section.epochs)
+    if resume is not None:
+        optimizer.load_state_dict(resume.optimizer)
+        schedule.load_state_dict(resume.schedule)
     prepared, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
     started, steps, epoch_loss = time.perf_counter(), 0, float("nan")
     try:
         if masks is not None:
             masks.apply()
             masks.attach()
-        bar = tqdm(range(section.epochs), desc=description, leave=False,
+        bar = tqdm(range(first, last), desc=description, leave=False,
                    disable=not (progress and accelerator.is_main_process))
         prepared.train()
         for _ in bar:
@@ -272,4 +301,8 @@ def train(
         accelerator.deepspeed_engine_wrapped = None
         if masks is not None:
             masks.apply()
-    return TrainResult(section.epochs, steps, time.perf_counter() - started, epoch_loss)
+    state = None
+    if stop_epoch is not None:
+        state = TrainState(last, copy.deepcopy(optimizer.state_dict()), copy.deepcopy(schedule.state_dict()),
+                           torch.get_rng_state(), shuffle.get_state())
+    return TrainResult(last - first, steps, time.perf_counter() - started, epoch_loss, state)

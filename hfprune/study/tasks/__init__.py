@@ -27,7 +27,8 @@ class Task(Protocol):
         """The training loss under ``section``'s label smoothing and batch mixing (None: plain)."""
 
     def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
-        """Metrics of ``model`` on ``split`` ('train' or 'test'); keys include 'loss'. ``workdir`` keeps
+        """Metrics of ``model`` on ``split`` ('train', 'test', or 'validation' where the task holds one out); keys
+        include 'loss'. ``workdir`` keeps
         what an evaluation writes on its way (e.g. generated answers)."""
 
     def direction(self, metric: str) -> bool | None:

@@ -11,6 +11,7 @@ import torch
 from hfprune.config.recipe import Recipe, TrainingSection
 from hfprune.data import ImageClassificationData
 from hfprune.data.registry import load_image_classification
+from hfprune.errors import HfpruneError
 from hfprune.evaluation.classification import classification_loss, evaluate_classification
 from hfprune.data.transforms import stratified_subset
 from hfprune.train.trainer import LossFn, make_loader
@@ -76,11 +77,18 @@ class ImageClassificationTask:
             image_processor=recipe.data.image_processor or recipe.model.pretrained, augment=tuple(recipe.data.augment),
             num_workers=recipe.data.num_workers,
         )
-        return cls(data, recipe.evaluation.batch_size, recipe.pruning.calibration_samples)
+        validation = None
+        if recipe.data.validation_fraction:
+            from hfprune.study.selection.validation import hold_out
 
-    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024, calibration_samples: int = 128):
+            data, validation = hold_out(data, recipe.data.validation_fraction, recipe.seed)
+        return cls(data, recipe.evaluation.batch_size, recipe.pruning.calibration_samples, validation)
+
+    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024, calibration_samples: int = 128,
+                 validation=None):
         self.data = data
         self.calibration_samples = calibration_samples
+        self.validation = validation  # held out from the train split (data.validation_fraction), or None
         self.name = data.name
         self.train_set = data.training_set  # evaluation reads data.train, never the augmented view
         self.eval_batch_size = eval_batch_size
@@ -108,7 +116,9 @@ class ImageClassificationTask:
             yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
 
     def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
-        dataset = {"train": self.data.train, "test": self.data.test}[split]
+        dataset = {"train": self.data.train, "test": self.data.test, "validation": self.validation}[split]
+        if dataset is None:
+            raise HfpruneError("this study has no validation split; set data.validation_fraction in the recipe")
         return evaluate_classification(model, dataset, self.eval_batch_size)
 
     def direction(self, metric: str) -> bool | None:

@@ -1,0 +1,120 @@
+"""Successive halving over the candidate masks of every setting: all candidates retrained for the smallest
+budget, the best 1/eta by the validation metric retrained on from where they stopped, until one candidate (or
+the last rung's few) has the full retraining; the best of the last rung is the setting's choice.
+
+Rung records go to ``selection.jsonl`` (one line per candidate and rung: budget, validation metrics); the
+choice of each setting becomes the study's trial record in ``trials.jsonl``, with its final test metrics and
+its selection history. A rerun skips every rung record already written and every setting already chosen.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any, Iterable, Iterator
+
+from accelerate import PartialState
+
+from hfprune.study.executors.base import Executor, FinishedTrial, TrialContext
+from hfprune.study.plan import TrialSpec
+from hfprune.study.record import DIRECTIONS, TrialRecord
+from hfprune.study.selection.rung_trial import RungContext, RungSpec, checkpoint_path, load_checkpoint
+from hfprune.study.selection.rungs import Rung, epochs_spent, rungs
+from hfprune.study.store import TrialStore, _read_jsonl
+
+SELECTION_FILE = "selection.jsonl"
+METRICS = {"val_accuracy": "val_acc", "val_loss": "val_loss"}  # recipe name -> record metric
+
+
+class RungStore(TrialStore):
+    """``selection.jsonl``: the rung records of a study (not trials: the reporter does not read them)."""
+
+    def __init__(self, directory):
+        super().__init__(directory)
+        self.path = self.directory / SELECTION_FILE
+
+    def records(self) -> dict[str, dict[str, Any]]:
+        return {r["trial_id"]: r for r in _read_jsonl(self.path)} if self.path.exists() else {}
+
+
+def _ranked(alive: list[TrialSpec], specs: list[RungSpec], records: dict[str, dict], metric: str) -> list[TrialSpec]:
+    """``alive`` best first by ``metric`` at this rung; ties keep their order of the rung before."""
+    values = [records[spec.trial_id][metric] for spec in specs]
+    higher = records[specs[0].trial_id][DIRECTIONS][metric]
+    order = sorted(range(len(alive)), key=lambda i: ((-values[i] if higher else values[i]), i))
+    return [alive[i] for i in order]
+
+
+def _select(context: RungContext, executor: Executor, store: RungStore, candidates: list[TrialSpec],
+            plan: list[Rung], metric: str) -> tuple[TrialSpec, list[dict], dict[str, dict]]:
+    """Run the rungs of one setting; returns the choice, the history per rung and every rung record."""
+    main = PartialState().is_main_process
+    alive, start, history, records = candidates, 0, [], store.records()
+    for k, rung in enumerate(plan):
+        alive = alive[:rung.size]
+        specs = [RungSpec(spec.candidate, spec.repeat, k, start, rung.budget) for spec in alive]
+        for trial in executor.run(context, [spec for spec in specs if spec.trial_id not in records]):
+            records[trial.spec.trial_id] = trial.record.to_json()
+            if main:
+                store.append(trial.record)
+        alive = _ranked(alive, specs, records, metric)
+        history.append({"rung": k, "budget": rung.budget, "size": rung.size, "best": alive[0].candidate.mask_id,
+                        f"best_{metric}": records[RungSpec(alive[0].candidate, alive[0].repeat, k).trial_id][metric]})
+        if main:  # the checkpoints this rung continued from, and those of candidates that stop here
+            keep = plan[k + 1].size if k + 1 < len(plan) else 1
+            for spec in alive[keep:]:
+                checkpoint_path(context.directory, spec, rung.budget).unlink(missing_ok=True)
+            for spec in specs:
+                if start:
+                    checkpoint_path(context.directory, spec.base, start).unlink(missing_ok=True)
+        start = rung.budget
+    return alive[0], history, records
+
+
+def _chosen(context: TrialContext, choice: TrialSpec, plan: list[Rung], history: list[dict],
+            records: dict[str, dict], metric: str) -> FinishedTrial:
+    """The setting's trial record: the choice's pruned and validation metrics from its rungs, its final test
+    metrics (the first look at the test split) and the selection's history and cost."""
+    recipe, task = context.recipe, context.task
+    first = TrialRecord.from_json(records[RungSpec(choice.candidate, choice.repeat, 0).trial_id])
+    last = TrialRecord.from_json(records[RungSpec(choice.candidate, choice.repeat, len(plan) - 1).trial_id])
+    record = TrialRecord(choice.trial_id, choice.candidate.setting, choice.candidate.mask_id, choice.repeat,
+                         first.seed, candidate={**choice.candidate.facts(), **first.candidate})
+    for source, prefix in ((first, "pruned_"), (last, "val_")):
+        for name, value in source.metrics.items():
+            if name.startswith(prefix):
+                record.add(name, value, source.directions.get(name))
+    model = copy.deepcopy(context.dense).to(PartialState().device)
+    model.load_state_dict(load_checkpoint(context.directory, choice, plan[-1].budget)["model"])
+    record.add_all("final_test", task.evaluate(model, "test"), task.direction)
+    record.add_all("final_train", task.evaluate(model, "train"), task.direction)
+    selection = recipe.pruning.selection
+    record.facts["selection"] = {
+        "method": selection.method, "eta": selection.eta, "min_fraction": selection.min_fraction, "metric": metric,
+        "candidates": plan[0].size, "rungs": history, "epochs_spent": epochs_spent(plan),
+        "exhaustive_epochs": plan[0].size * recipe.retrain.epochs}
+    exports = recipe.export.checkpoints != "none" and PartialState().is_main_process
+    return FinishedTrial(choice, record, context.plan.exported(choice, model) if exports else None)
+
+
+def successive_halving(context: TrialContext, executor: Executor, specs: Iterable[TrialSpec],
+                       finished: set[str]) -> Iterator[FinishedTrial]:
+    """Choose one mask per setting of ``specs`` (their first repeat) by successive halving, every rung trial run
+    by ``executor``; yields each setting's chosen trial that is not yet ``finished`` (recorded)."""
+    selection = context.recipe.pruning.selection
+    metric = METRICS[selection.metric]
+    rung_context = RungContext(**{field.name: getattr(context, field.name) for field in dataclasses.fields(context)})
+    store = RungStore(context.directory)
+    settings: dict[str, list[TrialSpec]] = {}
+    for spec in specs:
+        if spec.repeat == 0:
+            settings.setdefault(spec.candidate.setting, []).append(spec)
+    for candidates in settings.values():
+        if any(spec.trial_id in finished for spec in candidates):
+            continue
+        plan = rungs(len(candidates), selection.eta, selection.min_fraction, context.recipe.retrain.epochs)
+        choice, history, records = _select(rung_context, executor, store, candidates, plan, metric)
+        yield _chosen(context, choice, plan, history, records, metric)
+        # the driver has recorded (and exported) the choice before asking for the next one
+        if PartialState().is_main_process:
+            checkpoint_path(context.directory, choice, plan[-1].budget).unlink(missing_ok=True)
