@@ -43,14 +43,15 @@ class CountingTask(ImageClassificationTask):
     """
 
     def __init__(self, data, validation):
-        super().__init__(data, 64, validation)
+        super().__init__(data, 64, validation=validation)
         self.calls = []
 
     def loss_fn(self, section=None):
         base = super().loss_fn(section)
 
-        def loss(model, batch):
-            getattr(model, "module", model).seen += len(batch["labels"])
+        def loss(model, batch):  # counts training batches only (criteria such as Taylor-FO score in eval mode)
+            if model.training:
+                getattr(model, "module", model).seen += len(batch["labels"])
             return base(model, batch)
 
         return loss

@@ -82,9 +82,10 @@ class ImageClassificationTask:
             from hfprune.study.selection.validation import hold_out
 
             data, validation = hold_out(data, recipe.data.validation_fraction, recipe.seed)
-        return cls(data, recipe.evaluation.batch_size, recipe.pruning.calibration_samples, validation)
+        return cls(data, recipe.evaluation.batch_size, calibration_samples=recipe.pruning.calibration_samples,
+                   validation=validation)
 
-    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024, calibration_samples: int = 128,
+    def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024, *, calibration_samples: int = 128,
                  validation=None):
         self.data = data
         self.calibration_samples = calibration_samples
