@@ -116,7 +116,7 @@ def trial_overhead(ctx: Context) -> dict:
 
 def _packing(ctx: Context, extra: list) -> list:
     device = "cpu" if ctx.dry else "cuda"
-    size = (["--pack", "1,2", "--trials", 2, "--epochs", 1, "--train-limit", 200] if ctx.dry
+    size = (["--pack", "2", "--trials", 2, "--epochs", 1, "--train-limit", 200] if ctx.dry  # one Ray start
             else ["--pack", "1,2,4,8", "--trials", 8, "--epochs", 3, "--train-limit", 2000])
     return [*size, "--pack-only", "--device", device, *extra]
 
@@ -204,8 +204,7 @@ STEPS: list[Step] = [
            family=family)
       for family, label in (("lenet5_mini", "LeNet5-Mini"), ("vit", "ViT-B/16"), ("resnet_cifar", "ResNet56"),
                             ("vgg_cifar", "VGG19"), ("hf_resnet", "HF ResNet"))],
-    Step("gmp_threshold", "GMP radix select vs torch global_unstructured, Phi-2 decoder shape", gmp_threshold, 120,
-         target=_ratio_at_most("time_ratio", 1.0)),
+    Step("gmp_threshold", "GMP radix select vs torch global_unstructured, Phi-2 decoder shape", gmp_threshold, 120),
     Step("masked_step_overhead", "step time with / without masks kept exact", masked_step_overhead, 75,
          target=_ratio_at_most("ratio", 1.02)),
     Step("generation_throughput", "batched vs one-by-one generation, 729 image tokens", generation_throughput, 75,
@@ -248,9 +247,9 @@ def step_body(step: Step, ctx: Context, failures: dict[str, str]) -> dict:
         injected(step.name, failures)
         figures = step.run(ctx) or {}
         outcome = {"status": "ok", "why": "", "figures": figures}
-        if step.target is not None:
+        if step.target is not None:  # speed targets mean nothing at the dry run's sizes
             text, met = step.target(figures)
-            outcome.update(target=text, target_met=bool(met))
+            outcome.update(target=text, target_met=None if ctx.dry else bool(met))
     except Skip as reason:
         outcome = {"status": "skipped", "why": str(reason), "figures": {}}
     except BaseException as error:  # noqa: BLE001 - a step's failure of any kind is its result
@@ -275,6 +274,8 @@ def child(step: Step, ctx: Context, failures: dict[str, str], result: Path, log:
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # Python's streams too, even where replaced
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
     code = 0
     try:
         result.write_text(json.dumps(step_body(step, ctx, failures), default=str))
@@ -369,10 +370,17 @@ def preload() -> None:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 
+    import datasets  # noqa: F401
     import gpu_checks  # noqa: F401
     import hfprune.cli  # noqa: F401
+    import hfprune.evaluation.generation  # noqa: F401
     import hfprune.models  # noqa: F401
-    import hfprune.train.trainer  # noqa: F401
+    import hfprune.oneshot.structured  # noqa: F401
+    import hfprune.oneshot.unstructured  # noqa: F401 - with the report's plotting: seconds
+    import hfprune.study.executors  # noqa: F401
+    import hfprune.study.trial  # noqa: F401
+    import llava_fixtures  # noqa: F401
+    import test_masked_training  # noqa: F401
     from transformers import LlavaForConditionalGeneration, ViTForImageClassification  # noqa: F401
 
 
@@ -402,16 +410,21 @@ def markdown(report: dict) -> str:
              f"skipped {report['counts']['skipped']}", "",
              "| step | status | s | key figures | target | why |", "|---|---|---:|---|---|---|"]
     for name, step in report["steps"].items():
-        target = f"{step['target']}: {'met' if step['target_met'] else 'NOT met'}" if "target" in step else ""
+        met = {True: "met", False: "NOT met", None: "not judged"}[step.get("target_met")]
+        target = f"{step['target']}: {met}" if "target" in step else ""
         lines.append(f"| {name} | {step['status']} | {step['seconds']:.1f} | {key_figures(step['figures'])} | "
                      f"{target} | {step['why'].replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
 def key_figures(figures: dict, limit: int = 6) -> str:
-    """The first few scalar figures, rounded."""
-    shown = []
+    """The first few numeric figures (one level of nesting flattened), rounded."""
+    flat = {}
     for key, value in figures.items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        flat.update({f"{key}.{inner}" if inner != "" else key: number for inner, number in items})
+    shown = []
+    for key, value in flat.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         shown.append(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value:,}")
@@ -428,8 +441,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the whole run [default: 480 on the GPU, 180 for the dry run]")
     parser.add_argument("--only", default="", help="comma-separated step names to run (default: all)")
-    parser.add_argument("--fail", default=os.environ.get(FAIL_ENV, ""),
-                        help=f"STEP[:raise|crash|hang],...: make these steps fail (default: ${FAIL_ENV})")
+    parser.add_argument("--fail", default="", help="STEP[:raise|crash|hang],...: make these steps fail (raise an "
+                        f"error, SIGKILL themselves, or hang past their cap); ${FAIL_ENV} adds more")
     parser.add_argument("--cap", action="append", default=[], help="STEP=SECONDS: another time cap for a step")
     parser.add_argument("--llava-layers", type=int, default=32, help="decoder layers of the LLaVA prune checks")
     parser.add_argument("--isolation", choices=("auto", "fork", "spawn"), default="auto",
@@ -451,7 +464,7 @@ def main() -> None:
     device = "cpu" if args.cpu_dry_run else args.device
     out = args.out.resolve()
     ctx = Context(device, args.cpu_dry_run, out / "work", args.llava_layers)
-    failures = parse_failures(args.fail)
+    failures = {**parse_failures(os.environ.get(FAIL_ENV, "")), **parse_failures(args.fail)}
     by_name = {step.name: step for step in STEPS}
     if args.child:  # a spawned step
         child(by_name[args.child], ctx, failures, args.child_result, None)
