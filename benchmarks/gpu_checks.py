@@ -36,7 +36,7 @@ class Sizes:
     equivalence_batch: int
 
     @staticmethod
-    def full(llava_layers: int = 32) -> "Sizes":
+    def full(llava_layers: int = 8) -> "Sizes":
         return Sizes(vit=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                               image_size=224, patch_size=16),
                      vit_batch=8,

@@ -2,8 +2,9 @@
 
 Steps (``--list`` prints them): masked retraining keeps pruned weights exactly zero (plain, bf16, bf16 with
 gradient checkpointing); gated == masked == physically pruned logits (LeNet5-Mini, ViT-B/16, and the ConvNet
-families when they are registered); ``hfprune prune`` of a random ViT-B/16 and of a random Phi-2-shape LLaVA
-decoder with every unstructured method; GMP at Phi-2's decoder shape against torch's ``global_unstructured``; the
+families when they are registered); ``hfprune prune`` of a random ViT-B/16 and of a random LLaVA whose decoder
+has Phi-2's layer shape (8 layers by default, ``--llava-layers 32`` for its full depth) with every unstructured
+method; GMP at Phi-2's decoder shape against torch's ``global_unstructured``; the
 masked-step overhead; batched generation at 729 image tokens; trials/hour of LeNet5-Mini (and ResNet56) packed
 1, 2, 4, 8 on the GPU through the Ray executor; the bare-loop overhead of one trial.
 
@@ -53,7 +54,7 @@ class Context:
     device: str
     dry: bool
     work: Path
-    llava_layers: int = 32
+    llava_layers: int = 8
 
     @property
     def sizes(self):
@@ -218,7 +219,7 @@ STEPS: list[Step] = [
     Step("prune_vit_b16", "hfprune prune ViT-B/16 heads=0.5,ffn=0.5 (l1); reloaded == gated",
          lambda ctx: _checks().prune_vit(ctx.work, ctx.device, ctx.sizes), 60),
     *[Step(f"prune_llava_{method}", f"hfprune prune Phi-2-shape LLaVA --method {method} --sparsity 0.4375",
-           _prune_llava(method), 90 if method == "ump" else 60) for method in UNSTRUCTURED],
+           _prune_llava(method), 90 if method in ("ump", "pnp", "sparsegpt") else 60) for method in UNSTRUCTURED],
 ]
 
 
@@ -444,7 +445,8 @@ def main() -> None:
     parser.add_argument("--fail", default="", help="STEP[:raise|crash|hang],...: make these steps fail (raise an "
                         f"error, SIGKILL themselves, or hang past their cap); ${FAIL_ENV} adds more")
     parser.add_argument("--cap", action="append", default=[], help="STEP=SECONDS: another time cap for a step")
-    parser.add_argument("--llava-layers", type=int, default=32, help="decoder layers of the LLaVA prune checks")
+    parser.add_argument("--llava-layers", type=int, default=8,
+                        help="decoder layers (of Phi-2's shape) of the LLaVA prune checks; 32 is Phi-2's full depth")
     parser.add_argument("--isolation", choices=("auto", "fork", "spawn"), default="auto",
                         help="steps in forked children (fast) or fresh interpreters; auto: fork unless that "
                              "loses CUDA")
