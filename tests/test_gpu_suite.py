@@ -124,3 +124,20 @@ def test_bad_options_are_one_line_errors():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--cpu-dry-run", "--out",
                              "/tmp/unused", "--only", "no_such_step"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "unknown step(s) no_such_step; --list shows them" in result.stderr
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "--device cuda: torch sees no CUDA GPU here; drop --device to prune on the CPU"),
+    ("gpu0", "--device 'gpu0' is not a torch device; give cpu, cuda or cuda:N"),
+])
+def test_prune_device_that_is_not_here_is_a_one_line_error_before_any_loading(tmp_path, device, message):
+    import torch
+
+    from hfprune.errors import HfpruneError
+    from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(HfpruneError) as error:
+        prune_unstructured_checkpoint(str(tmp_path / "no-such-model"), "ump", 0.5, tmp_path / "out", device=device)
+    assert str(error.value) == message

@@ -80,6 +80,7 @@ def prune_unstructured_checkpoint(
     model is scored, calibrated and masked [default: where it loads, the CPU].
     """
     chosen = method_from(method, **(options or {}))
+    target_device = _device(device) if device is not None else None
     if not 0 < sparsity < 1:
         raise HfpruneError(f"--sparsity must be in (0, 1), got {sparsity}")
     chosen.check_sparsity(sparsity)
@@ -90,8 +91,8 @@ def prune_unstructured_checkpoint(
         raise HfpruneError(f"--loss-samples needs {how}")
     out = check_out_dir(out, source)
     adapter, model, processor = load_unstructured(source)
-    if device is not None:
-        model.to(_device(device))
+    if target_device is not None:
+        model.to(target_device)
     calibration = loss_set = None
     if calibration_data is not None:
         from hfprune.train.trainer import make_loader
