@@ -27,7 +27,6 @@ import os
 import runpy
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -42,6 +41,7 @@ for _path in (HERE, ROOT / "tests"):  # the other benchmark scripts and the test
         sys.path.insert(0, str(_path))
 
 from gpu_checks import Skip  # noqa: E402 - a step that cannot run here raises it
+from isolated import finish, fork_keeps_cuda, one_line, run_forked, run_spawned  # noqa: E402
 
 FAIL_ENV = "HFPRUNE_GPU_SUITE_FAIL"  # STEP[:raise|crash|hang],...: inject failures (as --fail does)
 STATUSES = ("ok", "failed", "skipped")
@@ -224,12 +224,6 @@ STEPS: list[Step] = [
 
 
 # -- running one step in its own process ---------------------------------------------------------------------------
-def one_line(error: BaseException, limit: int = 400) -> str:
-    text = str(error).strip().splitlines()
-    message = f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
-    return message if len(message) <= limit else message[:limit - 3] + "..."
-
-
 def injected(name: str, failures: dict[str, str]) -> None:
     """Make step ``name`` fail as asked: raise an error, kill its own process, or hang past its cap."""
     how = failures.get(name)
@@ -242,7 +236,7 @@ def injected(name: str, failures: dict[str, str]) -> None:
 
 
 def step_body(step: Step, ctx: Context, failures: dict[str, str]) -> dict:
-    """What the child does: run the step and return its outcome (never raises)."""
+    """What the step's process does: run the step and return its outcome (never raises)."""
     started = time.perf_counter()
     try:
         injected(step.name, failures)
@@ -269,90 +263,16 @@ def cuda_peak(figures: dict) -> None:
         figures.setdefault("cuda_max_memory_allocated_gib", torch.cuda.max_memory_allocated() / 1024 ** 3)
 
 
-def child(step: Step, ctx: Context, failures: dict[str, str], result: Path, log: Path | None) -> None:
-    """In the child: output to ``log`` (None: where it goes already), outcome to ``result``; never returns."""
-    if log is not None:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)  # Python's streams too, even where replaced
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-    code = 0
-    try:
-        result.write_text(json.dumps(step_body(step, ctx, failures), default=str))
-    except BaseException:  # noqa: BLE001
-        traceback.print_exc()
-        code = 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def wait(pid: int, cap: float) -> tuple[int | None, bool]:
-    """Wait for ``pid`` up to ``cap`` seconds; on timeout kill its process group. (wait status or None, timed out)."""
-    deadline = time.monotonic() + cap
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            kill_group(pid)  # whatever it started and left behind (e.g. Ray's processes)
-            return status, False
-        if time.monotonic() > deadline:
-            kill_group(pid)
-            os.waitpid(pid, 0)
-            return None, True
-        time.sleep(0.05)
-
-
-def kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def run_isolated(step: Step, ctx: Context, cap: float, logs: Path, failures: dict[str, str],
                  spawn_args: list[str] | None = None) -> dict:
-    """Run ``step`` in its own process group (forked, or ``spawn_args`` for a fresh interpreter) within ``cap``
-    seconds; its outcome, or ``failed`` with the reason it died."""
+    """``step`` in its own process group (forked, or this script with ``spawn_args`` in a fresh interpreter)
+    within ``cap`` seconds: its outcome, or ``failed`` with the reason its process died."""
     log, result = logs / f"{step.name}.log", logs / f"{step.name}.result.json"
-    result.unlink(missing_ok=True)
-    started = time.perf_counter()
-    sys.stdout.flush()
-    sys.stderr.flush()
     if spawn_args is None:
-        pid = os.fork()
-        if pid == 0:
-            os.setpgid(0, 0)
-            child(step, ctx, failures, result, log)
-    else:
-        with open(log, "wb") as output:
-            pid = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *spawn_args, "--child", step.name,
-                                    "--child-result", str(result)], stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=ROOT).pid
-    status, timed_out = wait(pid, cap)
-    seconds = time.perf_counter() - started
-    if result.is_file() and not timed_out:
-        outcome = json.loads(result.read_text())
-        outcome["seconds"] = seconds
-        return outcome
-    if timed_out:
-        why = f"timed out after {cap:.0f} s (its cap)"
-    elif os.WIFSIGNALED(status):
-        why = f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    else:
-        why = f"exited with status {os.WEXITSTATUS(status)} without a result"
-    last = last_line(log)
-    return {"status": "failed", "why": why + (f"; last output: {last}" if last else ""), "figures": {},
-            "seconds": seconds}
-
-
-def last_line(log: Path, limit: int = 300) -> str:
-    try:
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return ""
-    return lines[-1][-limit:] if lines else ""
+        return run_forked(lambda: step_body(step, ctx, failures), cap, log, result)
+    command = [sys.executable, str(Path(__file__).resolve()), *spawn_args, "--child", step.name,
+               "--child-result", str(result)]
+    return run_spawned(command, cap, log, result, cwd=ROOT)
 
 
 # -- the suite -----------------------------------------------------------------------------------------------------
@@ -383,25 +303,6 @@ def preload() -> None:
     import llava_fixtures  # noqa: F401
     import test_masked_training  # noqa: F401
     from transformers import LlavaForConditionalGeneration, ViTForImageClassification  # noqa: F401
-
-
-def fork_keeps_cuda() -> bool:
-    """Whether a forked child can still use CUDA (False when something in this process initialised it)."""
-    import torch
-
-    if torch.cuda.is_initialized():
-        return False
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            torch.zeros(1, device="cuda").add_(1)
-            torch.cuda.synchronize()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def markdown(report: dict) -> str:
@@ -469,7 +370,7 @@ def main() -> None:
     failures = {**parse_failures(os.environ.get(FAIL_ENV, "")), **parse_failures(args.fail)}
     by_name = {step.name: step for step in STEPS}
     if args.child:  # a spawned step
-        child(by_name[args.child], ctx, failures, args.child_result, None)
+        finish(lambda: step_body(by_name[args.child], ctx, failures), args.child_result)
     names = [name.strip() for name in args.only.split(",") if name.strip()] or list(by_name)
     unknown = [name for name in [*names, *failures] if name not in by_name]
     if unknown:
