@@ -182,7 +182,7 @@ def prune(
                                      "on this many --calibration-data conversations"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
     device: Optional[str] = typer.Option(None, "--device", help="unstructured: where the method scores, calibrates "
-                                         "and masks the model, e.g. cuda \[default: cpu]"),
+                                         "and masks the model, e.g. cuda \\[default: cpu]"),
 ) -> None:
     """Prune a checkpoint: structurally (heads, FFN neurons, filters; physically smaller) with --structure, or
     unstructurally (e.g. UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT on a Llava model's decoder Linears, optionally N:M
