@@ -8,9 +8,13 @@ one Ray worker and in-process, and as the round trip of an empty Ray task. Targe
 workers on 2 cores.
 
 On a GPU: ``--pack 1,2,4,8`` also runs that many trials per GPU (``execution.gpus_per_trial`` = 1/k, k
-workers per GPU) and prints trials/hour against one trial at a time (goal: >= 10x at the best packing).
+workers per GPU) and prints trials/hour against one trial at a time (goal: >= 10x at the best packing);
+``--pack-only`` skips the in-process / 1 / 2 worker comparison, ``--device cpu`` packs k workers on the CPU
+instead (a dry run of the same path). ``--family``/``--dataset``/``--prune`` study another model (e.g.
+``--family resnet_cifar --dataset cifar10 --data-path DIR``).
 
     python benchmarks/fanout.py [--trials 6] [--rounds 2] [--epochs 3] [--train-limit 2000] [--pack 1,2,4,8]
+        [--pack-only] [--device cuda] [--json FILE]
 """
 
 from __future__ import annotations
@@ -30,13 +34,19 @@ from hfprune.study.executors.inprocess import InProcessExecutor
 from hfprune.study.plan import plan_for
 from hfprune.study.tasks import build_task
 
+from figures import add_json_option, save_figures
 
-def study(trials: int, epochs: int, train_limit: int, execution: dict) -> dict:
+
+def study(trials: int, epochs: int, train_limit: int, execution: dict, family: str = "lenet5_mini",
+          dataset: str = "mnist_sample", data_path: str | None = None,
+          ratios: dict[str, float] | None = None) -> dict:
+    data = {"dataset": dataset, "train_limit": train_limit, "test_limit": 500}
     return {
-        "name": "fanout", "seed": 0, "model": {"family": "lenet5_mini"},
-        "data": {"dataset": "mnist_sample", "train_limit": train_limit, "test_limit": 500},
+        "name": "fanout", "seed": 0, "model": {"family": family},
+        "data": {**data, "path": data_path} if data_path else data,
         "pretrain": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
-        "pruning": {"settings": [{"ratios": {"conv1": 0.5}, "candidates": {"mode": "random", "num": trials}}]},
+        "pruning": {"settings": [{"ratios": ratios or {"conv1": 0.5},
+                                  "candidates": {"mode": "random", "num": trials}}]},
         "retrain": {"epochs": epochs, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.02, "momentum": 0.9}},
         "evaluation": {"batch_size": 500}, "execution": execution,
     }
@@ -82,16 +92,29 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=2000)
     parser.add_argument("--pack", default="", help="GPU only: trials per GPU to try, e.g. 1,2,4,8")
+    parser.add_argument("--pack-only", action="store_true", help="only the --pack measurement")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="--pack on the GPUs, or (cpu) k workers at once on the CPU")
+    parser.add_argument("--family", default="lenet5_mini")
+    parser.add_argument("--dataset", default="mnist_sample")
+    parser.add_argument("--data-path", default=None, help="local copy of a Hub dataset")
+    parser.add_argument("--prune", default="conv1=0.5", help="GROUP=RATIO,... of the sampled masks")
+    add_json_option(parser)
     args = parser.parse_args()
     from hfprune.study.executors.ray_tasks import RayExecutor
 
     packs = [int(k) for k in args.pack.split(",") if k.strip()]
-    warmup_trials = max([2, *[k * max(1, torch.cuda.device_count()) for k in packs]])
+    slots = max(1, torch.cuda.device_count()) if args.device == "cuda" else 1
+    warmup_trials = max([2, *[k * slots for k in packs]])
+    ratios = {name: float(ratio) for name, _, ratio in (item.partition("=") for item in args.prune.split(","))}
     recipe = parse_recipe(study(args.trials + warmup_trials, args.epochs, args.train_limit,
-                                {"threads_per_trial": 1}))
+                                {"threads_per_trial": 1}, args.family, args.dataset, args.data_path, ratios))
     with tempfile.TemporaryDirectory() as folder:
         context = context_of(recipe, Path(folder))
         specs = context.plan.trials()
+        if args.pack_only:
+            save_figures(args, pack_on_gpu(recipe, context, specs, packs, args.trials, args.device))
+            return
         print(f"LeNet5-Mini, conv1@0.5, {args.epochs} retrain epochs on {args.train_limit} images, "
               f"{args.rounds} rounds of {args.trials} trials per mode, 1 thread per trial, "
               f"{torch.get_num_threads()} cores seen")
@@ -119,25 +142,31 @@ def main() -> None:
         print(f"speed-up --workers 2 / --workers 1 = {rates['--workers 2'] / rates['--workers 1']:.2f}x "
               "(target >= 1.8x); --workers 2 / in-process = "
               f"{rates['--workers 2'] / rates['in-process']:.2f}x")
+        figures = {"trials_per_hour": rates, "ray_start_s": ray_start, "ray_overhead_ms": per_trial * 1000}
         if packs:
-            pack_on_gpu(recipe, context, specs, packs, args.trials)
+            figures.update(pack_on_gpu(recipe, context, specs, packs, args.trials, args.device))
+        save_figures(args, figures)
 
 
-def pack_on_gpu(recipe, context, specs, packs: list[int], trials: int) -> None:
+def pack_on_gpu(recipe, context, specs, packs: list[int], trials: int, device: str = "cuda") -> dict:
+    """Trials/hour with k trials at once per GPU (``gpus_per_trial`` = 1/k), or on the CPU for ``device='cpu'``."""
     from hfprune.study.executors.ray_tasks import RayExecutor
 
-    gpus = torch.cuda.device_count()
-    if not gpus:
+    gpus = torch.cuda.device_count() if device == "cuda" else 0
+    if device == "cuda" and not gpus:
         print("--pack: no GPU here; skipped")
-        return
+        return {"pack_skipped": "no GPU"}
+    where = f"GPU x {gpus} GPU(s)" if gpus else "CPU"
     rates = {}
     for per_gpu in packs:
         execution = recipe.execution.model_copy(update={"gpus_per_trial": 1 / per_gpu, "cpus_per_trial": 1})
-        workers = per_gpu * gpus
+        workers = per_gpu * max(1, gpus)
         with RayExecutor(execution, workers) as executor:
             rates[per_gpu] = trials / timed(executor, context, specs[:workers + trials], workers) * 3600
-        print(f"{per_gpu} trial(s) per GPU x {gpus} GPU(s): {rates[per_gpu]:8.0f} trials/hour "
-              f"({rates[per_gpu] / rates[packs[0]]:.2f}x {packs[0]} per GPU)")
+        print(f"{per_gpu} trial(s) per {where}: {rates[per_gpu]:8.0f} trials/hour "
+              f"({rates[per_gpu] / rates[packs[0]]:.2f}x {packs[0]} per {'GPU' if gpus else 'CPU'})")
+    return {"pack_device": device, "gpus": gpus, "packed_trials_per_hour": rates,
+            "packing_speedup": {k: rate / rates[packs[0]] for k, rate in rates.items()}}
 
 
 if __name__ == "__main__":

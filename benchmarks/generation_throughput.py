@@ -22,6 +22,8 @@ from hfprune.evaluation.benchmarks.base import BenchmarkSample
 from hfprune.evaluation.generation import generate_batch
 from hfprune.models.llava.tiny import tiny_llava
 
+from figures import add_json_option, save_figures
+
 # Phi-2's padded vocabulary (51,200 rows) and SigLIP's patch 14; 4 Phi layers of width 256.
 CONFIG = {"image_size": 224, "patch_size": 14, "vision_hidden_size": 128, "hidden_size": 256, "num_layers": 4,
           "vocab_size": 51200}
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=CONFIG["image_size"], help="384 as in TinyLLaVA: 729 tokens")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a busy machine)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_json_option(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,6 +70,8 @@ def main() -> None:
     times = {"batched": [], "one_by_one": []}
     for _ in range(args.repeats):
         for name, run in (("batched", batched), ("one_by_one", one_by_one)):
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
             start = time.perf_counter()
             outputs = run()
             if args.device.startswith("cuda"):
@@ -77,8 +82,12 @@ def main() -> None:
     for name, seconds in medians.items():
         print(f"{name:>10}: median {seconds:.2f} s, {args.samples * args.new_tokens / seconds:.0f} tokens/s")
     same = times["batched_outputs"] == times["one_by_one_outputs"]
-    print(f"speed-up of batch {args.batch_size}: {medians['one_by_one'] / medians['batched']:.2f}x "
-          f"(target >= 3x); same answers: {same}")
+    speedup = medians["one_by_one"] / medians["batched"]
+    print(f"speed-up of batch {args.batch_size}: {speedup:.2f}x (target >= 3x); same answers: {same}")
+    save_figures(args, {"device": args.device, "image_tokens": model.config.image_seq_length,
+                        "batch_size": args.batch_size, "speedup": speedup, "same_answers": same,
+                        "tokens_per_second": {name: args.samples * args.new_tokens / seconds
+                                              for name, seconds in medians.items()}})
 
 
 if __name__ == "__main__":

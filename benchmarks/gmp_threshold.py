@@ -34,8 +34,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from hfprune.models.llava.adapter import PHI_DECODER_LINEARS
 from hfprune.pruning.structured.groups import num_pruned
 from hfprune.pruning.unstructured import select_targets, unstructured_masks
+
+from figures import add_json_option, save_figures
 
 GIB = 1024 ** 3
 
@@ -119,12 +122,12 @@ def timed(device: str):
 
 def run_ours(model: nn.Module, sparsity: float, device: str):
     with PeakMemory(device) as memory, timed(device) as clock:
-        result = unstructured_masks(model, "gmp", sparsity)
+        result = unstructured_masks(model, "gmp", sparsity, targets=PHI_DECODER_LINEARS)
     return result, clock["seconds"], memory.peak_bytes
 
 
 def run_torch(model: nn.Module, pruned: int, device: str):
-    params = [(linear, "weight") for linear in select_targets(model).values()]
+    params = [(linear, "weight") for linear in select_targets(model, PHI_DECODER_LINEARS).values()]
     with PeakMemory(device) as memory, timed(device) as clock:
         prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=pruned)
     return clock["seconds"], memory.peak_bytes
@@ -132,7 +135,7 @@ def run_torch(model: nn.Module, pruned: int, device: str):
 
 def undo_torch_pruning(model: nn.Module) -> None:
     """Give every Linear its dense weight back (``prune.remove`` would keep the pruned one)."""
-    for linear in select_targets(model).values():
+    for linear in select_targets(model, PHI_DECODER_LINEARS).values():
         hooks = [key for key, hook in linear._forward_pre_hooks.items() if isinstance(hook, prune.BasePruningMethod)]
         for key in hooks:
             del linear._forward_pre_hooks[key]
@@ -146,7 +149,7 @@ def undo_torch_pruning(model: nn.Module) -> None:
 def compare(model: nn.Module, result) -> dict:
     """Pruned counts, torch's threshold (largest pruned |w|) and where the two masks differ."""
     torch_pruned, torch_threshold, differ, differ_off_ties = 0, 0.0, 0, 0
-    for name, linear in select_targets(model).items():
+    for name, linear in select_targets(model, PHI_DECODER_LINEARS).items():
         ours = result.masks[f"{name}.weight"].to(linear.weight_mask.device)
         theirs = linear.weight_mask.bool()
         magnitude = linear.weight_orig.abs().float()
@@ -178,6 +181,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-torch", action="store_true", help="measure ours only")
     parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each; medians are printed")
+    add_json_option(parser)
     args = parser.parse_args()
 
     dtype = getattr(torch, args.dtype)
@@ -205,7 +209,10 @@ def main() -> None:
     our_seconds, our_peak = (statistics.median(values) for values in zip(*ours))
     rows = [("time (s)", f"{our_seconds:.2f}"), ("peak memory (GiB)", f"{our_peak / GIB:.2f}"),
             ("pruned", f"{result.pruned:,}"), ("threshold", f"{result.threshold:.9g}")]
+    figures = {"device": args.device, "dtype": args.dtype, "weights": weights, "pruned": result.pruned,
+               "threshold": result.threshold, "ours_seconds": our_seconds, "ours_peak_gib": our_peak / GIB}
     if skip:
+        save_figures(args, {**figures, "torch_skipped": skip})
         print(f"torch global_unstructured skipped ({skip})\n")
         print("| | ours (GMP radix select) |\n|---|---:|")
         for label, value in rows:
@@ -219,6 +226,11 @@ def main() -> None:
     ratios = [f"{our_seconds / torch_seconds:.3f}", f"{our_peak / torch_peak:.3f}",
               "same" if check["torch_pruned"] == result.pruned else "DIFFERENT",
               "same" if check["torch_threshold"] == result.threshold else "DIFFERENT"]
+    save_figures(args, {**figures, "torch_seconds": torch_seconds, "torch_peak_gib": torch_peak / GIB,
+                        "time_ratio": our_seconds / torch_seconds, "memory_ratio": our_peak / torch_peak,
+                        "same_count": check["torch_pruned"] == result.pruned,
+                        "same_threshold": check["torch_threshold"] == result.threshold,
+                        "differ_off_ties": check["differ_off_ties"]})
     print(f"medians of {args.repeats} alternating run(s)\n")
     print("| | ours (GMP radix select) | torch global_unstructured | ours/torch |\n|---|---:|---:|---:|")
     for (label, value), other, ratio in zip(rows, torch_column, ratios):

@@ -32,6 +32,8 @@ from hfprune.pruning.masking import MaskedParameters
 from hfprune.config.recipe import OptimizerSection
 from hfprune.train.optim import build_optimizer
 
+from figures import add_json_option, save_figures
+
 TARGETS = re.compile(r".*language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|dense)|mlp\.(fc1|fc2))\.weight")
 
 
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    add_json_option(parser)
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -148,6 +151,9 @@ def main() -> None:
     print(f"ratio with/without: {ratio:.3f}  (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
     print(f"mask enforcement alone (hooks + apply): {enforcement:+.1%} of a step; clip+optimiser ratio "
           f"{kept[2] / plain[2]:.2f}")
+    save_figures(args, {"device": str(device), "mixed_precision": args.mixed_precision, "parameters": total,
+                        "ratio": ratio, "enforcement_share": enforcement, "clip_optimizer_ratio": kept[2] / plain[2],
+                        "median_ms": {name: value[0] * 1e3 for name, value in medians.items()}, "violations": 0})
 
 
 if __name__ == "__main__":

@@ -181,6 +181,8 @@ def prune(
     loss_samples: int = typer.Option(0, "--loss-samples", min=0, help="unstructured: measure the pruned train loss "
                                      "on this many --calibration-data conversations"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    device: Optional[str] = typer.Option(None, "--device", help="unstructured: where the method scores, calibrates "
+                                         "and masks the model, e.g. cuda \\[default: cpu]"),
 ) -> None:
     """Prune a checkpoint: structurally (heads, FFN neurons, filters; physically smaller) with --structure, or
     unstructurally (e.g. UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT on a Llava model's decoder Linears, optionally N:M
@@ -199,7 +201,7 @@ def prune(
         facts = prune_unstructured_checkpoint(
             model, method, sparsity, out, options=options, targets=target or None, ignore=ignore or (),
             calibration_data=calibration_data, image_root=image_root, calibration_samples=calibration_samples or 128,
-            loss_samples=loss_samples, batch_size=batch_size or 8, seed=seed, progress=progress)
+            loss_samples=loss_samples, batch_size=batch_size or 8, seed=seed, progress=progress, device=device)
         loss = (f", pruned train loss {facts['metrics']['pruned_train_loss']:.4f}"
                 if "pruned_train_loss" in facts["metrics"] else "")
         typer.echo(f"{method}: sparsity {facts['sparsity']:.4f} over {facts['target_weights']:,} target weights"

@@ -128,6 +128,7 @@ def run_case(case: str) -> dict:
         summary["runs"].append(_check(model, masks, masked, before, dtype, data))
         summary["runs"][-1].update(dtype=str(dtype), loss=result.last_epoch_loss, steps=result.steps)
     summary["processes"] = PartialState().num_processes
+    summary["device"] = str(PartialState().device)
     return summary
 
 
@@ -161,13 +162,14 @@ def _check(model, masks, masked, before, dtype, data) -> dict:
     changed = kept_total = 0
     for name, keep in masks.items():
         param = params[name]
+        keep = keep.to(param.device)  # on a GPU the trained model stays there
         assert not hasattr(param, "ds_tensor") and param.shape == keep.shape, f"{name} was left partitioned"
         assert param.dtype == dtype, f"{name} came back as {param.dtype}"
         assert torch.all(param[~keep] == 0), f"{name}: a pruned weight is not exactly zero"
-        changed += int((param[keep] != before[name][keep]).sum())
+        changed += int((param[keep] != before[name].to(param.device)[keep]).sum())
         kept_total += int(keep.sum())
     assert changed > 0.5 * kept_total, f"only {changed} of {kept_total} kept weights changed"
-    batch = {key: torch.stack([row[key] for row in data[:4]]) for key in data[0]}
+    batch = {key: torch.stack([row[key] for row in data[:4]]).to(model.device) for key in data[0]}
     with torch.no_grad():
         assert torch.isfinite(model(**batch).loss), "the model does not evaluate after training"
     checksum = float(sum(param.detach().double().sum() for param in model.parameters()))

@@ -69,15 +69,18 @@ def prune_unstructured_checkpoint(
     batch_size: int = 8,
     seed: int = 0,
     progress: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Prune ``source`` with ``method`` (its ``options`` validated by the method's class) at ``sparsity`` and write
     the result to ``out``; returns the facts.
 
     With ``calibration_data`` (a LLaVA-1.5 JSON, images included), calibration-aware methods (wanda, owl,
     sparsegpt, activation scores) read ``calibration_samples`` of it in batches of ``batch_size``, and
-    ``loss_samples`` > 0 measures the pruned train loss on that many.
+    ``loss_samples`` > 0 measures the pruned train loss on that many. ``device`` (e.g. ``cuda``) is where the
+    model is scored, calibrated and masked [default: where it loads, the CPU].
     """
     chosen = method_from(method, **(options or {}))
+    target_device = _device(device) if device is not None else None
     if not 0 < sparsity < 1:
         raise HfpruneError(f"--sparsity must be in (0, 1), got {sparsity}")
     chosen.check_sparsity(sparsity)
@@ -88,6 +91,8 @@ def prune_unstructured_checkpoint(
         raise HfpruneError(f"--loss-samples needs {how}")
     out = check_out_dir(out, source)
     adapter, model, processor = load_unstructured(source)
+    if target_device is not None:
+        model.to(target_device)
     calibration = loss_set = None
     if calibration_data is not None:
         from hfprune.train.trainer import make_loader
@@ -128,3 +133,14 @@ def prune_unstructured_checkpoint(
 
     save_atomically(model, out, extras=[write_companions])
     return facts
+
+
+def _device(name: str) -> torch.device:
+    """``name`` as a torch device this machine has; a bad or missing one is an HfpruneError naming --device."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise HfpruneError(f"--device '{name}' is not a torch device; give cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HfpruneError(f"--device {name}: torch sees no CUDA GPU here; drop --device to prune on the CPU")
+    return device

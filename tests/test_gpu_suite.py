@@ -1,0 +1,143 @@
+"""benchmarks/gpu_suite.py: its CPU dry run reports every step, and a step that fails — by an error, a crash of
+its process or a hang past its cap — is reported failed with why while the other steps still run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import gpu_suite  # noqa: E402
+
+from hfprune.models import FAMILIES  # noqa: E402
+
+
+def _suite(out: Path, *args: str, env: dict | None = None, timeout: int = 900) -> dict:
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--cpu-dry-run", "--out", str(out), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                            env={**os.environ, **(env or {})})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return json.loads((out / "gpu_suite.json").read_text())
+
+
+@pytest.mark.slow
+def test_dry_run_reports_every_step_and_a_failing_step_stops_only_itself(tmp_path):
+    # one failure injected through the environment (an error), one through --fail (the step's process is killed)
+    report = _suite(tmp_path, "--budget", "900", "--fail", "equivalence_vit:crash",
+                    env={gpu_suite.FAIL_ENV: "masked_bf16"})
+    steps = report["steps"]
+    assert list(steps) == [step.name for step in gpu_suite.STEPS]
+    assert all(step["status"] in gpu_suite.STATUSES and step["seconds"] >= 0 for step in steps.values())
+    assert steps["masked_bf16"]["status"] == "failed" and "injected failure" in steps["masked_bf16"]["why"]
+    assert steps["equivalence_vit"]["status"] == "failed" and "SIGKILL" in steps["equivalence_vit"]["why"]
+    for step in gpu_suite.STEPS:
+        if step.name in ("masked_bf16", "equivalence_vit"):
+            continue
+        result = steps[step.name]
+        if step.family is not None and step.family not in FAMILIES:
+            assert result == {"status": "skipped", "why": "family not installed", "figures": {}, "seconds": 0.0}
+        else:
+            assert result["status"] == "ok", (step.name, result["why"])
+            assert result["figures"], step.name
+    assert report["counts"]["failed"] == 2 and report["device"] == "cpu"
+
+    # the figures are the checks' own
+    for case in ("masked_plain", "masked_bf16_checkpointing"):
+        figures = steps[case]["figures"]
+        assert figures["violations"] == 0 and figures["kept_changed"] > 0.5 and figures["device"] == "cpu"
+        assert figures["pruned_fraction"] == pytest.approx(0.44, abs=1e-3)
+    lenet = steps["equivalence_lenet5_mini"]["figures"]
+    assert lenet["gated_vs_physical"] <= 1e-4 and lenet["pruned_parameters"] < lenet["parameters"]
+    assert steps["prune_vit_b16"]["figures"]["pruned_vs_gated"] <= 1e-4
+    for method in gpu_suite.UNSTRUCTURED:
+        assert steps[f"prune_llava_{method}"]["figures"]["sparsity"] == pytest.approx(0.4375, abs=2e-3), method
+    gmp = steps["gmp_threshold"]["figures"]
+    assert gmp["same_count"] and gmp["same_threshold"] and gmp["pruned"] == round(0.4375 * gmp["weights"])
+    assert steps["masked_step_overhead"]["figures"]["violations"] == 0
+    assert steps["generation_throughput"]["figures"]["same_answers"] is True
+    assert steps["trial_overhead"]["figures"]["trial_device"] == "cpu"
+    assert steps["trials_per_hour_lenet"]["figures"]["packed_trials_per_hour"]["2"] > 0
+    assert steps["masked_step_overhead"]["target_met"] is None  # no speed verdict at dry-run sizes
+
+    table = (tmp_path / "gpu_suite.md").read_text()
+    assert all(f"| {name} | {step['status']} |" in table for name, step in steps.items())
+    assert (tmp_path / "logs" / "masked_plain.log").is_file() and not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+def test_spawned_steps_and_a_step_past_its_cap(tmp_path):
+    report = _suite(tmp_path, "--isolation", "spawn", "--only", "equivalence_lenet5_mini,gmp_threshold",
+                    "--fail", "gmp_threshold:hang", "--cap", "gmp_threshold=3")
+    assert report["isolation"] == "spawn" and list(report["steps"]) == ["equivalence_lenet5_mini", "gmp_threshold"]
+    assert report["steps"]["equivalence_lenet5_mini"]["status"] == "ok"
+    hung = report["steps"]["gmp_threshold"]
+    assert hung["status"] == "failed" and hung["why"].startswith("timed out after 3 s")
+
+
+def test_a_timed_out_step_takes_what_it_started_with_it(tmp_path):
+    """The cap kills the step's whole process group: a subprocess it started does not outlive it."""
+    pid_file = tmp_path / "sleeper.pid"
+
+    def start_and_hang(ctx):
+        sleeper = subprocess.Popen(["sleep", "60"])
+        pid_file.write_text(str(sleeper.pid))
+        time.sleep(60)
+
+    step = gpu_suite.Step("hangs", "starts a process and hangs", start_and_hang, cap=1)
+    ctx = gpu_suite.Context("cpu", True, tmp_path)
+    started = time.perf_counter()
+    outcome = gpu_suite.run_isolated(step, ctx, 1.5, tmp_path, {})
+    assert time.perf_counter() - started < 10
+    assert outcome["status"] == "failed" and outcome["why"].startswith("timed out after 2 s")
+    sleeper = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not Path(f"/proc/{sleeper}").exists() or "Z" in Path(f"/proc/{sleeper}/stat").read_text().split()[2]
+
+
+def test_an_error_is_one_line_with_its_type_and_a_skip_is_not_a_failure(tmp_path):
+    def fails(ctx):
+        raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    def skips(ctx):
+        raise gpu_suite.Skip("dataset cifar10 not registered")
+
+    ctx = gpu_suite.Context("cpu", True, tmp_path)
+    failed = gpu_suite.run_isolated(gpu_suite.Step("fails", "", fails, cap=30), ctx, 30, tmp_path, {})
+    assert failed["status"] == "failed"
+    assert failed["why"] == "MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert "Traceback" in (tmp_path / "fails.log").read_text()
+    skipped = gpu_suite.run_isolated(gpu_suite.Step("skips", "", skips, cap=30), ctx, 30, tmp_path, {})
+    assert skipped["status"] == "skipped" and skipped["why"] == "dataset cifar10 not registered"
+
+
+def test_bad_options_are_one_line_errors():
+    with pytest.raises(SystemExit, match="raise, crash or hang"):
+        gpu_suite.parse_failures("masked_plain:explode")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--cpu-dry-run", "--out",
+                             "/tmp/unused", "--only", "no_such_step"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "unknown step(s) no_such_step; --list shows them" in result.stderr
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "--device cuda: torch sees no CUDA GPU here; drop --device to prune on the CPU"),
+    ("gpu0", "--device 'gpu0' is not a torch device; give cpu, cuda or cuda:N"),
+])
+def test_prune_device_that_is_not_here_is_a_one_line_error_before_any_loading(tmp_path, device, message):
+    import torch
+
+    from hfprune.errors import HfpruneError
+    from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(HfpruneError) as error:
+        prune_unstructured_checkpoint(str(tmp_path / "no-such-model"), "ump", 0.5, tmp_path / "out", device=device)
+    assert str(error.value) == message
