@@ -116,7 +116,7 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, work
     one run per trial.
     """
     directory = Path(directory)
-    accelerator = get_accelerator(recipe.retrain.mixed_precision, recipe.retrain.gradient_accumulation_steps)
+    accelerator = get_accelerator()
     main = accelerator.is_main_process
     bars = progress and main and sys.stderr.isatty()
     adapter = get_adapter(recipe.model.family, recipe.model.dtype)
