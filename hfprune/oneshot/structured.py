@@ -115,6 +115,9 @@ def prune_checkpoint(
     groups = adapter.groups(model.config)
     expand_ratios(groups, ratios)  # unknown keys and bad ratios fail before any work
     counts = kept_counts(groups, ratios)
+    if all(counts[name] == groups[name].size for name in counts):
+        raise HfpruneError(f"--structure {structure} prunes nothing (every ratio is 0); give a ratio above 0, "
+                           "e.g. conv1=0.5")
     batches, calibration = None, None
     if calibration_data is not None:
         from hfprune.data.registry import load_image_classification

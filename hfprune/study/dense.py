@@ -8,8 +8,9 @@ from pathlib import Path
 from transformers import PretrainedConfig, PreTrainedModel
 
 from hfprune.io import quiet_hf_progress, save_atomically
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
 from hfprune.models.base import ModelAdapter
+from hfprune.models.overrides import check_buildable
 from hfprune.config.recipe import Recipe
 from hfprune.seeding import seed_everything, stable_seed
 from hfprune.study.tasks import Task
@@ -33,7 +34,12 @@ def dense_config(recipe: Recipe, adapter: ModelAdapter, task: Task) -> Pretraine
         except (OSError, ValueError) as error:
             raise _cannot_load(adapter, recipe.model.pretrained, error) from None
     data = task.data
-    return adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config)
+    try:
+        config = adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config)
+    except (TypeError, ValueError) as error:
+        raise HfpruneError(f"model.config: {reason(error, 200)}") from None
+    check_buildable(adapter.model_class, config)
+    return config
 
 
 def _load_pretrained(adapter: ModelAdapter, source: str) -> PreTrainedModel:
