@@ -328,8 +328,16 @@ def score(
 
 def main() -> None:
     """Entry point: user errors print one line on stderr and exit with status 2."""
+    from hfprune.errors import storage_problem
+
     try:
         app()
     except HfpruneError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except OSError as error:
+        line = storage_problem(error)
+        if line is None:
+            raise
+        typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
         sys.exit(2)

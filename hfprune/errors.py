@@ -1,5 +1,7 @@
 """User-facing errors: one clear line naming what is wrong and how to fix it."""
 
+import errno
+
 
 class HfpruneError(Exception):
     """An error caused by the user's input (recipe, paths, data, flags).
@@ -15,3 +17,17 @@ def reason(error: BaseException, limit: int = 300, kind: bool = False) -> str:
     if kind:
         return f"{type(error).__name__}: {text[:limit] or 'no details'}"
     return (text or type(error).__name__)[:limit]
+
+
+def storage_problem(error: OSError) -> str | None:
+    """One line for a full disk, a read-only file system or a permission refused (what writing outputs
+    meets), or None for other OS errors. Everything hfprune records is written whole or not at all, so the
+    line says that rerunning the command resumes."""
+    where = f" ({error.filename})" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device{where}; free some space, then run the same command again "
+                "(everything already recorded is kept)")
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"{error.strerror or 'not writable'}{where}; choose a writable --out or fix its permissions, then "
+                "run the same command again (everything already recorded is kept)")
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 from transformers import PretrainedConfig, PreTrainedModel
@@ -55,8 +56,12 @@ def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Pa
     :func:`dense_config`) and cache it."""
     cache = study_dir / "dense"
     if (cache / "config.json").is_file():
-        with contextlib.nullcontext() if progress else quiet_hf_progress():
-            return adapter.model_class.from_pretrained(cache)
+        try:
+            with contextlib.nullcontext() if progress else quiet_hf_progress():
+                return adapter.model_class.from_pretrained(cache)
+        except Exception as error:  # noqa: BLE001 - any unreadable cache is made again, deterministically
+            print(f"warning: the cached dense model in {cache} is unreadable ({reason(error, 200)}); making it "
+                  "again", file=sys.stderr)  # save_atomically replaces it below
     if recipe.model.pretrained:
         model = _load_pretrained(adapter, recipe.model.pretrained)
         if not adapter.cache_pretrained:
