@@ -327,17 +327,19 @@ def score(
 
 
 def main() -> None:
-    """Entry point: user errors print one line on stderr and exit with status 2."""
+    """Entry point: user errors print one line on stderr and exit with status 2; secrets never print."""
     from hfprune.errors import storage_problem
+    from hfprune.secrets import redact, redact_standard_streams
 
+    redact_standard_streams()  # no secret in any output: ours, libraries', tracebacks
     try:
         app()
     except HfpruneError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {redact(str(error))}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except OSError as error:
         line = storage_problem(error)
         if line is None:
             raise
-        typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {redact(line)}", fg=typer.colors.RED, err=True)
         sys.exit(2)

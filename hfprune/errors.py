@@ -11,9 +11,12 @@ class HfpruneError(Exception):
 
 
 def reason(error: BaseException, limit: int = 300, kind: bool = False) -> str:
-    """A library error as one line of at most ``limit`` characters, to quote inside an HfpruneError; ``kind``
-    puts the error's class first (``OSError: ...``), where the text alone would not say what failed."""
-    text = " ".join(str(error).split())
+    """A library error as one line of at most ``limit`` characters, to quote inside an HfpruneError, with every
+    known secret redacted first; ``kind`` puts the error's class first (``OSError: ...``), where the text alone
+    would not say what failed."""
+    from hfprune.secrets import redact
+
+    text = redact(" ".join(str(error).split()))  # before the cut: no half secret survives it
     if kind:
         return f"{type(error).__name__}: {text[:limit] or 'no details'}"
     return (text or type(error).__name__)[:limit]
