@@ -30,6 +30,8 @@ def storage_problem(error: OSError) -> str | None:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"no space left on the device{where}; free some space, then run the same command again "
                 "(everything already recorded is kept)")
+    if error.errno in (errno.EISDIR, errno.ENOTDIR):
+        return f"{error.strerror}{where}: hfprune writes a file there; move it away or choose another --out"
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return (f"{error.strerror or 'not writable'}{where}; choose a writable --out or fix its permissions, then "
                 "run the same command again (everything already recorded is kept)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from hfprune.errors import HfpruneError, reason
 from hfprune.io import quiet_hf_progress, save_atomically
@@ -56,7 +57,7 @@ def load_structured(source: str) -> tuple[StructuredAdapter, torch.nn.Module]:
     try:
         with quiet_hf_progress():  # keep stderr for the one-line errors
             model = adapter.load_pretrained(source)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # truncated or garbage weights too
         raise HfpruneError(f"cannot load model '{source}' as a {adapter.name} checkpoint ({reason(error)})") from None
     return adapter, model.eval()
 

@@ -6,6 +6,7 @@ import contextlib
 import sys
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers import PretrainedConfig, PreTrainedModel
 
 from hfprune.io import quiet_hf_progress, save_atomically
@@ -46,7 +47,7 @@ def dense_config(recipe: Recipe, adapter: ModelAdapter, task: Task) -> Pretraine
 def _load_pretrained(adapter: ModelAdapter, source: str) -> PreTrainedModel:
     try:
         return adapter.load_pretrained(source)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         raise _cannot_load(adapter, source, error) from None
 
 
