@@ -58,6 +58,9 @@ def run(
                                               "execution resources"),
     log_with: Optional[str] = typer.Option(None, "--log-with", help="experiment trackers, comma-separated: "
                                            "tensorboard, wandb, mlflow (one run per trial, grouped by study)"),
+    deterministic: bool = typer.Option(False, "--deterministic", help="deterministic torch kernels and a fixed "
+                                       "thread count (execution.threads_per_trial, else 1): the same numbers on "
+                                       "machines of one kind, whatever their core counts; slower"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
     from hfprune.config.recipe import load_recipe
@@ -69,7 +72,7 @@ def run(
     try:
         trackers = [name.strip() for name in (log_with or "").split(",") if name.strip()]
         result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
-                           log_with=trackers)
+                           log_with=trackers, deterministic=deterministic)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished trials are saved in {directory}. Run the same command to resume.",
                    err=True)

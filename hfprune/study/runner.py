@@ -22,7 +22,9 @@ from hfprune.io import read_json, save_atomically, write_json_atomically
 from hfprune.models import get_adapter
 from hfprune.models.base import ModelAdapter, StructuredAdapter
 from hfprune.oneshot.cards import write_trial_card
+from hfprune.seeding import make_deterministic
 from hfprune.study.dense import dense_config, dense_model
+from hfprune.study.environment import describe, differences
 from hfprune.study.executors import TrialContext, executor_for
 from hfprune.study.plan import TrialSpec, plan_for
 from hfprune.study.progress import TrialProgress
@@ -150,16 +152,34 @@ def _evaluate_dense(task: Task, dense: PreTrainedModel, device, workdir: Path) -
         dense.to("cpu")
 
 
+def _record_environment(directory: Path, environment: dict) -> None:
+    """The environment the study started on goes into study.json; a later one that differs says how, once."""
+    recorded = _manifest(directory).get("environment")
+    if recorded is None:
+        _write_manifest(directory, {"environment": environment})
+        return
+    changed = differences(recorded, environment)
+    if changed:
+        print(f"warning: this run's environment differs from the one that started the study ({'; '.join(changed)}); "
+              "trials recorded now may differ in the last digits from those recorded before", file=sys.stderr)
+
+
 def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, workers: int | None = None,
-              ray_address: str | None = None, log_with: list[str] | None = None) -> StudyResult:
+              ray_address: str | None = None, log_with: list[str] | None = None,
+              deterministic: bool = False) -> StudyResult:
     """Run (or resume) every trial of ``recipe`` into ``directory``: in this process, or on Ray with up to
     ``workers`` trials at once (a local instance, or the cluster at ``ray_address``).
 
     ``progress``: on a terminal, bars (one over trials, nested ones per epoch in this process); elsewhere one
     line per finished trial on stderr. ``log_with``: Accelerate trackers (tensorboard, wandb, mlflow) that get
-    one run per trial.
+    one run per trial. ``deterministic``: deterministic kernels and a fixed thread count
+    (``execution.threads_per_trial``, else 1) for the whole run, in this process (not with Ray).
     """
     directory = Path(directory)
+    if deterministic:
+        if workers is not None or ray_address is not None:
+            raise HfpruneError("--deterministic runs trials in this process; drop --workers/--ray-address")
+        make_deterministic(recipe.execution.threads_per_trial or 1)
     accelerator = get_accelerator()
     main = accelerator.is_main_process
     bars = progress and main and sys.stderr.isatty()
@@ -169,6 +189,8 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, work
     tracker = TrialTracker(log_with, directory, recipe.name) if log_with and main else None
     if main:
         _claim_directory(recipe, directory)
+        _record_environment(directory, describe(accelerator.device, accelerator.num_processes, deterministic,
+                                                recipe.execution.threads_per_trial))
     accelerator.wait_for_everyone()
     dense_evaluated = "dense" in _manifest(directory)  # read before anyone writes it
 
