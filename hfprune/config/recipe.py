@@ -133,7 +133,7 @@ class RetrainSection(TrainingSection):
 
 class CandidatesSection(Section):
     mode: Literal["auto", "exhaustive", "random"] = "auto"
-    num: int = Field(1000, gt=0, le=1 << 24, description="random draws; 'auto' enumerates when there are at most this many")
+    num: int = Field(1000, gt=0, le=1_000_000, description="random draws; 'auto' enumerates when there are at most this many")
 
 
 class SettingSection(Section):

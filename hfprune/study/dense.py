@@ -44,9 +44,10 @@ def dense_config(recipe: Recipe, adapter: ModelAdapter, task: Task) -> Pretraine
     return config
 
 
-def _load_pretrained(adapter: ModelAdapter, source: str) -> PreTrainedModel:
+def _load_pretrained(adapter: ModelAdapter, source: str, progress: bool) -> PreTrainedModel:
     try:
-        return adapter.load_pretrained(source)
+        with contextlib.nullcontext() if progress else quiet_hf_progress():  # --no-progress: no loading bars
+            return adapter.load_pretrained(source)
     except (OSError, ValueError, SafetensorError) as error:
         raise _cannot_load(adapter, source, error) from None
 
@@ -64,7 +65,7 @@ def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Pa
             print(f"warning: the cached dense model in {cache} is unreadable ({reason(error, 200)}); making it "
                   "again", file=sys.stderr)  # save_atomically replaces it below
     if recipe.model.pretrained:
-        model = _load_pretrained(adapter, recipe.model.pretrained)
+        model = _load_pretrained(adapter, recipe.model.pretrained, progress)
         if not adapter.cache_pretrained:
             return model
     else:
