@@ -21,15 +21,26 @@ app = typer.Typer(
 
 
 def _resolve_recipe(recipe: str) -> Path:
-    """A path, or the name of a shipped recipe (``quickstart`` → the shipped recipes/quickstart.yaml)."""
+    """A path, or the name of a shipped recipe (``quickstart`` → the shipped recipes/quickstart.yaml).
+
+    A shipped recipe is used only for a bare name (no folder in it) that is not a file here: a path that does
+    not exist, or that is a directory, is an error and never silently another recipe.
+    """
     from hfprune.resources import shipped_recipes
 
     path = Path(recipe)
     if path.is_file():
         return path
-    shipped = shipped_recipes().get(path.stem)
-    if path.suffix in ("", ".yaml") and shipped is not None:
+    if path.exists():
+        raise HfpruneError(f"recipe '{recipe}' is a {'directory' if path.is_dir() else 'special file'}, not a "
+                           "recipe file; give a YAML file or a name from `hfprune recipes`")
+    bare = path.name == recipe and path.suffix in ("", ".yaml")
+    shipped = shipped_recipes().get(path.stem) if bare else None
+    if shipped is not None:
         return shipped
+    if not bare:
+        raise HfpruneError(f"recipe file '{recipe}' does not exist; give a YAML path or a name from "
+                           "`hfprune recipes`")
     raise HfpruneError(f"recipe '{recipe}' not found; give a YAML path or a name from `hfprune recipes`")
 
 
@@ -47,6 +58,9 @@ def run(
                                               "execution resources"),
     log_with: Optional[str] = typer.Option(None, "--log-with", help="experiment trackers, comma-separated: "
                                            "tensorboard, wandb, mlflow (one run per trial, grouped by study)"),
+    deterministic: bool = typer.Option(False, "--deterministic", help="deterministic torch kernels and a fixed "
+                                       "thread count (execution.threads_per_trial, else 1): the same numbers on "
+                                       "machines of one kind, whatever their core counts; slower"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
     from hfprune.config.recipe import load_recipe
@@ -58,7 +72,7 @@ def run(
     try:
         trackers = [name.strip() for name in (log_with or "").split(",") if name.strip()]
         result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
-                           log_with=trackers)
+                           log_with=trackers, deterministic=deterministic)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished trials are saved in {directory}. Run the same command to resume.",
                    err=True)
@@ -149,7 +163,7 @@ def prune(
                                              "weights to zero, e.g. 0.4375"),
     method: Optional[str] = typer.Option(None, "--method", help="structured: a criterion (default l1); unstructured: "
                                          "a method; `hfprune methods` lists both with their options"),
-    seed: int = typer.Option(0, "--seed", help="seed of the random criterion and the calibration subset"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="seed of the random criterion and the calibration subset"),
     calibration_data: Optional[str] = typer.Option(
         None, "--calibration-data", help="taylor_fo: a registered dataset, e.g. imagenet_1k; unstructured: a "
         "LLaVA-1.5 conversations JSON, images included (for wanda, owl, sparsegpt, --score activation and "
@@ -318,9 +332,19 @@ def score(
 
 
 def main() -> None:
-    """Entry point: user errors print one line on stderr and exit with status 2."""
+    """Entry point: user errors print one line on stderr and exit with status 2; secrets never print."""
+    from hfprune.errors import storage_problem
+    from hfprune.secrets import redact, redact_standard_streams
+
+    redact_standard_streams()  # no secret in any output: ours, libraries', tracebacks
     try:
         app()
     except HfpruneError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {redact(str(error))}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except OSError as error:
+        line = storage_problem(error)
+        if line is None:
+            raise
+        typer.secho(f"error: {redact(line)}", fg=typer.colors.RED, err=True)
         sys.exit(2)

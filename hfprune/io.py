@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
+
+from hfprune.errors import HfpruneError
 
 
 @contextmanager
@@ -30,6 +33,22 @@ def quiet_hf_progress() -> Iterator[None]:
 WriteInto = Callable[[Path], None]
 
 
+@contextmanager
+def _os_errors_as_oserror() -> Iterator[None]:
+    """safetensors reports a failed write (a full disk) as its own error, "... (os error 28)"; re-raise it as
+    the OSError it is, so that callers tell a full disk from a bug."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as error:  # noqa: BLE001 - only those naming an OS error are translated
+        found = re.search(r"os error (\d+)", str(error))
+        if found is None:
+            raise
+        number = int(found.group(1))
+        raise OSError(number, os.strerror(number)) from error
+
+
 def save_atomically(model: PreTrainedModel, target: Path, extras: Iterable[WriteInto] = ()) -> None:
     """``save_pretrained`` into ``target.partial``, then rename over ``target``.
 
@@ -40,7 +59,7 @@ def save_atomically(model: PreTrainedModel, target: Path, extras: Iterable[Write
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    with quiet_hf_progress():  # one-shard "Writing model shards" bars would flood the trial loop
+    with quiet_hf_progress(), _os_errors_as_oserror():  # one-shard "Writing model shards" bars would flood
         model.save_pretrained(partial)
         for write in extras:
             write(partial)
@@ -76,3 +95,25 @@ def write_json_atomically(path: str | os.PathLike, data: Any) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     partial.replace(path)
+
+
+MAX_JSON_BYTES = 256 << 20
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """The JSON document in ``path``; anything wrong with it (not a regular file, too large, not UTF-8, not
+    JSON, nested too deep for Python) is one HfpruneError line naming ``what`` and the file."""
+    path = Path(path)
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "missing" if not path.exists() else "not a regular file"
+        raise HfpruneError(f"{what} {path} is {kind}; give a JSON file")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise HfpruneError(f"{what} {path} is larger than {MAX_JSON_BYTES >> 20} MiB")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise HfpruneError(f"{what} {path} is not UTF-8 text (byte {error.start})") from None
+    except json.JSONDecodeError as error:
+        raise HfpruneError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:
+        raise HfpruneError(f"{what} {path} nests deeper than Python can read") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 
 import numpy as np
@@ -19,3 +20,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def make_deterministic(threads: int) -> None:
+    """Deterministic torch kernels and a fixed number of CPU threads for the rest of the process.
+
+    CPU reductions split over threads, so their rounding depends on the thread count: fixing it (and the
+    kernels) makes two machines of one kind, whatever their core counts, compute the same numbers. On CUDA
+    cuBLAS also needs a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``), set here unless already given.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.set_num_threads(threads)

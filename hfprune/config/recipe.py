@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -30,6 +30,16 @@ class ModelSection(Section):
 
         return one_of(family, FAMILIES, "model family")
 
+    @model_validator(mode="after")
+    def _overrides_fit_family(self) -> "ModelSection":
+        from hfprune.models import FAMILIES
+        from hfprune.models.overrides import override_problems
+
+        problems = override_problems(self.family, FAMILIES[self.family].config_class, self.config)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 class DataSection(Section):
     dataset: str = Field(description="registered dataset name")
@@ -37,7 +47,7 @@ class DataSection(Section):
                                                   "for llava_v1_5 the conversations JSON")
     image_root: Optional[str] = Field(None, description="llava_v1_5: folder the JSON's image paths are relative to")
     max_length: int = Field(2048, gt=0, description="llava_v1_5: token limit of one tokenised conversation")
-    image_size: int = Field(32, ge=8)
+    image_size: int = Field(32, ge=8, le=4096)
     image_processor: Optional[str] = Field(
         None, description="local dir or Hub id whose image processor (mean, std, resampling) preprocesses the "
                           "images of lazily loaded datasets such as imagenet_1k [default: model.pretrained]")
@@ -62,23 +72,27 @@ class DataSection(Section):
         return one_of(dataset, KNOWN_DATASETS, "dataset")
 
 
+Beta = Annotated[float, Field(ge=0, lt=1)]
+Count = Annotated[int, Field(gt=0, le=1 << 24)]  # batch sizes, epochs, draws: positive, and not absurd
+
+
 class OptimizerSection(Section):
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=10)
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0, le=10)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
 
 
 class ScheduleSection(Section):
     name: Literal["constant", "multistep", "cosine"] = "constant"
     milestones: list[int] = Field(default_factory=list, description="epochs at which multistep multiplies the lr by gamma")
-    gamma: float = Field(0.1, gt=0)
+    gamma: float = Field(0.1, gt=0, le=1)
     gammas: Optional[list[float]] = Field(
         None, description="multistep: one factor per milestone instead of gamma, e.g. [0.01, 0.1] for "
                           "0.1 -> 1e-3 -> 1e-4 (the paper's LR2 rounds)")
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0, le=1 << 24)
 
     @field_validator("milestones")
     @classmethod
@@ -100,17 +114,17 @@ class ScheduleSection(Section):
 
 
 class TrainingSection(Section):
-    epochs: int = Field(ge=0)
-    batch_size: int = Field(gt=0)
+    epochs: int = Field(ge=0, le=1 << 24)
+    batch_size: Count
     optimizer: OptimizerSection
     schedule: ScheduleSection = ScheduleSection()
     grad_clip: Optional[float] = Field(None, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    mixup: float = Field(0.0, ge=0, description="mixup Beta(α, α) parameter per batch; 0 = off (paper's ViT: 0.2)")
-    cutmix: float = Field(0.0, ge=0, description="cutmix Beta(α, α) parameter per batch; 0 = off (paper's ViT: "
+    mixup: float = Field(0.0, ge=0, le=1000, description="mixup Beta(α, α) parameter per batch; 0 = off (paper's ViT: 0.2)")
+    cutmix: float = Field(0.0, ge=0, le=1000, description="cutmix Beta(α, α) parameter per batch; 0 = off (paper's ViT: "
                                                  "1.0); with both on, each batch uses one of them at random")
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    gradient_accumulation_steps: int = Field(1, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0, le=1 << 16)
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward (Hugging Face models; saves memory, costs ~30% time)")
     freeze: list[str] = Field(default_factory=list, description="regexes (full match) of parameter names kept "
                                                                 "frozen, e.g. 'model\\.vision_tower\\..*'")
@@ -151,7 +165,7 @@ class RetrainSection(TrainingSection):
 
 class CandidatesSection(Section):
     mode: Literal["auto", "exhaustive", "random"] = "auto"
-    num: int = Field(1000, gt=0, description="random draws; 'auto' enumerates when there are at most this many")
+    num: int = Field(1000, gt=0, le=1_000_000, description="random draws; 'auto' enumerates when there are at most this many")
 
 
 class RoundsSection(Section):
@@ -209,7 +223,7 @@ class PruningSection(Section):
     schedule: Optional[RoundsSection] = Field(
         None, description="structured: prune every mask over rounds, retraining after each (iterative pipeline); "
                           "none = one-shot")
-    repeats: int = Field(1, gt=0, description="retrain every mask with this many seeds")
+    repeats: int = Field(1, gt=0, le=1000, description="retrain every mask with this many seeds")
     methods: list[MethodEntry] = Field(
         default_factory=list, description="unstructured: one trial per method, all at pruning.sparsity; a name "
                                           "(ump) or a mapping of the name and the method's own options "
@@ -280,7 +294,7 @@ class PruningSection(Section):
 
 
 class EvaluationSection(Section):
-    batch_size: int = Field(256, gt=0)
+    batch_size: Count = 256
     loss_samples: int = Field(1000, gt=0, description="llava: training samples of the pruned train loss "
                                                       "(token-weighted mean over their supervised tokens)")
     benchmarks: list[str] = Field(default_factory=list, description="llava: final benchmarks, e.g. [sqa_img, "
@@ -334,7 +348,7 @@ class ExecutionSection(Section):
 class Recipe(Section):
     name: str
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=1 << 32, description="seed of every random choice (masks, data order, init)")
     model: ModelSection
     data: DataSection
     pretrain: Optional[TrainingSection] = None

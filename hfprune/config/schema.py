@@ -14,9 +14,9 @@ Document = TypeVar("Document", bound=BaseModel)
 
 
 class Section(BaseModel):
-    """A strict part of a document: unknown keys are errors, values are frozen."""
+    """A strict part of a document: unknown keys are errors, values are frozen, numbers finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def one_of(value: str, known, what: str) -> str:
@@ -69,12 +69,77 @@ def validate_document(model: type[Document], data: Any, what: str, source: str) 
         raise HfpruneError(f"invalid {what} {source}: {problems}") from None
 
 
+# Limits of a YAML document: far above any recipe or spec, far below what hangs or exhausts the machine.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000  # values after expanding every alias (a "billion laughs" document expands to 10^9)
+
+
+def _check_yaml_shape(text: str) -> None:
+    """Refuse a document nested deeper than :data:`MAX_YAML_DEPTH`, with an alias to a node that contains it
+    (recursive), or whose aliases expand to more than :data:`MAX_YAML_NODES` values; counted over the parser's
+    events, in linear time and without recursion."""
+    sizes: dict[str, int] = {}  # anchor -> values in its node, aliases expanded
+    stack: list[list] = []  # open collections: [values so far, itself included; anchor]
+    total = 0
+
+    def count(values: int, into_parent: bool = True) -> None:
+        nonlocal total
+        total += values
+        if total > MAX_YAML_NODES:
+            raise ValueError(f"aliases expand it to more than {MAX_YAML_NODES:,} values")
+        if stack and into_parent:
+            stack[-1][0] += values
+
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor not in sizes:
+                raise ValueError(f"alias *{event.anchor} refers to a node that contains it (a recursive document)")
+            count(sizes[event.anchor])
+        elif isinstance(event, yaml.ScalarEvent):
+            count(1)
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            if len(stack) >= MAX_YAML_DEPTH:
+                raise ValueError(f"it nests deeper than {MAX_YAML_DEPTH} levels")
+            count(1, into_parent=False)
+            stack.append([1, event.anchor])
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            values, anchor = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = values
+            if stack:
+                stack[-1][0] += values
+
+
+def _yaml_error(error: yaml.YAMLError, path: Path, what: str) -> HfpruneError:
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return HfpruneError(f"{what} {path} is not valid YAML{where}: {problem}")
+
+
 def read_yaml(path: Path, what: str) -> Any:
-    """``yaml.safe_load`` of a file (nothing in it is executed), syntax errors with line and column."""
+    """``yaml.safe_load`` of a file (nothing in it is executed) within size, depth and alias-expansion limits;
+    every problem (not a file, not UTF-8, bad syntax, a limit) one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HfpruneError(f"{what} {path} is not a regular file")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise HfpruneError(f"{what} {path} is {path.stat().st_size:,} bytes; a {what} has at most "
+                           f"{MAX_YAML_BYTES:,}")
     try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise HfpruneError(f"{what} {path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as "
+                           "UTF-8") from None
+    except OSError as error:
+        raise HfpruneError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    try:
+        _check_yaml_shape(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise HfpruneError(f"{what} {path} is not valid YAML{where}: {problem}") from None
+        raise _yaml_error(error, path, what) from None
+    except ValueError as error:
+        raise HfpruneError(f"{what} {path} is refused: {error}") from None

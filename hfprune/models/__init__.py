@@ -45,8 +45,11 @@ def model_type_of(source: str) -> str:
     how = "give a directory written by save_pretrained or hfprune convert, or a Hub id reachable from this machine"
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(source)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError, AttributeError) as error:
         raise HfpruneError(f"cannot load model '{source}' ({reason(error)}); {how}") from None
+    if not isinstance(config_dict, dict):
+        raise HfpruneError(f"cannot load model '{source}' (its config.json holds a JSON "
+                           f"{type(config_dict).__name__}, not an object); {how}")
     model_type = config_dict.get("model_type")
     if model_type is None:
         raise HfpruneError(f"cannot load model '{source}' (no config.json with a model_type); {how}")

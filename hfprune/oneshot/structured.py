@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from hfprune.errors import HfpruneError, reason
 from hfprune.io import quiet_hf_progress, save_atomically
@@ -56,7 +57,7 @@ def load_structured(source: str) -> tuple[StructuredAdapter, torch.nn.Module]:
     try:
         with quiet_hf_progress():  # keep stderr for the one-line errors
             model = adapter.load_pretrained(source)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # truncated or garbage weights too
         raise HfpruneError(f"cannot load model '{source}' as a {adapter.name} checkpoint ({reason(error)})") from None
     return adapter, model.eval()
 
@@ -115,6 +116,9 @@ def prune_checkpoint(
     groups = adapter.groups(model.config)
     expand_ratios(groups, ratios)  # unknown keys and bad ratios fail before any work
     counts = kept_counts(groups, ratios)
+    if all(counts[name] == groups[name].size for name in counts):
+        raise HfpruneError(f"--structure {structure} prunes nothing (every ratio is 0); give a ratio above 0, "
+                           "e.g. conv1=0.5")
     batches, calibration = None, None
     if calibration_data is not None:
         from hfprune.data.registry import load_image_classification

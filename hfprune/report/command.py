@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -19,6 +18,7 @@ from hfprune.report.render import dumps, fmt, write_report
 from hfprune.report.sparsity import sparsity_by_layer
 from hfprune.report.stats import correlate, infer_higher_is_better
 from hfprune.study.record import DIRECTIONS
+from hfprune.io import read_json
 from hfprune.study.store import read_trials
 from hfprune.report.tables import (column_values, load_table, numeric_columns, pair_points, require_columns,
                                    setting_of)
@@ -109,9 +109,9 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise HfpruneError(f"{path} is not valid JSON ({error.msg}); fix or delete it") from None
+        manifest = read_json(path, "study manifest")
+    except HfpruneError as error:
+        raise HfpruneError(f"{error}; fix or delete it") from None
     return manifest if isinstance(manifest, dict) else {}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from hfprune.errors import HfpruneError
+from hfprune.io import read_json
 from hfprune.study.store import TRIAL_FILES_GLOB, read_trials
 
 MISSING_TEXT = frozenset({"", "nan", "null", "none", "na", "n/a"})
@@ -43,8 +45,23 @@ def _coerce(text: str) -> Any:
     return text
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise HfpruneError(f"{path} is not UTF-8 text (byte {error.start}); save the table as UTF-8") from None
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    try:
+        return [{key: _coerce(value or "") for key, value in row.items() if key is not None} for row in reader]
+    except csv.Error as error:
+        raise HfpruneError(f"{path}: not a readable CSV table after line {reader.line_num} ({error})") from None
+
+
 def _read_jsonl(path: Path) -> list[Any]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _read_text(path).splitlines()
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     records = []
     for i, line in enumerate(lines[:last + 1]):
@@ -52,6 +69,8 @@ def _read_jsonl(path: Path) -> list[Any]:
             continue
         try:
             records.append(json.loads(line))
+        except RecursionError:
+            raise HfpruneError(f"{path}, line {i + 1}: nested deeper than Python can read") from None
         except json.JSONDecodeError as error:
             if i == last:
                 break  # torn last line of a killed writer
@@ -65,18 +84,15 @@ def _read_records(path: Path) -> list[Any]:
             raise HfpruneError(f"no trial records ({TRIAL_FILES_GLOB}) in {path}; run the study first "
                                "or give a CSV/JSONL/JSON table")
         return read_trials(path)
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise HfpruneError(f"'{path}' is not a regular file; give a study directory or a .csv, .jsonl or .json table")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            return [{key: _coerce(value or "") for key, value in row.items() if key is not None}
-                    for row in csv.DictReader(handle)]
+        return _read_csv(path)
     if suffix == ".jsonl":
         return _read_jsonl(path)
     if suffix == ".json":
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise HfpruneError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+        records = read_json(path, "table")
         if not isinstance(records, list):
             raise HfpruneError(f"{path} must hold a JSON list of objects, one per trial")
         return records

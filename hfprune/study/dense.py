@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers import PretrainedConfig, PreTrainedModel
 
 from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.errors import HfpruneError, reason
 from hfprune.models.base import ModelAdapter
+from hfprune.models.overrides import check_buildable
 from hfprune.config.recipe import Recipe
 from hfprune.seeding import seed_everything, stable_seed
 from hfprune.study.tasks import Task
@@ -34,16 +37,19 @@ def dense_config(recipe: Recipe, adapter: ModelAdapter, task: Task) -> Pretraine
             raise _cannot_load(adapter, recipe.model.pretrained, error) from None
     data = task.data
     try:
-        return adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config)
+        config = adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config)
     except (TypeError, ValueError) as error:
-        raise HfpruneError(f"model.config: {reason(error)} (model.family '{adapter.name}'); fix or remove the "
+        raise HfpruneError(f"model.config: {reason(error, 200)} (model.family '{adapter.name}'); fix or remove the "
                            "override") from None
+    check_buildable(adapter.model_class, config)
+    return config
 
 
-def _load_pretrained(adapter: ModelAdapter, source: str) -> PreTrainedModel:
+def _load_pretrained(adapter: ModelAdapter, source: str, progress: bool) -> PreTrainedModel:
     try:
-        return adapter.load_pretrained(source)
-    except (OSError, ValueError) as error:
+        with contextlib.nullcontext() if progress else quiet_hf_progress():  # --no-progress: no loading bars
+            return adapter.load_pretrained(source)
+    except (OSError, ValueError, SafetensorError) as error:
         raise _cannot_load(adapter, source, error) from None
 
 
@@ -53,10 +59,14 @@ def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Pa
     :func:`dense_config`) and cache it."""
     cache = study_dir / "dense"
     if (cache / "config.json").is_file():
-        with contextlib.nullcontext() if progress else quiet_hf_progress():
-            return adapter.model_class.from_pretrained(cache)
+        try:
+            with contextlib.nullcontext() if progress else quiet_hf_progress():
+                return adapter.model_class.from_pretrained(cache)
+        except Exception as error:  # noqa: BLE001 - any unreadable cache is made again, deterministically
+            print(f"warning: the cached dense model in {cache} is unreadable ({reason(error, 200)}); making it "
+                  "again", file=sys.stderr)  # save_atomically replaces it below
     if recipe.model.pretrained:
-        model = _load_pretrained(adapter, recipe.model.pretrained)
+        model = _load_pretrained(adapter, recipe.model.pretrained, progress)
         if not adapter.cache_pretrained:
             return model
     else:

@@ -3,7 +3,8 @@
 Each finished trial is one JSON line in ``trials.jsonl`` (or ``trials-<shard>.jsonl`` when several
 worker processes share a study), written with a single ``write`` and ``fsync``-ed before the trial
 counts as done. A process killed mid-write leaves at most one torn last line, which readers skip;
-the trial it described is simply run again.
+the trial it described is simply run again. Every record carries its recipe's fingerprint, so records
+of another recipe, or a second record of one trial, are refused rather than taken in.
 """
 
 from __future__ import annotations
@@ -13,30 +14,41 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from hfprune.errors import HfpruneError
 from hfprune.io import json_line
 from hfprune.study.record import TrialRecord
 
 TRIAL_FILES_GLOB = "trials*.jsonl"
 
 
-class TrialStore:
-    """Appends trial records of one study directory; ``shard`` names this process's file."""
+FINGERPRINT = "recipe_fingerprint"  # each record names the recipe it was measured under
 
-    def __init__(self, directory: str | os.PathLike, shard: str | None = None):
+
+class TrialStore:
+    """Appends trial records of one study directory; ``shard`` names this process's file.
+
+    ``fingerprint`` (the recipe's) is stamped on every appended record, and :meth:`finished_ids` refuses
+    records stamped with another.
+    """
+
+    def __init__(self, directory: str | os.PathLike, shard: str | None = None, fingerprint: str | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         name = "trials.jsonl" if not shard else f"trials-{shard}.jsonl"
         self.path = self.directory / name
+        self.fingerprint = fingerprint
 
     def finished_ids(self) -> set[str]:
         """Ids of every trial recorded by any shard of this study."""
-        return {record["trial_id"] for record in read_trials(self.directory)}
+        return {record["trial_id"] for record in read_trials(self.directory, self.fingerprint)}
 
     def append(self, record: TrialRecord | dict[str, Any]) -> None:
         """Append one record (a :class:`TrialRecord`, or its JSON form) as one fsync-ed line."""
         record = record.to_json() if isinstance(record, TrialRecord) else record
         if "trial_id" not in record:
             raise ValueError("a trial record needs a 'trial_id'")
+        if self.fingerprint is not None:
+            record = {**record, FINGERPRINT: self.fingerprint}
         line = json_line(record, sort_keys=True)
         # A torn line left by a killed writer must not swallow this record.
         prefix = ""
@@ -51,24 +63,43 @@ class TrialStore:
             os.fsync(handle.fileno())
 
 
-def _read_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
+def _read_jsonl(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
+    """(line number, record) of every record line; torn or corrupt lines (not UTF-8, not JSON) are skipped:
+    hfprune writes whole ASCII lines, so such a line is a killed writer's, and its trial runs again."""
+    if not path.is_file():
+        raise HfpruneError(f"{path} is not a regular file; a study's trial records are files (move it away)")
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # torn write of a killed process; that trial reruns
-            if isinstance(record, dict) and "trial_id" in record:
-                yield record
+                line = raw.decode("utf-8").strip()
+                record = json.loads(line) if line else None
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                continue
+            if isinstance(record, dict) and isinstance(record.get("trial_id"), str):
+                yield number, record
 
 
-def read_trials(directory: str | os.PathLike) -> list[dict[str, Any]]:
-    """All trial records of a study directory, over all shards, first record per id, in file order."""
-    seen: dict[str, dict[str, Any]] = {}
+def read_trials(directory: str | os.PathLike, fingerprint: str | None = None) -> list[dict[str, Any]]:
+    """All trial records of a study directory, over all shards, in file order.
+
+    A second record of one trial id, or records of two recipes (another ``fingerprint`` than the one given,
+    else than the first record's), are refused with an HfpruneError naming the file and line.
+    """
+    seen: dict[str, tuple[str, dict[str, Any]]] = {}
+    expected = fingerprint
     for path in sorted(Path(directory).glob(TRIAL_FILES_GLOB)):
-        for record in _read_jsonl(path):
-            seen.setdefault(record["trial_id"], record)
-    return list(seen.values())
+        for number, record in _read_jsonl(path):
+            where = f"{path.name} line {number}"
+            stamp = record.get(FINGERPRINT)
+            if stamp is not None:
+                expected = expected or stamp
+                if stamp != expected:
+                    raise HfpruneError(
+                        f"{path}, line {number}: a record of another recipe (fingerprint {stamp}, this study "
+                        f"{expected}); move that line out of the file, or run this recipe with another --out")
+            if record["trial_id"] in seen:
+                raise HfpruneError(
+                    f"{path}, line {number}: a second record of trial '{record['trial_id']}' (the first is "
+                    f"{seen[record['trial_id']][0]}); hfprune records a trial once: remove one of the two lines")
+            seen[record["trial_id"]] = (where, record)
+    return [record for _, record in seen.values()]

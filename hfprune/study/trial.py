@@ -130,6 +130,10 @@ def _load_retrained(checkpoint: Path, dense: PreTrainedModel) -> tuple[TrialReco
     """(record so far, retrained model) saved by an earlier, interrupted run of this trial; None if there is none."""
     if not (checkpoint / TRIAL_FILE).is_file():
         return None
-    with quiet_hf_progress():
-        model = type(dense).from_pretrained(checkpoint, dtype=dense.dtype)
-    return TrialRecord.from_json(json.loads((checkpoint / TRIAL_FILE).read_text())), model.to(PartialState().device)
+    try:
+        with quiet_hf_progress():
+            model = type(dense).from_pretrained(checkpoint, dtype=dense.dtype)
+        record = TrialRecord.from_json(json.loads((checkpoint / TRIAL_FILE).read_text()))
+    except Exception:  # noqa: BLE001 - an unreadable cache of an unfinished trial: retrain it
+        return None
+    return record, model.to(PartialState().device)

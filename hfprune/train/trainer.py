@@ -27,7 +27,8 @@ from typing import Callable
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs
 from tqdm.auto import tqdm
 
 from hfprune.errors import HfpruneError
@@ -44,13 +45,13 @@ DISTRIBUTED_TIMEOUT = timedelta(hours=6)
 
 
 @functools.lru_cache(maxsize=None)
-def get_accelerator(mixed_precision: str = "no", gradient_accumulation_steps: int = 1) -> Accelerator:
-    """The process's Accelerator for coordination (main process, barriers); its state is process-wide.
+def get_accelerator() -> Accelerator:
+    """The process's Accelerator for coordination (main process, barriers, device); its state is process-wide.
 
     Created first (it sets up the process group, with :data:`DISTRIBUTED_TIMEOUT`); later Accelerators share it.
+    It trains nothing, so it takes no mixed precision: each training run sets its own (:func:`_use_precision`).
     """
-    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=gradient_accumulation_steps,
-                              kwargs_handlers=[InitProcessGroupKwargs(timeout=DISTRIBUTED_TIMEOUT)])
+    accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=DISTRIBUTED_TIMEOUT)])
     _honour_zero3_init_flag(accelerator)
     return accelerator
 
@@ -67,6 +68,21 @@ def _honour_zero3_init_flag(accelerator: Accelerator) -> None:
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
+
+
+def _use_precision(mixed_precision: str) -> None:
+    """Let the next Accelerator of this process train in ``mixed_precision``, whatever an earlier run used.
+
+    Accelerate keeps one mixed precision per process and refuses an Accelerator that asks for another
+    ("AcceleratorState has already been initialized and cannot be changed"); a study pretrains and retrains
+    in one process, each stage with its own. Forgetting the accelerator-level state (not the process group,
+    device or DeepSpeed config, which live in PartialState or are re-read) lets the next Accelerator set it
+    again. Under DeepSpeed the precision comes from the DeepSpeed config of each run instead.
+    """
+    state = AcceleratorState._shared_state
+    if (state.get("_mixed_precision") not in (None, mixed_precision)
+            and state.get("distributed_type") != DistributedType.DEEPSPEED):
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _identity(batch):
@@ -233,6 +249,7 @@ def train(
     # DDP must tolerate parameters without gradients in a step (a text-only batch never reaches a VLM's
     # vision tower or connector); it costs one graph traversal per step, so only where asked.
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else []
+    _use_precision(section.mixed_precision)
     accelerator = Accelerator(mixed_precision=section.mixed_precision,
                               gradient_accumulation_steps=section.gradient_accumulation_steps, kwargs_handlers=handlers)
     # accelerate launch exports a DeepSpeed config's gradient_accumulation_steps, which overrides the argument
@@ -257,6 +274,11 @@ def train(
     parameters = {param: (param.dtype, set(vars(param))) for param in model.parameters()}
     release = plugin is not None and not any(hasattr(param, "ds_id") for param in parameters)
     frozen = freeze(model, section.freeze)
+    if not any(param.requires_grad for param in model.parameters()):
+        for param in frozen:
+            param.requires_grad_(True)
+        raise HfpruneError(f"{description}: freeze {section.freeze} leaves no parameter to train; freeze fewer "
+                           "parameters, or set epochs: 0")
     optimizer = build_optimizer([param for param in model.parameters() if param.requires_grad], section.optimizer)
     schedule = build_schedule(optimizer, section.schedule, steps_per_epoch, section.epochs)
     if resume is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from hfprune.errors import HfpruneError
+from hfprune.secrets import redact, register_secret
 
 ENV_BASE_URL = ("HFPRUNE_JUDGE_BASE_URL", "OPENAI_BASE_URL")
 ENV_MODEL = ("HFPRUNE_JUDGE_MODEL",)
@@ -52,6 +53,7 @@ have trust issues" plays on that contradiction between the names and the places.
 """
 NUDGE = "\nReply with the correctness score only, a number from 0.0 to 1.0:"
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+MAX_ERROR_BODY = 64 << 10  # of an error response, read whole (then redacted, then cut) up to this
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,11 @@ class JudgeConfig:
             return None
         return cls(base_url.rstrip("/"), model, first(api_key, ENV_API_KEY))
 
+    def __post_init__(self):
+        register_secret(self.api_key)
+
     def redact(self, text: str) -> str:
-        return text.replace(self.api_key, "***") if self.api_key else text
+        return redact(text.replace(self.api_key, "***") if self.api_key else text)
 
 
 NO_JUDGE = (
@@ -111,8 +116,8 @@ def _post(judge: JudgeConfig, prompt: str, max_tokens: int) -> str:
             with urllib.request.urlopen(request, timeout=judge.timeout) as response:
                 return json.loads(response.read())["choices"][0]["message"]["content"] or ""
         except urllib.error.HTTPError as error:
-            detail = error.read()[:300].decode(errors="replace")
-            problem = f"HTTP {error.code} {error.reason}: {' '.join(detail.split())}"
+            detail = judge.redact(" ".join(error.read(MAX_ERROR_BODY).decode(errors="replace").split()))
+            problem = f"HTTP {error.code} {error.reason}: {detail[:300]}"  # cut after redaction
             if error.code not in _RETRY_STATUS:
                 break
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:

@@ -67,7 +67,7 @@ class LeNet5MiniForImageClassification(PreTrainedModel):
         if config.final_spatial_size < 1:
             raise ValueError(
                 f"image_size={config.image_size} is too small for three {config.kernel_size}x"
-                f"{config.kernel_size} convolutions; use at least 32"
+                f"{config.kernel_size} convolutions; use at least {7 * config.kernel_size - 3}"
             )
         c1, c2, c3 = config.conv_filters
         k = config.kernel_size

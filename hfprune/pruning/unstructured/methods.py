@@ -257,7 +257,18 @@ class GlobalMagnitude(ScoredMethod):
         return Global()
 
 
-class OutlierNonUniform(ScoredMethod):
+class _SpreadWithinRange:
+    """Refuses a ``lam`` that spreads layer sparsities past 0 or 1 (they would be clipped, moving the mean)."""
+
+    def sparsity_problem(self, sparsity: float) -> str | None:
+        room = min(sparsity, 1 - sparsity)
+        if self.lam > room + 1e-12:
+            return (f"lam {self.lam:g} spreads layer sparsities over [{sparsity - self.lam:g}, {sparsity + self.lam:g}], "
+                    f"outside [0, 1]; at sparsity {sparsity:g} use lam <= {room:g}")
+        return super().sparsity_problem(sparsity)
+
+
+class OutlierNonUniform(_SpreadWithinRange, ScoredMethod):
     name: Literal["onp"] = "onp"
     outlier_m: float = Field(5.0, gt=0, description="a weight is an outlier when its score > M x its layer's mean")
     lam: float = LAMBDA
@@ -268,7 +279,7 @@ class OutlierNonUniform(ScoredMethod):
         return OutlierProfile(lam=self.lam, outlier_m=self.outlier_m, score=SCORES[self.score])
 
 
-class PcaNonUniform(ScoredMethod):
+class PcaNonUniform(_SpreadWithinRange, ScoredMethod):
     name: Literal["pnp"] = "pnp"
     variance: float = Field(0.9, gt=0, le=1, description="share of a weight matrix's variance to explain")
     lam: float = LAMBDA
