@@ -65,7 +65,11 @@ def _value_problem(key: str, value: Any, default: Any) -> str | None:
 def override_problems(family: str, config_class: type[PretrainedConfig], overrides: dict[str, Any]) -> list[str]:
     """Every problem of ``overrides`` for a config of ``config_class`` (family ``family``), one phrase each."""
     own = _own_defaults(config_class)
-    defaults = {**config_class().to_dict(), **{key: value for key, value in own.items() if value is not None}}
+    built = config_class()
+    defaults = {**built.to_dict(), **{key: value for key, value in own.items() if value is not None}}
+    # a keyword defaulting to None may still be a size the built config sets (e.g. num_labels from id2label)
+    defaults.update({key: getattr(built, key) for key, value in own.items()
+                     if value is None and defaults.get(key) is None and getattr(built, key, None) is not None})
     known = set(defaults) | set(own)
     problems = []
     for key, value in overrides.items():

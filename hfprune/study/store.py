@@ -85,9 +85,14 @@ def read_trials(directory: str | os.PathLike, fingerprint: str | None = None) ->
     A second record of one trial id, or records of two recipes (another ``fingerprint`` than the one given,
     else than the first record's), are refused with an HfpruneError naming the file and line.
     """
+    return read_records(sorted(Path(directory).glob(TRIAL_FILES_GLOB)), fingerprint)
+
+
+def read_records(paths: Iterable[Path], fingerprint: str | None = None) -> list[dict[str, Any]]:
+    """The records of JSON-lines files of one study (see :func:`read_trials`: the same refusals)."""
     seen: dict[str, tuple[str, dict[str, Any]]] = {}
     expected = fingerprint
-    for path in sorted(Path(directory).glob(TRIAL_FILES_GLOB)):
+    for path in paths:
         for number, record in _read_jsonl(path):
             where = f"{path.name} line {number}"
             stamp = record.get(FINGERPRINT)

@@ -20,7 +20,7 @@ from hfprune.study.plan import TrialSpec
 from hfprune.study.record import DIRECTIONS, TrialRecord
 from hfprune.study.selection.rung_trial import RungContext, RungSpec, checkpoint_path, load_checkpoint
 from hfprune.study.selection.rungs import Rung, epochs_spent, rungs
-from hfprune.study.store import TrialStore, _read_jsonl
+from hfprune.study.store import TrialStore, read_records
 
 SELECTION_FILE = "selection.jsonl"
 METRICS = {"val_accuracy": "val_acc", "val_loss": "val_loss"}  # recipe name -> record metric
@@ -29,12 +29,15 @@ METRICS = {"val_accuracy": "val_acc", "val_loss": "val_loss"}  # recipe name -> 
 class RungStore(TrialStore):
     """``selection.jsonl``: the rung records of a study (not trials: the reporter does not read them)."""
 
-    def __init__(self, directory):
-        super().__init__(directory)
+    def __init__(self, directory, fingerprint: str | None = None):
+        super().__init__(directory, fingerprint=fingerprint)
         self.path = self.directory / SELECTION_FILE
 
     def records(self) -> dict[str, dict[str, Any]]:
-        return {r["trial_id"]: r for r in _read_jsonl(self.path)} if self.path.exists() else {}
+        """Rung records by trial id (those of another recipe, or twice the same rung trial, are refused)."""
+        if not self.path.exists():
+            return {}
+        return {record["trial_id"]: record for record in read_records([self.path], self.fingerprint)}
 
 
 def _ranked(alive: list[TrialSpec], specs: list[RungSpec], records: dict[str, dict], metric: str) -> list[TrialSpec]:
@@ -104,7 +107,7 @@ def successive_halving(context: TrialContext, executor: Executor, specs: Iterabl
     selection = context.recipe.pruning.selection
     metric = METRICS[selection.metric]
     rung_context = RungContext(**{field.name: getattr(context, field.name) for field in dataclasses.fields(context)})
-    store = RungStore(context.directory)
+    store = RungStore(context.directory, context.recipe.fingerprint())
     settings: dict[str, list[TrialSpec]] = {}
     for spec in specs:
         if spec.repeat == 0:
