@@ -38,6 +38,8 @@ from hfprune.study.plan import StructuredPlan, TrialSpec
 from hfprune.study.trial import run_trial
 from hfprune.train.trainer import train
 
+from bare_loop import masked_sgd_epochs
+
 QUICKSTART = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
 SGD = {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -57,25 +59,10 @@ def bare_epochs(model, images, labels, epochs: int, batch_size: int, optimizer_a
                                 weight_decay=optimizer_args["weight_decay"])
     steps_per_epoch = -(-len(labels) // batch_size)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [m * steps_per_epoch for m in milestones], 0.1)
-    generator = torch.Generator().manual_seed(0)
     model.train()
     _sync(device)
     started = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=generator).to(device)
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=images[index]).logits, labels[index])
-            loss.backward()
-            with torch.no_grad():
-                for name, keep in masks.items():
-                    params[name].grad.mul_(keep)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for name, keep in masks.items():
-                    params[name].mul_(keep)
+    masked_sgd_epochs(model, images, labels, masks, optimizer, schedule, batch_size, epochs)
     _sync(device)
     return time.perf_counter() - started
 

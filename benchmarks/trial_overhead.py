@@ -29,6 +29,7 @@ from hfprune.study.tasks.image_classification import ImageClassificationTask
 from hfprune.train.trainer import train
 from hfprune.study.trial import run_trial
 
+from bare_loop import masked_sgd_epochs
 from figures import add_json_option, save_figures
 
 MASK = {"conv1": (0, 2, 4, 6, 8)}
@@ -58,22 +59,7 @@ def bare_trial(dense, groups_masks, data, epochs: int, batch_size: int, lr: floa
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     steps_per_epoch = -(-len(train_y) // batch_size)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, [milestone * steps_per_epoch], 0.1)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        order = torch.randperm(len(train_y), generator=generator).to(device)
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=train_x[index]).logits, train_y[index])
-            loss.backward()
-            with torch.no_grad():
-                for name, keep in groups_masks.items():
-                    params[name].grad.mul_(keep)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for name, keep in groups_masks.items():
-                    params[name].mul_(keep)
+    masked_sgd_epochs(model, train_x, train_y, groups_masks, optimizer, schedule, batch_size, epochs)
     evaluate(train_x, train_y)
     return evaluate(test_x, test_y)[1]
 
