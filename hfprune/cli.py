@@ -71,8 +71,17 @@ def run(
     directory = out or Path("runs") / parsed.name
     try:
         trackers = [name.strip() for name in (log_with or "").split(",") if name.strip()]
-        result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
-                           log_with=trackers, deterministic=deterministic)
+        if getattr(parsed, "kind", None) == "sparse":
+            from hfprune.study.sparse.runner import run_sparse_study
+
+            if trackers:
+                raise HfpruneError("--log-with applies to oracle-pruning studies; a sparse study's records are in "
+                                   "trials.jsonl")
+            result = run_sparse_study(parsed, directory, progress=progress, workers=workers,
+                                      ray_address=ray_address, deterministic=deterministic)
+        else:
+            result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
+                               log_with=trackers, deterministic=deterministic)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished trials are saved in {directory}. Run the same command to resume.",
                    err=True)
@@ -83,7 +92,7 @@ def run(
         summary = report_study(directory, plots=parsed.report.plots)
         typer.echo(f"{result.trials_run} trials run, {result.trials_total} in the study; results in {directory}")
         print_summary(summary)
-        if parsed.export.push_to_hub:
+        if getattr(parsed, "export", None) is not None and parsed.export.push_to_hub:
             from hfprune.oneshot.push import push_checkpoint
 
             url = push_checkpoint(directory / "best", parsed.export.push_to_hub, private=parsed.export.private)

@@ -421,12 +421,28 @@ class Recipe(Section):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
-    """Validate a recipe given as a dict; raises HfpruneError with one line per problem."""
+def parse_recipe(data: Any, source: str = "recipe"):
+    """Validate a recipe given as a dict: an oracle-pruning :class:`Recipe`, or a sparse-training study's
+    :class:`~hfprune.config.sparse_recipe.SparseStudyRecipe` (a document with a ``sparse`` section); raises
+    HfpruneError with one line per problem."""
+    if isinstance(data, dict) and "sparse" in data:
+        from hfprune.config.sparse_recipe import SparseStudyRecipe
+
+        return validate_document(SparseStudyRecipe, data, "recipe", source)
+    if isinstance(data, dict) and _is_sparse_family((data.get("model") or {}).get("family")):
+        raise HfpruneError(f"{source}: model.family '{data['model']['family']}' trains in sparse-training studies: "
+                           "give a sparse section (budgets, methods, search) and a training section in place of "
+                           "pruning and retrain (see recipes/cubist_spiral_quick.yaml)")
     return validate_document(Recipe, data, "recipe", source)
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def _is_sparse_family(family: Any) -> bool:
+    from hfprune.models import FAMILIES
+
+    return isinstance(family, str) and family in FAMILIES and FAMILIES[family].structure == "sparse"
+
+
+def load_recipe(path: str | Path):
     """Read a recipe YAML file (``yaml.safe_load``: nothing in a recipe is executed)."""
     path = Path(path)
     if not path.is_file():

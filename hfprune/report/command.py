@@ -129,6 +129,10 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise HfpruneError(f"'{directory}' is not a study directory; for a table use --x and --y or --json")
+    if _read_manifest(directory).get("kind") == "sparse":
+        from hfprune.report.sparse_study import report_sparse_study
+
+        return report_sparse_study(directory, plots=plots)
     rows = load_table(directory)
     source = str(directory)
     directions = {**declared_directions(rows), **(directions or {})}
@@ -200,10 +204,26 @@ def summary_table(results: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def frontier_summary_table(summary: dict[str, Any]) -> Table:
+    """A rich table of a sparse study: per method and budget, accuracy and nominal / effective nonzeros."""
+    table = Table(title="accuracy vs nonzero weights")
+    for name, justify in (("method", "left"), ("budget", "right"), ("acc", "right"), ("search acc", "right"),
+                          ("nonzeros", "right"), ("effective", "right")):
+        table.add_column(name, justify=justify)
+    for row in summary.get("table", []):
+        table.add_row(str(row.get("method")), str(row.get("budget")), fmt(row.get("mean_acc")),
+                      fmt(row.get("search_acc")), fmt(row.get("mean_nonzeros")), fmt(row.get("mean_effective")))
+    return table
+
+
 def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
     """Print ``report_study``'s summary (a table per pair), or ``report_table``'s result (all rows, then
     per setting)."""
     console = console or Console()
+    if summary.get("kind") == "sparse":
+        console.print(f"sparse-training report: {summary['study']} ({summary['n_trials']} trials)")
+        console.print(frontier_summary_table(summary))
+        return
     if "results" not in summary:
         per_setting = summary["settings"] if len(summary["settings"]) > 1 else []
         console.print(summary_table([summary] + per_setting, f"{summary['x']} vs. {summary['y']}"))

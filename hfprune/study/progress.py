@@ -20,8 +20,8 @@ class TrialProgress:
     """``mode``: ``"bar"`` (tqdm), ``"lines"`` (one line per trial on ``stream``) or None (silent)."""
 
     def __init__(self, total: int, recorded: list[dict], selection_metric: Callable[[TrialRecord], str],
-                 mode: str | None, stream: TextIO | None = None):
-        self.total, self.done, self.mode = total, len(recorded), mode
+                 mode: str | None, stream: TextIO | None = None, shown: str = "pruned_train_loss"):
+        self.total, self.done, self.mode, self.shown = total, len(recorded), mode, shown
         self.selection_metric, self.stream = selection_metric, stream or sys.stderr
         self.best: TrialRecord | None = None
         for record in recorded:
@@ -64,9 +64,16 @@ class TrialProgress:
         elif self.mode == "lines":
             metric = self.selection_metric(record)
             seconds = sum(record.timings.values())
-            print(f"trial {self.done}/{self.total} {record.trial_id}: pruned_train_loss "
-                  f"{_number(record.metrics.get('pruned_train_loss'))}, {metric} {_number(record.metrics.get(metric))} "
+            print(f"trial {self.done}/{self.total} {record.trial_id}: {self.shown} "
+                  f"{_number(record.metrics.get(self.shown))}, {metric} {_number(record.metrics.get(metric))} "
                   f"in {seconds:.1f} s; {self._best_text()}; ETA {self.eta()}", file=self.stream, flush=True)
+
+    def replan(self, total: int) -> None:
+        """The study now has ``total`` trials (a stage planned from earlier results)."""
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -74,4 +81,6 @@ class TrialProgress:
 
 
 def _number(value) -> str:
+    if isinstance(value, int):
+        return str(value)
     return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,80 @@
+"""The report of a sparse-training study: accuracy against nonzero weights for the search and every method (the
+paper's main figure), nominal beside effective nonzeros for every trial, the data, and one pruned model drawn
+with its disconnected weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hfprune.io import read_json
+from hfprune.report.frontier import frontier_json, frontier_markdown, frontier_plot
+from hfprune.report.render import dumps
+from hfprune.study.store import read_trials
+
+FRONTIER_PLOT, EFFECTIVE_PLOT, SPIRAL_PLOT, CONNECTIVITY_PLOT = ("frontier.png", "frontier_effective.png",
+                                                                 "cubist_spiral.png", "connectivity.png")
+
+
+def _trial_rows(records: list[dict]) -> list[str]:
+    """Every trial's nominal and effective nonzeros beside its accuracy (the issue's per-trial view)."""
+    lines = ["## Every trial: nominal vs effective nonzeros", "",
+             "| trial | nonzeros | effective | disconnected | test acc |", "|---|---:|---:|---:|---:|"]
+    for record in sorted(records, key=lambda r: (r["setting"], r.get("nonzeros", 0), r["trial_id"])):
+        lines.append(f"| {record['trial_id']} | {record.get('nonzeros')} | {record.get('effective_nonzeros')} | "
+                     f"{record.get('disconnected_weights')} | {record.get('final_test_acc', float('nan')):.4f} |")
+    return lines
+
+
+def _most_disconnected(records: list[dict], directory: Path) -> dict | None:
+    """The method trial with the largest share of disconnected weights whose checkpoint was kept."""
+    kept = [r for r in records if r.get("kind") == "method" and r.get("disconnected_weights")
+            and (directory / "checkpoints" / r["trial_id"].replace(":", "_")).is_dir()]
+    return max(kept, key=lambda r: (r["disconnected_weights"] / max(1, r["nonzeros"]), -r["nonzeros"]), default=None)
+
+
+def _draw_connectivity(record: dict, directory: Path) -> str:
+    from hfprune.models import adapter_for_checkpoint
+    from hfprune.pruning.connectivity import analyse
+    from hfprune.report.connectivity_plot import draw_mlp
+
+    folder = directory / "checkpoints" / record["trial_id"].replace(":", "_")
+    model = adapter_for_checkpoint(str(folder)).load_pretrained(str(folder))
+    connectivity = analyse(model)
+    weights = [layer.weight.detach() for layer in model.layers]
+    draw_mlp(weights, list(connectivity.effective_masks().values()), directory / CONNECTIVITY_PLOT,
+             title=f"{record['trial_id']}: {record['nonzeros']} nonzeros, {record['effective_nonzeros']} effective")
+    return CONNECTIVITY_PLOT
+
+
+def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, Any]:
+    """Write ``report.md``, ``report.json`` and the figures of a sparse study; return the JSON dict."""
+    directory = Path(directory)
+    manifest = read_json(directory / "study.json", "study manifest")
+    records = read_trials(directory)
+    summary: dict[str, Any] = {"kind": "sparse", "study": manifest.get("name") or directory.resolve().name,
+                               "directory": str(directory), "n_trials": len(records),
+                               "phase2_widths": manifest.get("phase2_widths"),
+                               "total_weights": manifest.get("total_weights"), **frontier_json(records)}
+    figures: list[str] = []
+    if plots and records:
+        frontier_plot(records, directory / FRONTIER_PLOT, x="nonzeros")
+        frontier_plot(records, directory / EFFECTIVE_PLOT, x="effective_nonzeros")
+        figures += [FRONTIER_PLOT, EFFECTIVE_PLOT]
+        from hfprune.data.spiral import load_spiral
+        from hfprune.report.spiral_plot import plot_spiral
+
+        spiral = load_spiral()
+        plot_spiral(spiral.train.x, spiral.train.y, directory / SPIRAL_PLOT)
+        figures.append(SPIRAL_PLOT)
+        drawn = _most_disconnected(records, directory)
+        if drawn is not None:
+            figures.append(_draw_connectivity(drawn, directory))
+    summary["figures"] = figures
+    lines = [f"# Sparse-training study: {summary['study']}", "",
+             f"{len(records)} trials; model weights {summary['total_weights']}"
+             + (f"; phase-2 widths {summary['phase2_widths']}" if summary["phase2_widths"] else ""), "",
+             *frontier_markdown(records), "", *(f"![{name}]({name})" for name in figures), "", *_trial_rows(records)]
+    (directory / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (directory / "report.json").write_text(dumps(summary) + "\n", encoding="utf-8")
+    return summary

@@ -1,0 +1,111 @@
+"""The sparse-training study end to end: the quick recipe, shrunk, through `hfprune run`; resuming; recipe errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hfprune.cli import app
+from hfprune.config.recipe import load_recipe, parse_recipe
+from hfprune.errors import HfpruneError
+from hfprune.study.sparse.runner import run_sparse_study
+from hfprune.study.store import read_trials
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def tiny(**sparse) -> dict:
+    """The quick recipe on few points and epochs, a width-3 model and a small search."""
+    recipe = yaml.safe_load((RECIPES / "cubist_spiral_quick.yaml").read_text())
+    recipe["model"]["config"] = {"hidden_sizes": [3, 3, 3]}
+    recipe["data"]["train_limit"] = 256
+    recipe["training"].update(epochs=2, batch_size=64)
+    recipe["sparse"] = {"budgets": [8, 12], "methods": ["gmp", "snip", "random"],
+                        "search": {"phase1": {"low": 1, "high": 2},
+                                   "phase2": {"widths": "auto", "target_acc": 0.05, "per_budget_limit": 2}},
+                        **sparse}
+    return recipe
+
+
+def test_tiny_study_runs_through_the_cli_and_reports_frontier_and_effective_nonzeros(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny()))
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    records = read_trials(out)
+    by_setting = {}
+    for record in records:
+        by_setting.setdefault(record["setting"], []).append(record)
+    # dense + 8 phase-1 width tuples (1..2 each) + 3 methods x 2 budgets + phase 2 (auto widths)
+    assert len(by_setting["dense"]) == 1 and by_setting["dense"][0]["nonzeros"] == 2 * 3 + 3 * 3 + 3 * 3 + 3
+    phase1 = [r for r in by_setting["search"] if r["phase"] == 1]
+    assert len(phase1) == 8
+    for record in phase1:
+        d1, d2, d3 = record["widths"]
+        assert record["budget"] == 2 * d1 + d1 * d2 + d2 * d3 + d3 == record["nonzeros"]
+    phase2 = [r for r in by_setting["search"] if r["phase"] == 2]
+    assert phase2, "auto widths at a target every width reaches give phase-2 candidates"
+    manifest = json.loads((out / "study.json").read_text())
+    assert manifest["kind"] == "sparse" and tuple(manifest["phase2_widths"]) == tuple(phase2[0]["widths"])
+    for method in ("gmp", "snip", "random"):
+        assert sorted(r["nonzeros"] for r in by_setting[method]) == [8, 12]  # every budget reached exactly
+    for record in records:
+        assert 0 <= record["effective_nonzeros"] <= record["nonzeros"]
+        assert record["disconnected_weights"] == record["nonzeros"] - record["effective_nonzeros"]
+        assert (out / "checkpoints" / record["trial_id"].replace(":", "_") / "config.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "effective" in report and "search" in report and "gmp" in report
+    assert (out / "frontier.png").stat().st_size > 0 and (out / "cubist_spiral.png").stat().st_size > 0
+
+    again = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--no-progress"])
+    assert again.exit_code == 0, again.output
+    assert f"0 trials run, {len(records)} in the study" in again.output  # resumed: nothing repeated
+    assert len(read_trials(out)) == len(records)
+
+
+def test_search_trials_keep_exactly_their_support(tmp_path):
+    recipe = parse_recipe(tiny(methods=[], search={"phase2": {"widths": [2, 2, 1], "budgets": [], "per_budget_limit": 1}}))
+    result = run_sparse_study(recipe, tmp_path / "s", progress=False)
+    search = [r for r in result.records if r["setting"] == "search"]
+    assert search and all(r["phase"] == 2 and r["widths"] == [2, 2, 1] for r in search)
+    assert all(r["nonzeros"] == r["budget"] for r in search)  # trained weights stay exactly on the support
+
+
+def test_same_initialisation_across_trials_of_a_repeat(tmp_path):
+    from hfprune.models import get_adapter
+    from hfprune.study.sparse.trial import initial_model
+
+    adapter = get_adapter("sparse_mlp")
+    config = adapter.config(0, 0, 0, {"hidden_sizes": [3, 3, 3]})
+    a, b, c = (initial_model(adapter, config, 0, repeat) for repeat in (0, 0, 1))
+    assert all((x == y).all() for x, y in zip(a.parameters(), b.parameters()))
+    assert any((x != y).any() for x, y in zip(a.parameters(), c.parameters()))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"budgets": [100]}, "not below the model's 27 weights"),
+    ({"budgets": []}, "distinct positive nonzero counts"),
+    ({"methods": [], "search": None}, "give sparse.methods"),
+    ({"search": {"phase2": {"widths": "auto"}}}, "phase2.widths: auto picks widths from phase 1"),
+    ({"search": {"phase1": {"low": 1, "high": 5}}}, "exceeds the model's width 3"),
+    ({"methods": ["gmp", "nope"]}, "nope"),
+])
+def test_bad_sparse_recipes_get_one_clear_line(change, message):
+    with pytest.raises(HfpruneError, match=message):
+        parse_recipe(tiny(**change))
+
+
+def test_a_sparse_family_recipe_without_sparse_section_says_what_to_give():
+    recipe = tiny()
+    recipe.pop("sparse")
+    with pytest.raises(HfpruneError, match="give a sparse section"):
+        parse_recipe(recipe)
+
+
+def test_shipped_sparse_recipes_load():
+    for name in ("cubist_spiral_search", "cubist_spiral_pruning", "cubist_spiral_quick"):
+        recipe = load_recipe(RECIPES / f"{name}.yaml")
+        assert recipe.kind == "sparse" and recipe.sparse.budgets
