@@ -183,7 +183,8 @@ def prune(
                                                       help="calibration samples \\[default: 256 images / 128 "
                                                            "conversations]"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="calibration batch size "
-                                             "\\[default: 32 images / 8 conversations]"),
+                                             "\\[default: 32 images / 8 conversations]; --select: retraining batch "
+                                             "size \\[default: 128]"),
     target: Optional[list[str]] = typer.Option(None, "--target", help="unstructured: regex (full match) of Linear "
                                                "modules to prune; repeat for several \\[default: the model family's; "
                                                "llava: the language model's decoder q/k/v/dense/fc1/fc2]"),
@@ -206,6 +207,25 @@ def prune(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
     device: Optional[str] = typer.Option(None, "--device", help="unstructured: where the method scores, calibrates "
                                          "and masks the model, e.g. cuda \\[default: cpu]"),
+    select: Optional[str] = typer.Option(None, "--select", help="structured: choose the mask by retraining "
+                                         "candidates (successive-halving), ranked on a validation split of "
+                                         "--train-data; saves the chosen mask's fully retrained model"),
+    candidates: int = typer.Option(64, "--candidates", min=1, help="--select: masks sampled (all when there are "
+                                   "fewer)"),
+    train_data: Optional[str] = typer.Option(None, "--train-data", help="--select: registered dataset the "
+                                             "candidates retrain on, e.g. cifar10, mnist_sample"),
+    train_path: Optional[str] = typer.Option(None, "--train-path", help="--select: local copy of --train-data"),
+    train_limit: Optional[int] = typer.Option(None, "--train-limit", min=1, help="--select: a fixed random subset "
+                                              "of the train split (quick runs)"),
+    epochs: int = typer.Option(10, "--epochs", min=1, help="--select: full retraining epochs (the first rung "
+                               "gets --min-fraction of them)"),
+    lr: float = typer.Option(0.01, "--lr", min=0.0, help="--select: SGD learning rate (momentum 0.9, weight decay "
+                             "5e-4, cosine schedule)"),
+    eta: int = typer.Option(3, "--eta", min=2, help="--select: the best 1/eta go on after each rung"),
+    min_fraction: float = typer.Option(0.1, "--min-fraction", min=0.0, max=1.0, help="--select: the first rung's "
+                                       "share of --epochs"),
+    validation_fraction: float = typer.Option(0.1, "--validation-fraction", min=0.0, max=1.0, help="--select: "
+                                              "share of the train split held out to rank candidates"),
 ) -> None:
     """Prune a checkpoint: structurally (heads, FFN neurons, filters; physically smaller) with --structure, or
     unstructurally (e.g. UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT on a Llava model's decoder Linears, optionally N:M
@@ -213,6 +233,8 @@ def prune(
     if (structure is None) == (sparsity is None):
         raise HfpruneError("give exactly one of --structure (structured pruning) and --sparsity (unstructured pruning "
                            "with --method; `hfprune methods` lists the methods)")
+    if sparsity is not None and select is not None:
+        raise HfpruneError("--select chooses among structured masks: use it with --structure, not --sparsity")
     if sparsity is not None:
         from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
         from hfprune.pruning.unstructured import METHODS
@@ -229,6 +251,20 @@ def prune(
                 if "pruned_train_loss" in facts["metrics"] else "")
         typer.echo(f"{method}: sparsity {facts['sparsity']:.4f} over {facts['target_weights']:,} target weights"
                    f"{loss}; saved to {out}")
+        return
+    if select is not None:
+        from hfprune.oneshot.selection import select_checkpoint
+
+        if method is not None or calibration_data is not None:
+            raise HfpruneError("--select chooses the mask by retraining; drop --method and --calibration-data")
+        facts = select_checkpoint(model, structure, out, select=select, candidates=candidates,
+                                  train_data=train_data, train_path=train_path, train_limit=train_limit, epochs=epochs, lr=lr,
+                                  batch_size=batch_size or 128, eta=eta, min_fraction=min_fraction,
+                                  validation_fraction=validation_fraction, seed=seed, progress=progress)
+        spent = facts["selection"]
+        typer.echo(f"{select}: chose mask {facts['mask_id']} of {spent['candidates']} candidates in "
+                   f"{spent['epochs_spent']} retraining epochs ({spent['epochs_spent'] / spent['exhaustive_epochs']:.0%} "
+                   f"of retraining them all), final test accuracy {facts['final_test_acc']:.4f}; saved to {out}")
         return
     from hfprune.oneshot.structured import prune_checkpoint
 
