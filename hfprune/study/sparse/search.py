@@ -257,6 +257,16 @@ def count_phase2(widths: Sequence[int], budgets: Iterable[int] | None = None,
     return sum(min(per_budget_limit, size) for size in per_total.values())
 
 
+def _uniform_subset(rng: random.Random, size: int, count: int) -> list[int]:
+    """A uniform random ``count``-subset of ``range(size)``, sorted; ``size`` may exceed a machine integer."""
+    if 2 * count >= size:
+        return sorted(rng.sample(range(size), count))
+    chosen: set[int] = set()
+    while len(chosen) < count:  # rejection keeps every subset equally likely; at most half are ever taken
+        chosen.add(rng.randrange(size))
+    return sorted(chosen)
+
+
 def _sampled(widths: Widths, per_budget_limit: int, seed: int) -> dict[tuple[int, ...], list[int] | None]:
     """Per group of layer counts, the sorted positions kept within it (None: all of it).
 
@@ -273,7 +283,7 @@ def _sampled(widths: Widths, per_budget_limit: int, seed: int) -> dict[tuple[int
         if size <= per_budget_limit:
             kept.update({counts: None for counts, _ in groups})
             continue
-        picks = sorted(random.Random(f"hfprune-search:{seed}:{total}").sample(range(size), per_budget_limit))
+        picks = _uniform_subset(random.Random(f"hfprune-search:{seed}:{total}"), size, per_budget_limit)
         starts = [0]
         for _, group_size in groups:
             starts.append(starts[-1] + group_size)

@@ -127,22 +127,24 @@ def support(rows: int, cols: int, nnz: int, index: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def _row_multisets(columns: int, rows: int, nnz: int) -> int:
-    """How many multisets of ``rows`` nonempty subsets of ``columns`` columns hold ``nnz`` ones in all."""
-    # ways[r][n]: multisets of r subsets with n ones among the subset sizes seen so far
-    ways = [[0] * (nnz + 1) for _ in range(rows + 1)]
+def _row_multisets(columns: int, rows: int) -> tuple[int, ...]:
+    """Per total n (0..rows·columns): how many multisets of ``rows`` nonempty subsets of ``columns`` columns hold
+    n ones in all."""
+    most = rows * columns
+    # ways[r][n]: multisets of r subsets holding n ones, over the subset sizes seen so far
+    ways = [[0] * (most + 1) for _ in range(rows + 1)]
     ways[0][0] = 1
     for size in range(1, columns + 1):
         kinds = comb(columns, size)
-        grown = [[0] * (nnz + 1) for _ in range(rows + 1)]
+        grown = [[0] * (most + 1) for _ in range(rows + 1)]
         for r in range(rows + 1):
-            for n in range(nnz + 1):
+            for n in range(most + 1):
                 if not ways[r][n]:
                     continue
-                for taken in range(0, min(rows - r, (nnz - n) // size) + 1):
+                for taken in range(0, min(rows - r, (most - n) // size) + 1):
                     grown[r + taken][n + taken * size] += ways[r][n] * comb(kinds + taken - 1, taken)
         ways = grown
-    return ways[rows][nnz]
+    return tuple(ways[rows])
 
 
 @lru_cache(maxsize=None)
@@ -153,5 +155,5 @@ def count_supports(rows: int, cols: int, nnz: int) -> int:
     exclusion over the columns left uncovered counts them.
     """
     check_layer(rows, cols, nnz)
-    return sum((-1) ** missing * comb(cols, missing) * _row_multisets(cols - missing, rows, nnz)
-               for missing in range(cols + 1))
+    return sum((-1) ** missing * comb(cols, missing) * _row_multisets(cols - missing, rows)[nnz]
+               for missing in range(cols + 1) if nnz <= rows * (cols - missing))
