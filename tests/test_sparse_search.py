@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hfprune.errors import HfpruneError
+from hfprune.study.sparse.supports import support_rows, unrank_support
 from hfprune.study.sparse.search import (SearchCandidate, count_phase1, count_phase2, count_supports,
                                          phase1_candidates, phase1_nonzeros, phase2_candidates, smallest_widths,
                                          valid_supports)
@@ -101,6 +102,28 @@ def test_count_supports_closed_cases_and_larger_layers():
     assert count_supports(4, 1, 4) == 1  # one column, every row keeps it
     # 4x4 by enumeration (also exercises the search's pruning against the formula)
     assert [count_supports(4, 4, n) for n in range(4, 17)] == [len(valid_supports(4, 4, n)) for n in range(4, 17)]
+
+
+def test_unranking_matches_the_enumeration():
+    for rows, cols in [(2, 2), (3, 2), (2, 3), (3, 3), (3, 4), (4, 3), (4, 4), (1, 3), (3, 1)]:
+        for nnz in range(max(rows, cols), rows * cols + 1):
+            listed = support_rows(rows, cols, nnz)
+            assert [unrank_support(rows, cols, nnz, i) for i in range(len(listed))] == list(listed)
+    listed = support_rows(5, 5, 12)
+    assert [unrank_support(5, 5, 12, i) for i in range(0, len(listed), 1009)] == list(listed[::1009])
+
+
+def test_wide_candidates_are_masked_by_unranking():
+    # (8,8,8) has ~1e31 phase-2 candidates: a sampled few still get exact masks
+    found = list(phase2_candidates((8, 8, 8), budgets=[100], per_budget_limit=2, seed=3))
+    assert len(found) == 2 == count_phase2((8, 8, 8), budgets=[100], per_budget_limit=2)
+    for candidate in found:
+        masks = candidate.masks(8)
+        assert sum(int(m.sum()) for n, m in masks.items() if n.endswith("weight")) == candidate.nonzeros == 100
+        for i in range(3):
+            block = masks[f"layers.{i}.weight"].int().tolist()
+            assert all(any(row) for row in block) and all(any(col) for col in zip(*block))
+            assert tuple(map(tuple, block)) == canonical(tuple(map(tuple, block)))
 
 
 def test_bad_support_requests_name_the_field():

@@ -17,6 +17,9 @@ can keep more than one representative (those units could swap their outgoing col
 permutations on their own are not a symmetry and stay distinct, as do supports that differ only in which weights
 happen to matter after training.
 
+**Counting and indexing** never need the list: :func:`count_supports` counts by inclusion–exclusion over the
+uncovered columns, and :func:`unrank_support` finds the support at an index from such counts.
+
 **The order** is the reference's, so a support's index names the same support there: by the tuple of row counts
 (ascending), then by the rows' column sets taken from the last row to the first, each compared in combination
 order (``itertools.combinations`` of the column indices; for sets of one size that is descending binary value).
@@ -117,13 +120,118 @@ def valid_supports(rows: int, cols: int, nnz: int) -> list[torch.Tensor]:
     return [as_tensor(bit_rows, cols) for bit_rows in support_rows(rows, cols, nnz)]
 
 
+ENUMERATE_UP_TO = 50_000  # layers with more supports than this are indexed by unranking, never listed
+
+
 def support(rows: int, cols: int, nnz: int, index: int) -> torch.Tensor:
-    """The ``index``-th canonical valid support (the order of :func:`valid_supports`)."""
-    found = support_rows(rows, cols, nnz)
-    if not 0 <= index < len(found):
-        raise HfpruneError(f"support index {index} is out of range: a {rows}×{cols} layer with {nnz} nonzeros "
-                           f"has {len(found)} supports (0..{len(found) - 1})")
-    return as_tensor(found[index], cols)
+    """The ``index``-th canonical valid support (the order of :func:`valid_supports`); a layer with many supports
+    is unranked directly (:func:`unrank_support`) instead of listed."""
+    total = count_supports(rows, cols, nnz)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < total:
+        raise HfpruneError(f"support index {index!r} is out of range: a {rows}×{cols} layer with {nnz} nonzeros "
+                           f"has {total} supports (0..{total - 1})")
+    if total > ENUMERATE_UP_TO:
+        return as_tensor(unrank_support(rows, cols, nnz, index), cols)
+    return as_tensor(support_rows(rows, cols, nnz)[index], cols)
+
+
+def _lex_at_most(chosen: tuple[int, ...], allowed: int, cols: int) -> int:
+    """How many subsets of the ``allowed`` columns (a bit set), of ``len(chosen)`` columns, come at or before
+    ``chosen`` in combination order (lexicographic order of sorted column tuples)."""
+    size, below, prefix_ok = len(chosen), 0, True
+    for position, column in enumerate(chosen):
+        start = chosen[position - 1] + 1 if position else 0
+        for smaller in range(start, column):  # same prefix, a smaller column here, anything allowed after it
+            if allowed >> smaller & 1:
+                after = (allowed >> (smaller + 1)).bit_count()
+                below += comb(after, size - position - 1)
+        if not allowed >> column & 1:
+            prefix_ok = False
+            break
+    return below + (1 if prefix_ok else 0)
+
+
+def _completions(cols: int, counts: tuple[int, ...], uncovered: int, bound: int | None) -> int:
+    """How many ways rows ``0 .. len(counts)-1`` (these counts) can be filled canonically so that they cover the
+    ``uncovered`` columns, the last row's equal-count run keeping combination positions ≤ ``bound``.
+
+    Canonical rows are multisets per run of equal counts, so by inclusion–exclusion over the uncovered columns S
+    that all rows avoid: Σ_S (-1)^|S| · Π_runs C(choices(S) + m - 1, m), a run of m rows with count k choosing
+    among the k-subsets avoiding S (for the bounded run: those at positions ≤ bound).
+    """
+    if not counts:
+        return 1 if uncovered == 0 else 0
+    runs: list[tuple[int, int]] = []
+    for count in counts:
+        if runs and runs[-1][0] == count:
+            runs[-1] = (count, runs[-1][1] + 1)
+        else:
+            runs.append((count, 1))
+    last_count, last_rows = runs.pop()
+    limit = None if bound is None else _row_combination(cols, last_count, bound)
+    full = (1 << cols) - 1
+    columns = [c for c in range(cols) if uncovered >> c & 1]
+    total = 0
+    for avoid_size in range(len(columns) + 1):
+        others = 1
+        for count, rows in runs:
+            others *= comb(comb(cols - avoid_size, count) + rows - 1, rows)
+        if not others:
+            continue
+        for avoided in combinations(columns, avoid_size):
+            allowed = full & ~sum(1 << c for c in avoided)
+            choices = (comb(allowed.bit_count(), last_count) if limit is None
+                       else _lex_at_most(limit, allowed, cols))
+            total += (-1) ** avoid_size * others * comb(choices + last_rows - 1, last_rows)
+    return total
+
+
+@lru_cache(maxsize=None)
+def _row_combination(cols: int, count: int, position: int) -> tuple[int, ...]:
+    """The ``position``-th ``count``-subset of the columns in combination order, as a sorted tuple."""
+    chosen, start = [], 0
+    for slot in range(count):
+        for column in range(start, cols):
+            block = comb(cols - column - 1, count - slot - 1)  # subsets taking this column next
+            if position < block:
+                chosen.append(column)
+                start = column + 1
+                break
+            position -= block
+    return tuple(chosen)
+
+
+def unrank_support(rows: int, cols: int, nnz: int, index: int) -> tuple[int, ...]:
+    """The ``index``-th canonical valid support as row bit sets, without listing those before it.
+
+    Walks the reference's order: the row-count tuple first, then the rows from the last to the first, each row's
+    combination position found by bisection over the number of completions at or below it.
+    """
+    check_layer(rows, cols, nnz)
+    full = (1 << cols) - 1
+    for counts in row_counts(rows, cols, nnz):
+        size = _completions(cols, counts, full, None)
+        if index >= size:
+            index -= size
+            continue
+        chosen: list[int] = [0] * rows
+        uncovered, bound = full, None
+        for row in range(rows - 1, -1, -1):
+            same_run = row + 1 < rows and counts[row + 1] == counts[row]
+            high = bound if same_run else comb(cols, counts[row]) - 1
+            low = 0
+            while low < high:  # the first position whose completions at or below it exceed the index
+                middle = (low + high) // 2
+                if _completions(cols, counts[:row + 1], uncovered, middle) > index:
+                    high = middle
+                else:
+                    low = middle + 1
+            if low:
+                index -= _completions(cols, counts[:row + 1], uncovered, low - 1)
+            bits = sum(1 << c for c in _row_combination(cols, counts[row], low))
+            chosen[row], uncovered, bound = bits, uncovered & ~bits, low
+        return tuple(chosen)
+    raise HfpruneError(f"support index out of range for a {rows}×{cols} layer with {nnz} nonzeros")
 
 
 @lru_cache(maxsize=None)
