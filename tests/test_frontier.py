@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from hfprune.errors import HfpruneError
+from hfprune.study.record import TrialRecord
 from hfprune.report.frontier import (best_at_most, disconnected_share, frontier, frontier_findings, frontier_json,
                                      frontier_markdown, frontier_plot, frontier_table, search_frontier)
 
@@ -122,3 +123,13 @@ def test_plot_files(tmp_path):
     (two_w, two_h), (one_w, one_h) = png_size(two), png_size(one)
     assert two.stat().st_size > 5000
     assert two_h == one_h and two_w == 2 * one_w  # the second panel: effective nonzeros
+
+
+def test_trial_records_are_read_like_their_json_lines():
+    record = TrialRecord("t1", "gmp", "gmp-7", 0, 0, candidate={"method": "gmp", "budget": 7},
+                         facts={"nonzeros": 7, "effective_nonzeros": 5})
+    record.add("final_test_acc", 0.6, True)
+    rows = frontier_table([record, search(7, 0.7)])
+    assert rows == [{"method": "gmp", "budget": 7, "runs": 1, "mean_acc": 0.6, "best_acc": 0.6, "mean_nonzeros": 7,
+                     "mean_effective_nonzeros": 5, "search_best_acc": 0.7, "gap": pytest.approx(0.1),
+                     "gap_mean": pytest.approx(0.1)}]

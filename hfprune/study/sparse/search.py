@@ -326,6 +326,7 @@ def smallest_widths(records: Iterable[Mapping[str, Any]], target_acc: float) -> 
     skipped."""
     best: dict[Widths, tuple[float, int]] = {}
     for record in records:
+        record = record.to_json() if hasattr(record, "to_json") else record  # a TrialRecord or its JSON line
         if record.get("phase", 1) != 1 or record.get("final_test_acc") is None or record.get("widths") is None:
             continue
         widths = _check_widths(record["widths"], "record widths")
