@@ -212,7 +212,8 @@ def frontier_summary_table(summary: dict[str, Any]) -> Table:
         table.add_column(name, justify=justify)
     for row in summary.get("table", []):
         table.add_row(str(row.get("method")), str(row.get("budget")), fmt(row.get("mean_acc")),
-                      fmt(row.get("search_acc")), fmt(row.get("mean_nonzeros")), fmt(row.get("mean_effective")))
+                      fmt(row.get("search_best_acc")), fmt(row.get("mean_nonzeros")),
+                      fmt(row.get("mean_effective_nonzeros")))
     return table
 
 

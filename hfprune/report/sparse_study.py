@@ -10,10 +10,10 @@ from typing import Any
 from hfprune.io import read_json
 from hfprune.report.frontier import frontier_json, frontier_markdown, frontier_plot
 from hfprune.report.render import dumps
+from hfprune.study.sparse.candidates import DENSE
 from hfprune.study.store import read_trials
 
-FRONTIER_PLOT, EFFECTIVE_PLOT, SPIRAL_PLOT, CONNECTIVITY_PLOT = ("frontier.png", "frontier_effective.png",
-                                                                 "cubist_spiral.png", "connectivity.png")
+FRONTIER_PLOT, SPIRAL_PLOT, CONNECTIVITY_PLOT = "frontier.png", "cubist_spiral.png", "connectivity.png"
 
 
 def _trial_rows(records: list[dict]) -> list[str]:
@@ -52,15 +52,18 @@ def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, 
     directory = Path(directory)
     manifest = read_json(directory / "study.json", "study manifest")
     records = read_trials(directory)
+    dense = next((r for r in records if r["setting"] == DENSE), None)
+    sparse = [r for r in records if r["setting"] != DENSE]
     summary: dict[str, Any] = {"kind": "sparse", "study": manifest.get("name") or directory.resolve().name,
                                "directory": str(directory), "n_trials": len(records),
                                "phase2_widths": manifest.get("phase2_widths"),
-                               "total_weights": manifest.get("total_weights"), **frontier_json(records)}
+                               "total_weights": manifest.get("total_weights"),
+                               "dense_acc": None if dense is None else dense.get("final_test_acc"),
+                               **frontier_json(sparse)}
     figures: list[str] = []
     if plots and records:
-        frontier_plot(records, directory / FRONTIER_PLOT, x="nonzeros")
-        frontier_plot(records, directory / EFFECTIVE_PLOT, x="effective_nonzeros")
-        figures += [FRONTIER_PLOT, EFFECTIVE_PLOT]
+        frontier_plot(sparse, directory / FRONTIER_PLOT)  # two panels: nominal and effective nonzeros
+        figures.append(FRONTIER_PLOT)
         from hfprune.data.spiral import load_spiral
         from hfprune.report.spiral_plot import plot_spiral
 
@@ -73,8 +76,9 @@ def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, 
     summary["figures"] = figures
     lines = [f"# Sparse-training study: {summary['study']}", "",
              f"{len(records)} trials; model weights {summary['total_weights']}"
+             + ("" if dense is None else f"; the dense model reaches {summary['dense_acc']:.4f}")
              + (f"; phase-2 widths {summary['phase2_widths']}" if summary["phase2_widths"] else ""), "",
-             *frontier_markdown(records), "", *(f"![{name}]({name})" for name in figures), "", *_trial_rows(records)]
+             *frontier_markdown(sparse), "", *(f"![{name}]({name})" for name in figures), "", *_trial_rows(records)]
     (directory / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (directory / "report.json").write_text(dumps(summary) + "\n", encoding="utf-8")
     return summary

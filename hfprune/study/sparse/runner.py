@@ -61,7 +61,7 @@ def stage_one(recipe: SparseStudyRecipe) -> list[TrialSpec]:
     candidates: list = [DenseTrial(recipe.total_weights)]
     if sparse.search is not None and sparse.search.phase1 is not None:
         phase1 = sparse.search.phase1
-        candidates += [SearchTrial(c) for c in phase1_candidates([(phase1.low, phase1.high)] * SEARCH_LAYERS)]
+        candidates += [SearchTrial(c) for c in phase1_candidates(range(phase1.low, phase1.high + 1), SEARCH_LAYERS)]
     candidates += [MethodTrial(method, budget) for method in sparse.methods for budget in sparse.budgets]
     return [TrialSpec(candidate, repeat) for candidate in candidates for repeat in range(sparse.repeats)]
 
