@@ -14,6 +14,7 @@ gives the same batches, hence the same masks.
 
 from __future__ import annotations
 
+import numbers
 import time
 from typing import ClassVar, Iterator, Literal
 
@@ -40,7 +41,7 @@ from hfprune.train.trainer import make_loader
 def check_budget(run: SparseRun, budget: int) -> None:
     """One clear error unless 0 < ``budget`` < the run's number of prunable weights."""
     total = run.total_weights
-    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 < budget < total:
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or not 0 < budget < total:
         raise HfpruneError(f"budget must be a whole number of nonzero weights in [1, {total - 1}] (the model has "
                            f"{total} prunable weights), got {budget!r}; choose a budget below the dense count")
 
@@ -85,7 +86,7 @@ class AtInitialisationMethod(SparseTrainingMethod):
         """Prune ``run.model`` at initialisation to ``budget`` nonzero weights, then train it under the masks."""
         check_budget(run, budget)
         start = time.perf_counter()
-        masks = self.prune(run, budget)
+        masks = self.prune(run, int(budget))
         scoring_seconds = time.perf_counter() - start
         trained = train_masked(run, masks)
         return SparseResult(masks, epochs=run.training.epochs, facts={
@@ -112,7 +113,8 @@ class Snip(AtInitialisationMethod):
         if self.reinit:
             reinitialise_xavier_normal(run)
         stream = batch_stream(run)
-        scores = connection_sensitivity(run.model, run.weights, run.loss_fn, [next(stream) for _ in range(self.batches)])
+        batches = [next(stream) for _ in range(self.batches)]
+        scores = connection_sensitivity(run.model, run.weights, run.loss_fn, batches)
         return keep_highest(scores, budget)
 
 

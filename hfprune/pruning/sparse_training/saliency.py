@@ -78,6 +78,7 @@ def scoring_copy(model: nn.Module, names: Iterable[str], dtype: torch.dtype | No
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
+    """``batch`` with its tensors on ``device``."""
     return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in batch.items()}
 
 
@@ -139,7 +140,9 @@ def hessian_gradient_scores(model: nn.Module, weights: dict[str, nn.Parameter], 
                             parts: Sequence[dict], temperature: float) -> Scores:
     """GraSP's −w ⊙ Hg: g = Σ_parts ∇L_part, Hg = Σ_parts ∇(g·∇L_part), on logits divided by ``temperature``.
 
-    Signed; GraSP keeps the lowest."""
+    Derivatives are taken in the weights only (biases held fixed). Signed; GraSP keeps the lowest. The
+    temperature acts on the model's ``logits``: a ``loss_fn`` that reads a loss the model computed itself is not
+    tempered."""
     clone, clone_weights = scoring_copy(model, weights)
     tensors = list(clone_weights.values())
     device = tensors[0].device
