@@ -23,7 +23,9 @@ class RandomAtInit(SparseTrainingMethod):
         return SparseResult(masks, run.training.epochs)
 
 
-SPARSE_METHODS = {"random": RandomAtInit}
+from hfprune.pruning.sparse_training.at_init import AT_INITIALISATION_METHODS  # noqa: E402
+
+SPARSE_METHODS = {"random": RandomAtInit, **{m.model_fields["name"].default: m for m in AT_INITIALISATION_METHODS}}
 
 
 def _entry(value: Any) -> Any:
