@@ -376,6 +376,48 @@ def score(
                       judge=JudgeConfig.resolve(base_url=judge_base_url, model=judge_model))
 
 
+@app.command()
+def diagnose(
+    path: Path = typer.Argument(..., help="a checkpoint directory (save_pretrained) of any hfprune family, or a "
+                                "study directory with --trial"),
+    trial: Optional[str] = typer.Option(None, "--trial", help="with a study directory: the trial whose checkpoint "
+                                        "(checkpoints/<trial>, or best/) to analyse; 'best' for best/"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (per-layer rows and totals)"),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="MLP checkpoints: draw the network, disconnected "
+                                        "weights marked, to this PNG"),
+) -> None:
+    """Disconnected paths and effective sparsity: which nonzero weights lie on no input→output path."""
+    from hfprune.oneshot.diagnose import diagnose_checkpoint, mlp_weights
+
+    connectivity, model, checkpoint = diagnose_checkpoint(path, trial)
+    if plot is not None:
+        from hfprune.report.connectivity_plot import draw_mlp
+
+        weights, effective = mlp_weights(model, connectivity)
+        draw_mlp(weights, effective, plot, title=f"{checkpoint.name}: effective sparsity "
+                                                 f"{connectivity.effective_sparsity:.4f}")
+    if as_json:
+        typer.echo(connectivity.to_json())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"connectivity of {checkpoint}")
+    for column in ("layer", "total", "nonzero", "effective", "no path to output", "no path from input",
+                   "dead units"):
+        table.add_column(column, justify="left" if column == "layer" else "right", no_wrap=column == "layer")
+    for row in connectivity.layers:
+        table.add_row(row.name, f"{row.total:,}", f"{row.nonzero:,}", f"{row.effective:,}",
+                      f"{row.no_path_to_output:,}", f"{row.no_path_from_input:,}", f"{row.dead_units}/{row.units}")
+    totals = connectivity.totals()
+    table.add_row("all", f"{connectivity.total:,}", f"{connectivity.nonzeros:,}",
+                  f"{connectivity.effective_nonzeros:,}", f"{totals['no_path_to_output']:,}",
+                  f"{totals['no_path_from_input']:,}", str(totals["dead_units"]), style="bold")
+    Console().print(table)
+    typer.echo(f"sparsity {connectivity.sparsity:.4f}, effective sparsity {connectivity.effective_sparsity:.4f}, "
+               f"removable nonzeros {connectivity.removable:,}" + (f"; drawing in {plot}" if plot else ""))
+
+
 def main() -> None:
     """Entry point: user errors print one line on stderr and exit with status 2; secrets never print."""
     from hfprune.errors import storage_problem

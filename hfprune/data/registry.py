@@ -13,6 +13,7 @@ from hfprune.data.base import ImageClassificationData
 from hfprune.data.bundled import MNIST_MEAN, MNIST_STD, load_mnist_sample
 from hfprune.data.cifar import (BATCHED_AUGMENTATIONS, CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD,
                                 batch_augmentation)
+from hfprune.data.spiral import load_bundled_spiral
 from hfprune.errors import HfpruneError
 
 
@@ -46,7 +47,8 @@ class DatasetSpec:
 
 # What each study task trains on, in words (for messages).
 TASK_DATA = {"image_classification": "an image-classification dataset",
-             "vision_language": "an instruction dataset (conversations about images)"}
+             "vision_language": "an instruction dataset (conversations about images)",
+             "binary_classification": "a generated 2-D two-class point set"}
 DATASETS: dict[str, DatasetSpec] = {}
 KNOWN_DATASETS = DATASETS.keys()
 
@@ -98,6 +100,11 @@ register_dataset(DatasetSpec(
     description="CIFAR-100, 50,000/10,000 32x32 RGB images, 100 fine classes (the 20 coarse ones unused)",
 ))
 
+register_dataset(DatasetSpec(
+    "cubist_spiral", 2, task="binary_classification", bundled=load_bundled_spiral,
+    description="the Cubist Spiral (STUDY §5b): ~50,000 generated 2-D points of two classes, standardised; test "
+                "set = train set, as in the paper; offline",
+))
 register_dataset(DatasetSpec(
     "llava_v1_5", task="vision_language", requires=("path", "image_root"),
     description="LLaVA-1.5 instruction mix: llava_v1_5_mix665k.json (data.path) + data.image_root; loaded by the "

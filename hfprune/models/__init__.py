@@ -10,6 +10,7 @@ from hfprune.models.hf_resnet.adapter import HFResNetAdapter
 from hfprune.models.lenet.adapter import LeNetAdapter
 from hfprune.models.llava.adapter import LlavaAdapter
 from hfprune.models.resnet_cifar.adapter import ResNetCifarAdapter
+from hfprune.models.sparse_mlp.adapter import SparseMLPAdapter
 from hfprune.models.vgg_cifar.adapter import VGGCifarAdapter
 from hfprune.models.vit.adapter import ViTAdapter
 
@@ -20,6 +21,7 @@ FAMILIES: dict[str, type[ModelAdapter]] = {adapter.name: adapter for adapter in 
     ResNetCifarAdapter,
     VGGCifarAdapter,
     HFResNetAdapter,
+    SparseMLPAdapter,
 )}
 
 __all__ = ["FAMILIES", "ModelAdapter", "StructuredAdapter", "UnstructuredAdapter", "adapter_for_checkpoint",

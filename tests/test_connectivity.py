@@ -1,0 +1,231 @@
+"""Disconnected paths and effective sparsity, on hand-made masks whose expected sets are derived by hand."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from hfprune.cli import app
+from hfprune.errors import HfpruneError
+from hfprune.models.sparse_mlp.modeling_sparse_mlp import SparseMLPConfig, SparseMLPForBinaryClassification
+from hfprune.pruning.connectivity import analyse
+
+NAMES = ["layers.0.weight", "layers.1.weight", "layers.2.weight"]
+
+
+def _mlp(*supports):
+    """A 2→3→3→1 sparse MLP with random nonzero weights (both signs) and nonzero biases, cut to ``supports``."""
+    torch.manual_seed(0)
+    model = SparseMLPForBinaryClassification(SparseMLPConfig(hidden_sizes=[3, 3]))
+    with torch.no_grad():
+        for layer, support in zip(model.layers, supports):
+            signs = torch.where(torch.rand_like(layer.weight) < 0.5, -1.0, 1.0)
+            layer.weight.copy_((0.5 + torch.rand_like(layer.weight)) * signs * torch.tensor(support))
+            layer.bias.fill_(0.3)
+    return model
+
+
+def _row(connectivity, name):
+    return next(row for row in connectivity.layers if row.name == name)
+
+
+# Hidden layer 1: a0 ← x0, x1; a1 ← x1; a2 ← nothing (it has outputs but no inputs).
+# Hidden layer 2: b0 ← a0, a2; b1 ← a1; b2 ← a0 (b2 has inputs but no outputs).
+# Output ← b0, b1.
+W0 = [[1, 1], [0, 1], [0, 0]]
+W1 = [[1, 0, 1], [0, 1, 0], [1, 0, 0]]
+W2 = [[1, 1, 0]]
+
+
+def test_mlp_with_a_unit_without_outputs_and_one_without_inputs():
+    result = analyse(_mlp(W0, W1, W2))
+    effective = result.effective_masks()
+    # effective: every W0 nonzero (a0, a1 reach the output through b0, b1); W1[0,0] (a0→b0), W1[1,1] (a1→b1);
+    # both W2 nonzeros. W1[0,2] (a2→b0) reads a unit that receives nothing: no path from input.
+    # W1[2,0] (a0→b2) feeds b2, which reaches no output: no path to output.
+    assert effective["layers.0.weight"].tolist() == [[True, True], [False, True], [False, False]]
+    assert effective["layers.1.weight"].tolist() == [[True, False, False], [False, True, False],
+                                                     [False, False, False]]
+    assert effective["layers.2.weight"].tolist() == [[True, True, False]]
+    assert result.no_path_from_input["layers.1.weight"].tolist() == [[False, False, True], [False] * 3, [False] * 3]
+    assert result.no_path_to_output["layers.1.weight"].tolist() == [[False] * 3, [False] * 3, [True, False, False]]
+    assert not result.no_path_from_input["layers.0.weight"].any() and not result.no_path_to_output["layers.2.weight"].any()
+    assert (result.nonzeros, result.effective_nonzeros, result.removable) == (9, 7, 2)
+    assert result.total == 6 + 9 + 3
+    assert result.sparsity == pytest.approx(1 - 9 / 18) and result.effective_sparsity == pytest.approx(1 - 7 / 18)
+    # dead units: a2 (layer 0), b2 (layer 1: its only incoming weight is not effective), none at the output
+    assert [_row(result, name).dead_units for name in NAMES] == [1, 1, 0]
+    row = _row(result, "layers.1.weight")
+    assert (row.total, row.nonzero, row.effective, row.no_path_to_output, row.no_path_from_input) == (9, 4, 2, 1, 1)
+
+
+def test_weights_argument_stands_in_for_the_model_and_leaves_it_unchanged():
+    model = _mlp([[1, 1]] * 3, [[1, 1, 1]] * 3, [[1, 1, 1]])
+    before = [p.clone() for p in model.parameters()]
+    masks = {name: torch.tensor(support, dtype=torch.bool) for name, support in zip(NAMES, (W0, W1, W2))}
+    result = analyse(model, weights=masks)
+    assert (result.nonzeros, result.effective_nonzeros) == (9, 7)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    only = analyse(model, weights={"layers.1.weight": masks["layers.1.weight"]})
+    assert [row.name for row in only.layers] == ["layers.1.weight"]
+    # the others dense: all of W1's 4 nonzeros now have paths (a2 gets input, b2 reaches the output)
+    assert only.effective_nonzeros == 4
+    with pytest.raises(HfpruneError, match="layers.9.weight"):
+        analyse(model, weights={"layers.9.weight": masks["layers.1.weight"]})
+
+
+def test_fully_cut_layer_disconnects_everything():
+    result = analyse(_mlp([[1, 1]] * 3, [[0, 0, 0]] * 3, [[1, 1, 1]]))
+    # W0's 6 weights receive the input but reach no output; W2's 3 read units that receive nothing
+    assert result.effective_nonzeros == 0 and result.nonzeros == 9
+    assert _row(result, "layers.0.weight").no_path_to_output == 6
+    assert _row(result, "layers.2.weight").no_path_from_input == 3
+    assert result.effective_sparsity == 1.0
+    assert [_row(result, name).dead_units for name in NAMES] == [3, 3, 1]
+
+
+def test_dense_mlp_is_all_effective():
+    torch.manual_seed(1)
+    result = analyse(SparseMLPForBinaryClassification(SparseMLPConfig(hidden_sizes=[3, 3])))
+    assert result.nonzeros == result.effective_nonzeros == result.total == 18
+    assert result.removable == 0 and result.sparsity == 0.0 and result.effective_sparsity == 0.0
+    assert all(mask.all() for mask in result.effective_masks().values())
+
+
+def test_conv_chain_with_a_zeroed_and_an_unused_channel():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 1, 3, padding=1))
+    with torch.no_grad():
+        model[0].weight[1] = 0  # channel 1 receives nothing: conv2's 9 weights reading it have no path from input
+        model[2].weight[:, 2] = 0  # channel 2 is read by nobody: conv1's 9 weights making it reach no output
+    result = analyse(model, example_input=torch.randn(4, 1, 5, 5))
+    first, second = _row(result, "0.weight"), _row(result, "2.weight")
+    assert (first.total, first.nonzero, first.effective, first.no_path_to_output, first.no_path_from_input) == \
+        (27, 18, 9, 9, 0)
+    assert (second.total, second.nonzero, second.effective, second.no_path_to_output, second.no_path_from_input) == \
+        (27, 18, 9, 0, 9)
+    assert result.effective["0.weight"][0].all() and not result.effective["0.weight"][2].any()
+    assert result.no_path_from_input["2.weight"][:, 1].all()
+    assert (first.dead_units, second.dead_units) == (2, 0)
+
+
+class _ResidualNet(nn.Module):
+    """x → a → ReLU → h + c(ReLU(b(h))) → ReLU → out."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.out = nn.Linear(2, 3), nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.out(torch.relu(h + self.c(torch.relu(self.b(h)))))
+
+
+@pytest.mark.parametrize("cut", ["b", "c"])
+def test_cut_residual_branch_keeps_the_identity_path(cut):
+    torch.manual_seed(0)
+    model = _ResidualNet()
+    with torch.no_grad():
+        getattr(model, cut).weight.zero_()
+    result = analyse(model, example_input=torch.randn(2, 2))
+    # a and out stay effective through the identity; the uncut branch weights lose their path:
+    # b cut → c reads units that receive nothing (no path from input); c cut → b's outputs reach nothing
+    assert result.effective["a.weight"].all() and result.effective["out.weight"].all()
+    other = "c" if cut == "b" else "b"
+    row = _row(result, f"{other}.weight")
+    assert row.effective == 0 and row.nonzero == 9
+    assert (row.no_path_from_input, row.no_path_to_output) == ((9, 0) if cut == "b" else (0, 9))
+    assert result.effective_nonzeros == 6 + 3
+
+
+def test_pooling_and_batchnorm_families_count_paths(tmp_path):
+    """lenet5_mini: max-pooling averages, so every conv weight of a dense model is effective."""
+    from hfprune.models import get_adapter
+
+    torch.manual_seed(0)
+    adapter = get_adapter("lenet5_mini")
+    model = adapter.build(adapter.config(10, 1, 32, {"conv_filters": [3, 3, 3], "hidden_sizes": [4]}))
+    with torch.no_grad():
+        model.hidden[0].weight[:, :] = model.hidden[0].weight.sign() * 0.1  # nonzero everywhere
+        model.conv3.weight[1] = 0  # conv3 filter 1 makes flat features [1·span, 2·span): hidden.0 reads nothing there
+    result = analyse(model)
+    span = model.config.final_spatial_size ** 2
+    assert _row(result, "hidden.0.weight").no_path_from_input == 4 * span
+    assert _row(result, "conv1.weight").effective == _row(result, "conv1.weight").nonzero
+
+
+def test_resnet_cifar_checkpoint_through_the_cli(tmp_path):
+    from convnet_fixtures import tiny_model
+
+    model = tiny_model("resnet_cifar")
+    with torch.no_grad():
+        model.stages[0][0].conv1.weight[0] = 0  # filter 0 of the first block's conv1: 4 in-channels × 9
+    model.save_pretrained(tmp_path / "ckpt")
+    result = CliRunner().invoke(app, ["diagnose", str(tmp_path / "ckpt"), "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    rows = {row["name"]: row for row in payload["layers"]}
+    conv1, conv2 = rows["stages.0.0.conv1.weight"], rows["stages.0.0.conv2.weight"]
+    # conv1 [4, 4, 3, 3]: filter 0 zeroed → 36 zeros; conv2 [4, 4, 3, 3] reads channel 0 (a BN bias constant at
+    # most): its 4 × 9 weights on that channel have no path from input; everything else is effective
+    assert conv1["total"] - conv1["nonzero"] == 36 and conv1["effective"] == conv1["nonzero"]
+    assert conv2["no_path_from_input"] == 36 and conv2["effective"] == conv2["nonzero"] - 36
+    totals = payload["totals"]
+    assert totals["removable"] == 36 and totals["no_path_to_output"] == 0
+    assert totals["effective_nonzeros"] == totals["nonzeros"] - 36
+    assert rows["classifier.weight"]["effective"] == rows["classifier.weight"]["total"]
+    table = CliRunner().invoke(app, ["diagnose", str(tmp_path / "ckpt")])
+    assert table.exit_code == 0 and "stages.0.0.conv2.weight" in table.stdout and "effective sparsity" in table.stdout
+    plot = CliRunner().invoke(app, ["diagnose", str(tmp_path / "ckpt"), "--plot", str(tmp_path / "x.png")])
+    assert isinstance(plot.exception, HfpruneError) and "MLP" in str(plot.exception)
+
+
+def test_diagnose_finds_a_study_trial_and_draws_an_mlp(tmp_path):
+    model = _mlp(W0, W1, W2)
+    model.save_pretrained(tmp_path / "study" / "checkpoints" / "s0_m1")
+    (tmp_path / "study" / "best.json").write_text(json.dumps({"trial_id": "s0:m1"}))
+    result = CliRunner().invoke(app, ["diagnose", str(tmp_path / "study"), "--trial", "s0:m1", "--json",
+                                      "--plot", str(tmp_path / "mlp.png")])
+    assert result.exit_code == 0, result.output
+    totals = json.loads(result.stdout.strip().splitlines()[-1])["totals"]
+    assert (totals["nonzeros"], totals["effective_nonzeros"]) == (9, 7)
+    assert (tmp_path / "mlp.png").read_bytes()[:4] == b"\x89PNG"
+    missing = CliRunner().invoke(app, ["diagnose", str(tmp_path / "study"), "--trial", "s9:m9"])
+    assert isinstance(missing.exception, HfpruneError) and "s0_m1" in str(missing.exception)
+    bare = CliRunner().invoke(app, ["diagnose", str(tmp_path / "study")])
+    assert isinstance(bare.exception, HfpruneError) and "--trial" in str(bare.exception)
+    nowhere = CliRunner().invoke(app, ["diagnose", str(tmp_path / "nope")])
+    assert isinstance(nowhere.exception, HfpruneError) and "does not exist" in str(nowhere.exception)
+
+
+def test_transformers_are_refused_naming_the_supported_families():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from vit_fixtures import TINY_VIT
+
+    model = ViTForImageClassification(ViTConfig(**TINY_VIT, num_labels=3))
+    with pytest.raises(HfpruneError, match="supported families: sparse_mlp, lenet5_mini, resnet_cifar"):
+        analyse(model)
+    with pytest.raises(HfpruneError, match="LayerNorm"):
+        analyse(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), example_input=torch.ones(1, 2))
+
+
+def test_max_pooling_counts_every_window_position():
+    """Conv 3×3 (padding 1) on a 2×2 input, then a 2×2 max-pool: the four conv outputs tie, so max-pooling's
+    gradient would reach only the top-left one, whose window misses the kernel's first row and column. Every
+    one of the 9 weights reads a real pixel at some output position the pool may pick: all are effective."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1, 1))
+    result = analyse(model, example_input=torch.randn(1, 1, 2, 2))
+    assert _row(result, "0.weight").effective == 9
+
+
+@pytest.mark.parametrize("kind", ["resnet_cifar", "vgg_cifar", "hf_resnet18", "hf_resnet50"])
+def test_dense_convnet_families_are_all_effective(kind):
+    from convnet_fixtures import tiny_model
+
+    model = tiny_model(kind)
+    result = analyse(model, example_input=torch.randn(1, 3, 64, 64))
+    assert result.nonzeros == result.total and result.effective_nonzeros == result.total
