@@ -151,6 +151,30 @@ class MaskedParameters:
             total = int(reduced.item())
         return total
 
+    # -- changing masks -----------------------------------------------------------------------------------------
+    def update(self, masks: dict[str, torch.Tensor]) -> None:
+        """Replace the masks of the named parameters (a subset of :attr:`names`) while training goes on.
+
+        The device and dtype copies are rebuilt from the new masks, the gradient hooks follow (a mask that keeps
+        everything had none), and the newly pruned weights are zeroed. Nothing the caller holds is written.
+        """
+        unknown = sorted(set(masks) - set(self.names))
+        if unknown:
+            raise KeyError(f"update names parameters these masks do not cover: {unknown}")
+        position = {name: index for index, name in enumerate(self.names)}
+        for name, mask in masks.items():
+            index = position[name]
+            if mask.shape != self.masks[index].shape:
+                raise ValueError(f"mask shape {tuple(mask.shape)} != parameter shape "
+                                 f"{tuple(self.masks[index].shape)} of {name}")
+            self.masks[index] = mask if mask.dtype == torch.bool else mask.bool()
+            self._prunes[index] = not bool(self.masks[index].all())
+            self._copies[index].clear()
+        if self.attached:  # hooks look masks up by index, but which masks have a hook may have changed
+            self.detach()
+            self.attach()
+        self.apply()
+
     # -- gradients --------------------------------------------------------------------------------------------
     def _mask_gradient(self, index: int, grad: torch.Tensor) -> torch.Tensor:
         mask = self._mask_on(index, grad.device, grad.dtype)
