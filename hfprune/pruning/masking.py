@@ -74,6 +74,7 @@ class MaskedParameters:
         # Per mask: its copies by device, and its flat ZeRO-3 partition slices by (device, start, size).
         self._copies: list[dict] = [{} for _ in self.masks]
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._attached = False  # asked for hooks (a mask keeping everything gets none until it prunes)
 
     @property
     def pairs(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
@@ -184,8 +185,9 @@ class MaskedParameters:
 
     def attach(self) -> None:
         """Register the gradient hooks (once; calling it again while attached does nothing)."""
-        if self._hooks:
+        if self._attached:
             return
+        self._attached = True
         for index, param in enumerate(self.params):
             if param.requires_grad and self._prunes[index]:
                 self._hooks.append(param.register_hook(functools.partial(self._mask_gradient, index)))
@@ -195,10 +197,11 @@ class MaskedParameters:
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
+        self._attached = False
 
     @property
     def attached(self) -> bool:
-        return bool(self._hooks)
+        return self._attached
 
     @contextlib.contextmanager
     def gradient_hooks(self):

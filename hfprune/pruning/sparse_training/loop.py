@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -23,3 +24,15 @@ def train_masked(run: SparseRun, masks: dict[str, torch.Tensor] | MaskedParamete
     masked = masks if isinstance(masks, MaskedParameters) else MaskedParameters(run.model, masks)
     return train(run.model, run.train_set, section or run.training, run.loss_fn, seed=run.seed,
                  masks=masked, progress=run.progress, description=description, on_step=on_step)
+
+
+def steps_per_epoch(run: SparseRun, section: TrainingSection | None = None) -> int:
+    """Optimizer steps in one epoch of ``section`` (default ``run.training``), as the trainer takes them (the
+    last, smaller batch included)."""
+    section = section or run.training
+    return math.ceil(math.ceil(len(run.train_set) / section.batch_size) / section.gradient_accumulation_steps)
+
+
+def total_steps(run: SparseRun, section: TrainingSection | None = None) -> int:
+    """Optimizer steps in a whole training run of ``section`` (default ``run.training``)."""
+    return steps_per_epoch(run, section) * (section or run.training).epochs
