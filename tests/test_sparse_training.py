@@ -100,6 +100,11 @@ def test_a_budget_outside_1_to_total_minus_1_is_one_clear_error(budget):
         sparse_method_from("gmp").run(make_run(), budget)
 
 
+def test_a_numpy_integer_budget_is_a_budget():
+    numpy = pytest.importorskip("numpy")
+    assert sparse_method_from("random").run(make_run(epochs=1), numpy.int64(7)).nonzeros == 7
+
+
 def test_random_mask_is_seeded_and_pruned_at_initialisation():
     first = sparse_method_from("random").run(make_run(seed=3), 9).masks
     again = sparse_method_from("random").run(make_run(seed=3), 9).masks

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from hfprune.errors import HfpruneError
@@ -14,7 +16,7 @@ Masks = dict[str, torch.Tensor]
 def check_budget(run: SparseRun, budget: int, method: str) -> None:
     """A budget a method can reach: at least one and fewer than all of the run's prunable weights."""
     total = run.total_weights
-    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 < budget < total:
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or not 0 < budget < total:
         raise HfpruneError(f"{method}: budget {budget!r} must be a whole number of nonzero weights in [1, {total - 1}] "
                            f"(the model has {total} prunable weights); lower or raise the budget")
 
@@ -34,6 +36,7 @@ def magnitude_masks(run: SparseRun, keep: int, current: Masks | None = None) -> 
 
     With ``current`` masks, only weights they keep can stay (the masks nest): a pruned weight scores below
     every kept one, a kept weight that happens to be exactly zero included. Ties go to the later weights.
+    (The reference keeps the weights strictly above the (N − keep + 1)-th smallest |w|, one fewer than asked.)
     """
     tiny = torch.finfo(torch.float32).tiny
     scores = []

@@ -131,7 +131,10 @@ class RigL(SparseTrainingMethod):
 
 
 def dense_gradients(run: SparseRun, masked: MaskedParameters, model, batch) -> dict[str, torch.Tensor]:
-    """Gradients of every prunable weight on ``batch``, pruned ones included (the mask hooks set aside)."""
+    """Gradients of every prunable weight on ``batch``, pruned ones included (the mask hooks set aside); under
+    DDP, of this process's batch, computed on the wrapped module outside DDP's reducer."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     masked.detach()
     try:
         with torch.enable_grad():
