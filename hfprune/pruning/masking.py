@@ -74,6 +74,7 @@ class MaskedParameters:
         # Per mask: its copies by device, and its flat ZeRO-3 partition slices by (device, start, size).
         self._copies: list[dict] = [{} for _ in self.masks]
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+        self._attached = False  # asked for hooks (a mask keeping everything gets none until it prunes)
 
     @property
     def pairs(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
@@ -151,6 +152,30 @@ class MaskedParameters:
             total = int(reduced.item())
         return total
 
+    # -- changing masks -----------------------------------------------------------------------------------------
+    def update(self, masks: dict[str, torch.Tensor]) -> None:
+        """Replace the masks of the named parameters (a subset of :attr:`names`) while training goes on.
+
+        The device and dtype copies are rebuilt from the new masks, the gradient hooks follow (a mask that keeps
+        everything had none), and the newly pruned weights are zeroed. Nothing the caller holds is written.
+        """
+        unknown = sorted(set(masks) - set(self.names))
+        if unknown:
+            raise KeyError(f"update names parameters these masks do not cover: {unknown}")
+        position = {name: index for index, name in enumerate(self.names)}
+        for name, mask in masks.items():
+            index = position[name]
+            if mask.shape != self.masks[index].shape:
+                raise ValueError(f"mask shape {tuple(mask.shape)} != parameter shape "
+                                 f"{tuple(self.masks[index].shape)} of {name}")
+            self.masks[index] = mask if mask.dtype == torch.bool else mask.bool()
+            self._prunes[index] = not bool(self.masks[index].all())
+            self._copies[index].clear()
+        if self.attached:  # hooks look masks up by index, but which masks have a hook may have changed
+            self.detach()
+            self.attach()
+        self.apply()
+
     # -- gradients --------------------------------------------------------------------------------------------
     def _mask_gradient(self, index: int, grad: torch.Tensor) -> torch.Tensor:
         mask = self._mask_on(index, grad.device, grad.dtype)
@@ -160,8 +185,9 @@ class MaskedParameters:
 
     def attach(self) -> None:
         """Register the gradient hooks (once; calling it again while attached does nothing)."""
-        if self._hooks:
+        if self._attached:
             return
+        self._attached = True
         for index, param in enumerate(self.params):
             if param.requires_grad and self._prunes[index]:
                 self._hooks.append(param.register_hook(functools.partial(self._mask_gradient, index)))
@@ -171,10 +197,11 @@ class MaskedParameters:
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
+        self._attached = False
 
     @property
     def attached(self) -> bool:
-        return bool(self._hooks)
+        return self._attached
 
     @contextlib.contextmanager
     def gradient_hooks(self):

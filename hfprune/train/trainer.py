@@ -236,13 +236,16 @@ def train(
     find_unused_parameters: bool = False,
     resume: TrainState | None = None,
     stop_epoch: int | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``section.epochs`` epochs, keeping ``masks`` exact.
 
     Parameters matching ``section.freeze`` stay as they are (no gradient, not in the optimizer). A run can be
     cut into pieces: ``stop_epoch`` stops after that many epochs of the schedule and returns its ``state``;
     ``resume`` (with the model's weights as the piece before left them) continues from there, the schedule,
-    optimizer and shuffling going on as in one uninterrupted run.
+    optimizer and shuffling going on as in one uninterrupted run. ``on_step(step)`` is called after every
+    optimizer step (and the masks' re-application) with the number of steps taken since epoch 0; it may change
+    the masks (:meth:`MaskedParameters.update`), as methods that prune during training do.
     """
     # A fresh Accelerator per run (cheap: the process state is shared) holds the prepared objects only
     # as long as this run; free_memory() would cost a full gc.collect() per trial instead.
@@ -308,7 +311,10 @@ def train(
                         masks.apply()
                 total += loss.detach().float()
                 batches += 1
-                steps += accelerator.sync_gradients
+                if accelerator.sync_gradients:
+                    steps += 1
+                    if on_step is not None:
+                        on_step(first * steps_per_epoch + steps)
             epoch_loss = (total / max(1, batches)).item()
             bar.set_postfix(loss=f"{epoch_loss:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
     finally:

@@ -1,0 +1,41 @@
+"""Two plain baselines: a random mask at initialisation, and magnitude pruning once after dense training."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+
+from hfprune.pruning.sparse_training.base import SparseResult, SparseRun, SparseTrainingMethod
+from hfprune.pruning.sparse_training.loop import train_masked
+from hfprune.pruning.sparse_training.masks import check_budget, dense_masks, magnitude_masks, random_masks
+
+
+class RandomSparse(SparseTrainingMethod):
+    """A uniformly random mask of exactly the budget over all prunable weights together, drawn at
+    initialisation from the run's seed, then trained (the usual random-pruning baseline; not among the paper's
+    pruning methods)."""
+
+    name: Literal["random"] = "random"
+    at_initialisation: ClassVar[bool] = True
+
+    def run(self, run: SparseRun, budget: int) -> SparseResult:
+        check_budget(run, budget, self.name)
+        masks = random_masks(run, budget, torch.Generator().manual_seed(run.seed))
+        train_masked(run, masks, description=self.name)
+        return SparseResult(masks, run.training.epochs)
+
+
+class MagnitudeAfterTraining(SparseTrainingMethod):
+    """The classic prune-after-training baseline (Han et al., 2015, one shot): train densely, keep the budget's
+    largest |w| over all prunable weights together, fine-tune with that mask for as many epochs again. Not among
+    the paper's pruning methods; its gradual and iterative relatives are ``gmp`` and ``imp``."""
+
+    name: Literal["magnitude"] = "magnitude"
+
+    def run(self, run: SparseRun, budget: int) -> SparseResult:
+        check_budget(run, budget, self.name)
+        train_masked(run, dense_masks(run), description=f"{self.name} dense")
+        masks = magnitude_masks(run, budget)
+        train_masked(run, masks, description=f"{self.name} fine-tune")
+        return SparseResult(masks, 2 * run.training.epochs)
