@@ -51,7 +51,8 @@ def test_mlp_with_a_unit_without_outputs_and_one_without_inputs():
     assert effective["layers.2.weight"].tolist() == [[True, True, False]]
     assert result.no_path_from_input["layers.1.weight"].tolist() == [[False, False, True], [False] * 3, [False] * 3]
     assert result.no_path_to_output["layers.1.weight"].tolist() == [[False] * 3, [False] * 3, [True, False, False]]
-    assert not result.no_path_from_input["layers.0.weight"].any() and not result.no_path_to_output["layers.2.weight"].any()
+    assert not result.no_path_from_input["layers.0.weight"].any()
+    assert not result.no_path_to_output["layers.2.weight"].any()
     assert (result.nonzeros, result.effective_nonzeros, result.removable) == (9, 7, 2)
     assert result.total == 6 + 9 + 3
     assert result.sparsity == pytest.approx(1 - 9 / 18) and result.effective_sparsity == pytest.approx(1 - 7 / 18)
@@ -210,6 +211,12 @@ def test_transformers_are_refused_naming_the_supported_families():
         analyse(model)
     with pytest.raises(HfpruneError, match="LayerNorm"):
         analyse(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), example_input=torch.ones(1, 2))
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    gelu = ResNetForImageClassification(ResNetConfig(hidden_act="gelu", embedding_size=4, hidden_sizes=[4, 4, 4, 4],
+                                                     depths=[1, 1, 1, 1]))
+    with pytest.raises(HfpruneError, match="GELU"):  # an hf_resnet family model, but not with ReLU
+        analyse(gelu, example_input=torch.ones(1, 3, 32, 32))
 
 
 def test_max_pooling_counts_every_window_position():

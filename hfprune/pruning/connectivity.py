@@ -39,6 +39,9 @@ LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 # modules that are not positive-homogeneous: the trick's "non-negative terms only" does not hold through them
 REFUSED_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.MultiheadAttention, nn.GELU, nn.SiLU, nn.Tanh,
                    nn.Sigmoid, nn.Softmax, nn.LogSoftmax, nn.ELU, nn.LeakyReLU, nn.PReLU, nn.Hardswish, nn.Mish)
+# the same kinds in transformers' own classes (GELUActivation, LlamaRMSNorm, ViTSelfAttention, ...)
+REFUSED_NAME_PARTS = ("Attention", "LayerNorm", "RMSNorm", "GroupNorm", "GELU", "SiLU", "Swish", "Softmax", "Tanh",
+                      "Sigmoid")
 
 
 @dataclass
@@ -132,11 +135,11 @@ def check_supported(model: nn.Module) -> None:
 
         adapter = adapter_for_model_type(model_type)
         if adapter is not None and adapter.name not in SUPPORTED_FAMILIES:
-            raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers (Linear/Conv, ReLU, BatchNorm, "
-                               f"pooling, residual adds); model family '{adapter.name}' has others (LayerNorm, "
+            raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers (Linear/Conv, ReLU, "
+                               f"BatchNorm, pooling, residual adds); model family '{adapter.name}' has others (LayerNorm, "
                                f"softmax, GELU); supported families: {supported}")
     for name, module in model.named_modules():
-        if isinstance(module, REFUSED_MODULES) or type(module).__name__.endswith(("Attention", "LayerNorm", "RMSNorm")):
+        if isinstance(module, REFUSED_MODULES) or any(part in type(module).__name__ for part in REFUSED_NAME_PARTS):
             raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers; module '{name}' is a "
                                f"{type(module).__name__}; supported families: {supported}")
         if isinstance(module, LAYER_TYPES) and getattr(module, "groups", 1) != 1:
