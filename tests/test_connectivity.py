@@ -51,7 +51,8 @@ def test_mlp_with_a_unit_without_outputs_and_one_without_inputs():
     assert effective["layers.2.weight"].tolist() == [[True, True, False]]
     assert result.no_path_from_input["layers.1.weight"].tolist() == [[False, False, True], [False] * 3, [False] * 3]
     assert result.no_path_to_output["layers.1.weight"].tolist() == [[False] * 3, [False] * 3, [True, False, False]]
-    assert not result.no_path_from_input["layers.0.weight"].any() and not result.no_path_to_output["layers.2.weight"].any()
+    assert not result.no_path_from_input["layers.0.weight"].any()
+    assert not result.no_path_to_output["layers.2.weight"].any()
     assert (result.nonzeros, result.effective_nonzeros, result.removable) == (9, 7, 2)
     assert result.total == 6 + 9 + 3
     assert result.sparsity == pytest.approx(1 - 9 / 18) and result.effective_sparsity == pytest.approx(1 - 7 / 18)
@@ -210,6 +211,12 @@ def test_transformers_are_refused_naming_the_supported_families():
         analyse(model)
     with pytest.raises(HfpruneError, match="LayerNorm"):
         analyse(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), example_input=torch.ones(1, 2))
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    gelu = ResNetForImageClassification(ResNetConfig(hidden_act="gelu", embedding_size=4, hidden_sizes=[4, 4, 4, 4],
+                                                     depths=[1, 1, 1, 1]))
+    with pytest.raises(HfpruneError, match="GELU"):  # an hf_resnet family model, but not with ReLU
+        analyse(gelu, example_input=torch.ones(1, 3, 32, 32))
 
 
 def test_max_pooling_counts_every_window_position():
@@ -229,3 +236,60 @@ def test_dense_convnet_families_are_all_effective(kind):
     model = tiny_model(kind)
     result = analyse(model, example_input=torch.randn(1, 3, 64, 64))
     assert result.nonzeros == result.total and result.effective_nonzeros == result.total
+
+
+def _reachability(masks):
+    """The definition on the layer graph: unit sets reached from the input (forward) and reaching the output
+    (backward); a weight is effective iff nonzero, its input unit is reached and its output unit reaches."""
+    forward = [torch.ones(masks[0].shape[1], dtype=torch.bool)]
+    for mask in masks:
+        forward.append((mask.double() @ forward[-1].double()) > 0)
+    backward = [torch.ones(masks[-1].shape[0], dtype=torch.bool)]
+    for mask in reversed(masks):
+        backward.insert(0, (mask.double().T @ backward[0].double()) > 0)
+    effective = [mask & forward[l][None, :] & backward[l + 1][:, None] for l, mask in enumerate(masks)]
+    no_input = [mask & ~forward[l][None, :] for l, mask in enumerate(masks)]
+    return effective, no_input
+
+
+@pytest.mark.parametrize("depth, width, keep, seed", [(3, 6, 0.3, 0), (4, 5, 0.5, 1), (8, 4, 0.45, 2),
+                                                      (400, 4, 0.6, 3)])
+def test_random_sparse_mlps_match_graph_reachability(depth, width, keep, seed):
+    generator = torch.Generator().manual_seed(seed)
+    widths = [2, *[width] * depth, 1]
+    layers = [nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])]
+    masks = [torch.rand(layer.weight.shape, generator=generator) < keep for layer in layers]
+    model = nn.Sequential(*[part for layer in layers for part in (layer, nn.ReLU())][:-1])
+    with torch.no_grad():
+        for layer, mask in zip(layers, masks):
+            layer.weight.mul_(mask)
+    names = [f"{index}.weight" for index in range(0, 2 * len(layers), 2)]
+    result = analyse(model, example_input=torch.ones(1, 2))
+    effective, no_input = _reachability(masks)
+    for name, expected, expected_no_input in zip(names, effective, no_input):
+        assert torch.equal(result.effective[name], expected), name
+        assert torch.equal(result.no_path_from_input[name], expected_no_input), name
+    assert result.effective_nonzeros == sum(int(mask.sum()) for mask in effective)
+    if depth == 400:
+        assert result.effective_nonzeros > 0, "the deep chain keeps some paths at this density"
+
+
+def test_a_thin_path_through_400_layers_beside_wide_rows_stays_effective():
+    """Each hidden layer: unit 0 reads only unit 0 (the one path), unit 1 reads all 8 units. Scaled by a constant
+    per layer, the path would carry 8^-400 (below float64's range); its 401 weights are effective, and unit 1's
+    row reads 7 units that receive nothing."""
+    width, depth = 8, 400
+    widths = [2, *[width] * depth, 1]
+    layers = [nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])]
+    with torch.no_grad():
+        for index, layer in enumerate(layers):
+            layer.weight.zero_()
+            layer.weight[0, 0] = 0.5
+            if 0 < index < depth:
+                layer.weight[1, :] = 0.5
+    model = nn.Sequential(*[part for layer in layers for part in (layer, nn.ReLU())][:-1])
+    result = analyse(model, example_input=torch.ones(1, 2))
+    # effective: the [0, 0] weight of each of the 401 layers (unit 1 feeds only rows 1, never unit 0 or the output).
+    # In layers[1] (module "2"), row 1 reads unit 0 (reached) and units 1..7, which layers[0] leaves empty.
+    assert result.effective_nonzeros == depth + 1
+    assert result.no_path_from_input["2.weight"][1].tolist() == [False] + [True] * 7

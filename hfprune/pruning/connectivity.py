@@ -4,11 +4,12 @@ A nonzero weight that lies on no input→output path of nonzero weights adds not
 from its input; the *effective* nonzeros are those on such a path, and the effective sparsity counts only them.
 
 Method (the path-count trick). On a float64 copy of the model, every Linear/Conv weight is replaced by its 0/1
-support (``w != 0``) times a positive per-layer constant (``1 / the most nonzeros of any output unit``, which keeps
-activations at most about 1), every bias by 0, every BatchNorm by the identity (weight 1, bias 0, running mean 0,
-running variance 1 − eps, eval mode), max-pooling by average pooling over the same window, dropout off (eval).
-Fed an all-ones input, every activation and every gradient of the summed output is then a sum of products of
-non-negative terms, one term per path, so:
+support (``w != 0``), every bias by 0, every BatchNorm by the identity (weight 1, bias 0, running mean 0, running
+variance 1 − eps, eval mode), max-pooling by average pooling over the same window, dropout off (eval). Fed an
+all-ones input, every activation and every gradient of the summed output is then a sum of products of non-negative
+terms, one term per path, so only whether a value is positive matters; to keep deep sparse networks from under- or
+overflowing, every Linear/Conv output is reset to 0/1 (positive or not) on the way forward and its gradient to 0/1
+on the way back (a per-layer positive rescaling, which changes no sign). Then:
 
 - a weight lies on an input→output path iff ``∂ sum(output) / ∂w > 0`` (*effective*);
 - a weight receives something from the input iff the unit it reads from is positive somewhere it reads it: the
@@ -38,6 +39,9 @@ LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 # modules that are not positive-homogeneous: the trick's "non-negative terms only" does not hold through them
 REFUSED_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.MultiheadAttention, nn.GELU, nn.SiLU, nn.Tanh,
                    nn.Sigmoid, nn.Softmax, nn.LogSoftmax, nn.ELU, nn.LeakyReLU, nn.PReLU, nn.Hardswish, nn.Mish)
+# the same kinds in transformers' own classes (GELUActivation, LlamaRMSNorm, ViTSelfAttention, ...)
+REFUSED_NAME_PARTS = ("Attention", "LayerNorm", "RMSNorm", "GroupNorm", "GELU", "SiLU", "Swish", "Softmax", "Tanh",
+                      "Sigmoid")
 
 
 @dataclass
@@ -131,11 +135,11 @@ def check_supported(model: nn.Module) -> None:
 
         adapter = adapter_for_model_type(model_type)
         if adapter is not None and adapter.name not in SUPPORTED_FAMILIES:
-            raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers (Linear/Conv, ReLU, BatchNorm, "
-                               f"pooling, residual adds); model family '{adapter.name}' has others (LayerNorm, "
+            raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers (Linear/Conv, ReLU, "
+                               f"BatchNorm, pooling, residual adds); model family '{adapter.name}' has others (LayerNorm, "
                                f"softmax, GELU); supported families: {supported}")
     for name, module in model.named_modules():
-        if isinstance(module, REFUSED_MODULES) or type(module).__name__.endswith(("Attention", "LayerNorm", "RMSNorm")):
+        if isinstance(module, REFUSED_MODULES) or any(part in type(module).__name__ for part in REFUSED_NAME_PARTS):
             raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers; module '{name}' is a "
                                f"{type(module).__name__}; supported families: {supported}")
         if isinstance(module, LAYER_TYPES) and getattr(module, "groups", 1) != 1:
@@ -202,17 +206,27 @@ def _max_pool_as_average():
         functional.max_pool2d, functional.adaptive_max_pool2d = saved
 
 
+class _Positive(torch.autograd.Function):
+    """0/1 (is positive) forward, and 0/1 (is positive) gradient backward."""
+
+    @staticmethod
+    def forward(ctx, values):
+        return (values > 0).to(values.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad > 0).to(grad.dtype)
+
+
 @torch.no_grad()
 def _path_count_copy(model: nn.Module, supports: dict[str, torch.Tensor]) -> nn.Module:
-    """A float64 copy in eval mode: weights = support / (most nonzeros of any output unit), biases 0, BN identity."""
+    """A float64 copy in eval mode: weights = their 0/1 support, biases 0, BatchNorm the identity."""
     probe = copy.deepcopy(model).double().eval()
     for parameter in probe.parameters():
         parameter.requires_grad_(False)
     layers = _layers(probe)
     for name, module in layers.items():
-        support = supports[name].to(torch.float64)
-        widest = support.flatten(1).sum(1).max().item() if support.numel() else 0.0
-        module.weight.copy_(support / max(widest, 1.0))
+        module.weight.copy_(supports[name].to(torch.float64))
         module.weight.requires_grad_(True)
         if module.bias is not None:
             module.bias.zero_()
@@ -271,6 +285,8 @@ def analyse(model: nn.Module, weights: dict[str, torch.Tensor] | None = None,
     hooks = [module.register_forward_hook(
         lambda module, args, output, name=name: inputs.__setitem__(name, args[0].detach()))
         for name, module in layers.items() if name in reported]
+    hooks += [module.register_forward_hook(lambda module, args, output: _Positive.apply(output))
+              for module in layers.values()]
     try:
         with torch.enable_grad(), _max_pool_as_average():
             main = getattr(probe, "main_input_name", None) if hasattr(probe, "config") else None
