@@ -24,7 +24,8 @@ def tiny(**sparse) -> dict:
     recipe["training"].update(epochs=2, batch_size=64)
     recipe["sparse"] = {"budgets": [8, 12], "methods": ["gmp", "snip", "random"],
                         "search": {"phase1": {"low": 1, "high": 2},
-                                   "phase2": {"widths": "auto", "target_acc": 0.05, "per_budget_limit": 2}},
+                                   "phase2": {"widths": "auto", "target_acc": 0.05, "budgets": [],
+                                              "per_budget_limit": 2}},
                         **sparse}
     return recipe
 
@@ -59,6 +60,13 @@ def test_tiny_study_runs_through_the_cli_and_reports_frontier_and_effective_nonz
     report = (out / "report.md").read_text()
     assert "effective" in report and "search" in report and "gmp" in report
     assert (out / "frontier.png").stat().st_size > 0 and (out / "cubist_spiral.png").stat().st_size > 0
+
+    pruned = by_setting["gmp"][0]
+    diagnosed = CliRunner().invoke(app, ["diagnose", str(out), "--trial", pruned["trial_id"], "--json"])
+    assert diagnosed.exit_code == 0, diagnosed.output
+    facts = json.loads(diagnosed.stdout[diagnosed.stdout.index("{"):])  # after any library warning line
+    totals = facts["totals"]
+    assert (totals["nonzeros"], totals["effective_nonzeros"]) == (pruned["nonzeros"], pruned["effective_nonzeros"])
 
     again = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--no-progress"])
     assert again.exit_code == 0, again.output
