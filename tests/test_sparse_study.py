@@ -117,3 +117,22 @@ def test_shipped_sparse_recipes_load():
     for name in ("cubist_spiral_search", "cubist_spiral_pruning", "cubist_spiral_quick"):
         recipe = load_recipe(RECIPES / f"{name}.yaml")
         assert recipe.kind == "sparse" and recipe.sparse.budgets
+
+
+@pytest.mark.slow
+def test_two_ray_workers_give_the_records_of_the_in_process_run(tmp_path):
+    ray = pytest.importorskip("ray")
+    sections = {"methods": ["gmp", "synflow"], "search": {"phase1": {"low": 1, "high": 1}}}
+    recipe = tiny(**sections)
+    recipe["execution"] = {"threads_per_trial": 1}  # the same arithmetic in-process and on Ray
+    expected = run_sparse_study(parse_recipe(recipe), tmp_path / "in_process", progress=False)
+    try:
+        fanned = run_sparse_study(parse_recipe(recipe), tmp_path / "ray", progress=False, workers=2)
+    finally:
+        ray.shutdown()
+
+    def without_timings(records):
+        return {r["trial_id"]: {k: v for k, v in r.items() if k != "timings"} for r in records}
+
+    assert fanned.trials_run == len(expected.records) == 1 + 1 + 2 * 2
+    assert without_timings(fanned.records) == without_timings(expected.records)

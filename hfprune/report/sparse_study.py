@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hfprune.io import read_json
+from hfprune.io import quiet_hf_progress, read_json
 from hfprune.report.frontier import frontier_json, frontier_markdown, frontier_plot
 from hfprune.report.render import dumps
 from hfprune.study.sparse.candidates import DENSE
@@ -27,9 +27,10 @@ def _trial_rows(records: list[dict]) -> list[str]:
 
 
 def _most_disconnected(records: list[dict], directory: Path) -> dict | None:
-    """The method trial with the largest share of disconnected weights whose checkpoint was kept."""
+    """The method trial, still connected from input to output, with the largest share of disconnected weights
+    whose checkpoint was kept."""
     kept = [r for r in records if r.get("kind") == "method" and r.get("disconnected_weights")
-            and (directory / "checkpoints" / r["trial_id"].replace(":", "_")).is_dir()]
+            and r.get("effective_nonzeros") and (directory / "checkpoints" / r["trial_id"].replace(":", "_")).is_dir()]
     return max(kept, key=lambda r: (r["disconnected_weights"] / max(1, r["nonzeros"]), -r["nonzeros"]), default=None)
 
 
@@ -39,7 +40,8 @@ def _draw_connectivity(record: dict, directory: Path) -> str:
     from hfprune.report.connectivity_plot import draw_mlp
 
     folder = directory / "checkpoints" / record["trial_id"].replace(":", "_")
-    model = adapter_for_checkpoint(str(folder)).load_pretrained(str(folder))
+    with quiet_hf_progress():
+        model = adapter_for_checkpoint(str(folder)).load_pretrained(str(folder))
     connectivity = analyse(model)
     weights = [layer.weight.detach() for layer in model.layers]
     draw_mlp(weights, list(connectivity.effective_masks().values()), directory / CONNECTIVITY_PLOT,

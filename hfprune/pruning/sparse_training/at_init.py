@@ -89,9 +89,8 @@ class AtInitialisationMethod(SparseTrainingMethod):
         masks = self.prune(run, int(budget))
         scoring_seconds = time.perf_counter() - start
         trained = train_masked(run, masks)
-        return SparseResult(masks, epochs=run.training.epochs, facts={
-            "scoring_seconds": scoring_seconds, "train_seconds": trained.seconds,
-            "last_epoch_loss": trained.last_epoch_loss, **self.options()})
+        return SparseResult(masks, epochs=run.training.epochs, facts={"last_epoch_loss": trained.last_epoch_loss},
+                            timings={"masks_s": scoring_seconds, "masked_train_s": trained.seconds})
 
 
 # -- the methods ------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class SparseResult:
     masks: dict[str, torch.Tensor]
     epochs: int  # training epochs spent in all (IMP: every round)
     facts: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds, by stage (the same run twice differs here)
 
     @property
     def nonzeros(self) -> int:

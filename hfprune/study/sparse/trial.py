@@ -46,6 +46,7 @@ def run_sparse_trial(spec: TrialSpec, adapter, config, data, training, study_see
                                f"its budget {candidate.budget}")
         epochs = result.epochs
         record.facts.update(result.facts)
+        record.timings.update(result.timings)
     elif isinstance(candidate, DenseTrial):
         train(model, data.train, training, binary_loss, seed=seed, progress=progress, description="dense")
         epochs = training.epochs
