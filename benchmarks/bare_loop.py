@@ -16,13 +16,19 @@ def masked_sgd_epochs(model, images, labels, masks: dict[str, torch.Tensor], opt
         for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             loss = torch.nn.functional.cross_entropy(model(pixel_values=images[index]).logits, labels[index])
-            loss.backward()
-            with torch.no_grad():
-                for name, keep in masks.items():
-                    params[name].grad.mul_(keep)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                for name, keep in masks.items():
-                    params[name].mul_(keep)
+            masked_sgd_step(loss, params, masks, optimizer, schedule)
+
+
+def masked_sgd_step(loss: torch.Tensor, params: dict[str, torch.nn.Parameter], masks: dict[str, torch.Tensor],
+                    optimizer, schedule) -> None:
+    """One step of the bare loop: backward, masked gradients, optimizer and schedule step, masked weights."""
+    loss.backward()
+    with torch.no_grad():
+        for name, keep in masks.items():
+            params[name].grad.mul_(keep)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, keep in masks.items():
+            params[name].mul_(keep)

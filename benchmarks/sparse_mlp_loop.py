@@ -1,7 +1,7 @@
 """One epoch of a sparse MLP through hfprune's trainer vs. a bare PyTorch loop doing the same math.
 
 The sparse-MLP studies train thousands of tiny models (2 → 16 → 16 → 16 → 1, 50,000 2-D points, batch 128,
-SGD m0.9 wd5e-4, BCE-with-logits), so the trainer's fixed cost per step matters there. Both sides train the same
+SGD m0.9 wd5e-4, BCE-with-logits, the Cubist Spiral), so the trainer's fixed cost per step matters there. Both sides train the same
 masked model (a random mask keeping 60 of the 560 weights) from the same start for one epoch; their runs
 alternate (A B, B A, ...) so machine noise hits both alike, and the medians are printed side by side with their
 ratio. A third row runs the bare loop on the trainer's DataLoader, to separate the loader's share; a fourth
@@ -20,11 +20,13 @@ import copy
 import functools
 import statistics
 import time
-from types import SimpleNamespace
-
 import torch
 
+from bare_loop import masked_sgd_step
 from hfprune.config.recipe import TrainingSection
+from hfprune.data.spiral import PointSet, load_spiral
+from hfprune.evaluation.binary import binary_loss
+from hfprune.models import get_adapter
 from hfprune.pruning.sparse_training.base import SparseRun
 from hfprune.pruning.sparse_training.loop import train_masked
 from hfprune.train.trainer import make_loader
@@ -32,50 +34,11 @@ from hfprune.train.trainer import make_loader
 WIDTH, BUDGET = 16, 60
 
 
-class MLP(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layers = torch.nn.ModuleList([torch.nn.Linear(2, WIDTH), torch.nn.Linear(WIDTH, WIDTH),
-                                           torch.nn.Linear(WIDTH, WIDTH), torch.nn.Linear(WIDTH, 1)])
-
-    def forward(self, inputs):
-        hidden = inputs
-        for layer in self.layers[:-1]:
-            hidden = torch.relu(layer(hidden))
-        return SimpleNamespace(logits=self.layers[-1](hidden).squeeze(-1))
-
-
-class Points(torch.utils.data.Dataset):
-    def __init__(self, points, labels):
-        self.points, self.labels = points, labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitems__(self, indices):
-        index = torch.as_tensor(indices)
-        return {"inputs": self.points[index], "labels": self.labels[index]}
-
-
-def bce(model, batch):
-    return torch.nn.functional.binary_cross_entropy_with_logits(model(batch["inputs"]).logits, batch["labels"])
-
-
 def masked_step(model, params, masks, optimizer, schedule, batch) -> None:
-    loss = bce(model, batch)
-    loss.backward()
-    with torch.no_grad():
-        for name, keep in masks.items():
-            params[name].grad.mul_(keep)
-    optimizer.step()
-    schedule.step()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        for name, keep in masks.items():
-            params[name].mul_(keep)
+    masked_sgd_step(binary_loss(model, batch), params, masks, optimizer, schedule)
 
 
-def bare_epoch(model, data: Points, masks, section: TrainingSection, loader=None) -> None:
+def bare_epoch(model, data: PointSet, masks, section: TrainingSection, loader=None) -> None:
     """The same math as the trainer: shuffled batches, masked gradients and weights, SGD, constant lr."""
     params = dict(model.named_parameters())
     optimizer = torch.optim.SGD(model.parameters(), lr=section.optimizer.lr, momentum=section.optimizer.momentum,
@@ -93,7 +56,7 @@ def bare_epoch(model, data: Points, masks, section: TrainingSection, loader=None
     for start in range(0, len(order), section.batch_size):
         index = order[start:start + section.batch_size]
         masked_step(model, params, float_masks, optimizer, schedule,
-                    {"inputs": data.points[index], "labels": data.labels[index]})
+                    {"inputs": data.x[index], "labels": data.y[index]})
 
 
 def main() -> None:
@@ -103,13 +66,13 @@ def main() -> None:
     args = parser.parse_args()
 
     generator = torch.Generator().manual_seed(0)
-    points = torch.randn(args.points, 2, generator=generator)
-    data = Points(points, (points[:, 0] * points[:, 1] > 0).float())
+    data = load_spiral(args.points).train
     section = TrainingSection(epochs=1, batch_size=128,
                               optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4})
     torch.manual_seed(0)
-    start_model = MLP()
-    weights = {name: param for name, param in start_model.named_parameters() if name.endswith("weight")}
+    adapter = get_adapter("sparse_mlp")
+    start_model = adapter.build(adapter.config(0, 0, 0, {"hidden_sizes": [WIDTH] * 3}))
+    weights = adapter.prunable_weights(start_model)
     flat = torch.zeros(sum(w.numel() for w in weights.values()), dtype=torch.bool)
     flat[torch.randperm(flat.numel(), generator=generator)[:BUDGET]] = True
     masks, offset = {}, 0
@@ -119,7 +82,7 @@ def main() -> None:
 
     def trainer() -> None:
         model = copy.deepcopy(start_model)
-        run = SparseRun(model, {n: p for n, p in model.named_parameters() if n in masks}, data, section, bce, 0)
+        run = SparseRun(model, adapter.prunable_weights(model), data, section, binary_loss, 0)
         train_masked(run, masks)
 
     def bare() -> None:

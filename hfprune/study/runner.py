@@ -165,6 +165,16 @@ def _record_environment(directory: Path, environment: dict) -> None:
               "trials recorded now may differ in the last digits from those recorded before", file=sys.stderr)
 
 
+def use_determinism(recipe, deterministic: bool, workers: int | None, ray_address: str | None) -> None:
+    """``--deterministic``: deterministic kernels and ``execution.threads_per_trial`` (else 1) threads for the
+    whole run, which runs its trials in this process."""
+    if not deterministic:
+        return
+    if workers is not None or ray_address is not None:
+        raise HfpruneError("--deterministic runs trials in this process; drop --workers/--ray-address")
+    make_deterministic(recipe.execution.threads_per_trial or 1)
+
+
 def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, workers: int | None = None,
               ray_address: str | None = None, log_with: list[str] | None = None,
               deterministic: bool = False) -> StudyResult:
@@ -177,10 +187,7 @@ def run_study(recipe: Recipe, directory: str | Path, progress: bool = True, work
     (``execution.threads_per_trial``, else 1) for the whole run, in this process (not with Ray).
     """
     directory = Path(directory)
-    if deterministic:
-        if workers is not None or ray_address is not None:
-            raise HfpruneError("--deterministic runs trials in this process; drop --workers/--ray-address")
-        make_deterministic(recipe.execution.threads_per_trial or 1)
+    use_determinism(recipe, deterministic, workers, ray_address)
     accelerator = get_accelerator()
     main = accelerator.is_main_process
     bars = progress and main and sys.stderr.isatty()

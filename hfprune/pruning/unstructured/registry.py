@@ -7,12 +7,9 @@ lists method names.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Any
 
-from pydantic import BeforeValidator, Field
-
-from hfprune.config.schema import validate_document
-from hfprune.errors import HfpruneError
+from hfprune.config.registry import entry_type, method_from_registry, option_names  # noqa: F401 - re-exported
 from hfprune.pruning.unstructured.methods import (
     GlobalMagnitude,
     OutlierNonUniform,
@@ -35,16 +32,7 @@ METHODS: dict[str, type[UnstructuredMethod]] = {method.model_fields["name"].defa
 )}
 
 
-def _entry(value: Any) -> Any:
-    """A method given by name alone (``ump``) is the method with its default options."""
-    return {"name": value} if isinstance(value, str) else value
-
-
-MethodEntry = Annotated[Union[tuple(METHODS.values())], Field(discriminator="name"), BeforeValidator(_entry)]
-
-
-def option_names(method: type[UnstructuredMethod]) -> list[str]:
-    return [name for name in method.model_fields if name != "name"]
+MethodEntry = entry_type(METHODS)
 
 
 def method_from(method: str | UnstructuredMethod, **options: Any) -> UnstructuredMethod:
@@ -53,13 +41,4 @@ def method_from(method: str | UnstructuredMethod, **options: Any) -> Unstructure
         if not options:
             return method
         options, method = {**method.options(), "label": method.label, **options}, method.name
-    if method not in METHODS:
-        raise HfpruneError(f"unknown unstructured method '{method}'; choose one of: {', '.join(METHODS)}")
-    accepted = option_names(METHODS[method])
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        others = [name for name, other in METHODS.items() if unknown[0] in option_names(other)]
-        hint = f"; '{unknown[0]}' applies to {', '.join(others)} only" if others else ""
-        raise HfpruneError(f"method '{method}' has no option '{unknown[0]}' (its options: {', '.join(accepted)})"
-                           f"{hint}")
-    return validate_document(METHODS[method], {"name": method, **options}, "options of method", f"'{method}'")
+    return method_from_registry(METHODS, "unstructured method", method, options)

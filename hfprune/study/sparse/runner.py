@@ -20,12 +20,11 @@ from hfprune.data.spiral import load_spiral
 from hfprune.errors import HfpruneError
 from hfprune.io import save_atomically
 from hfprune.models import get_adapter
-from hfprune.seeding import make_deterministic
 from hfprune.study.environment import describe
 from hfprune.study.executors import FinishedTrial, executor_for
 from hfprune.study.plan import TrialSpec
 from hfprune.study.progress import TrialProgress
-from hfprune.study.runner import StudyResult, _claim_directory, _record_environment, _write_manifest
+from hfprune.study.runner import StudyResult, _claim_directory, _record_environment, _write_manifest, use_determinism
 from hfprune.study.sparse.candidates import SEARCH, DenseTrial, MethodTrial, SearchTrial
 from hfprune.study.sparse.search import phase1_candidates, phase2_candidates, smallest_widths
 from hfprune.study.sparse.trial import run_sparse_trial
@@ -108,10 +107,7 @@ def run_sparse_study(recipe: SparseStudyRecipe, directory: str | Path, progress:
     """Run (or resume) every trial of a sparse study into ``directory`` (see :func:`hfprune.study.runner.run_study`
     for ``workers``, ``ray_address`` and ``deterministic``)."""
     directory = Path(directory)
-    if deterministic:
-        if workers is not None or ray_address is not None:
-            raise HfpruneError("--deterministic runs trials in this process; drop --workers/--ray-address")
-        make_deterministic(recipe.execution.threads_per_trial or 1)
+    use_determinism(recipe, deterministic, workers, ray_address)
     accelerator = get_accelerator()
     if accelerator.num_processes > 1:
         raise HfpruneError("a sparse study trains tiny models one per process: run it without accelerate launch "
