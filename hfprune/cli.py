@@ -291,7 +291,8 @@ def _key_values(items: list[str]) -> dict:
 
 @app.command()
 def methods() -> None:
-    """List the pruning methods: structured criteria, and unstructured methods with their options."""
+    """List the pruning methods: structured criteria, unstructured methods and sparse-training methods, with their
+    options."""
     from hfprune.pruning.structured.importance import IMPORTANCES
     from hfprune.pruning.unstructured import METHODS
 
@@ -302,6 +303,13 @@ def methods() -> None:
         options = [f"{key}={field.default!r}" for key, field in method.model_fields.items() if key not in ("name", "label")]
         needs = " (needs --calibration-data)" if method().needs_calibration else ""
         typer.echo(f"{name:<12} unstructured method{needs}; options: {', '.join(options) or 'none'}")
+    from hfprune.pruning.sparse_training.registry import SPARSE_METHODS
+
+    for name, method in SPARSE_METHODS.items():
+        options = [f"{key}={field.default!r}" for key, field in method.model_fields.items() if key != "name"]
+        when = "at initialisation" if method.at_initialisation else "during or after training"
+        typer.echo(f"{name:<12} sparse-training method ({when}; recipes' sparse.methods); options: "
+                   f"{', '.join(options) or 'none'}")
 
 
 @app.command()

@@ -293,3 +293,25 @@ def test_a_thin_path_through_400_layers_beside_wide_rows_stays_effective():
     # In layers[1] (module "2"), row 1 reads unit 0 (reached) and units 1..7, which layers[0] leaves empty.
     assert result.effective_nonzeros == depth + 1
     assert result.no_path_from_input["2.weight"][1].tolist() == [False] + [True] * 7
+
+
+def test_oracle_study_records_and_reports_nominal_and_effective_nonzeros(tmp_path):
+    """Every trial of an oracle study of a supported family records its trained model's nonzero weights; the
+    report tabulates nominal against effective per setting. A physically pruned LeNet keeps every remaining
+    weight on a path, so the two agree."""
+    from study_helpers import tiny_recipe
+
+    from hfprune.config.recipe import parse_recipe
+    from hfprune.report.command import report_study
+    from hfprune.study.runner import run_study
+
+    recipe = tiny_recipe(pruning={"settings": [{"ratios": {"conv1": 0.5}, "candidates": {"mode": "random", "num": 2}}]})
+    recipe["retrain"] = {**recipe["retrain"], "epochs": 1, "short_fraction": None}
+    result = run_study(parse_recipe(recipe), tmp_path, progress=False)
+    (n,) = {record["nonzeros"] for record in result.records}  # conv1 at 0.5: the same widths in every trial
+    for record in result.records:
+        assert record["effective_nonzeros"] == n > 0 and record["disconnected_weights"] == 0
+    report_study(tmp_path, plots=False)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Nominal vs effective nonzero weights" in report
+    assert f"| conv1@0.5 | 2 | {n:,.1f} | {n:,.1f} | 0 | 0 |" in report

@@ -147,6 +147,15 @@ def check_supported(model: nn.Module) -> None:
                                f"supported families: {supported}")
 
 
+def is_supported(model: nn.Module) -> bool:
+    """Whether :func:`analyse` handles ``model`` (see :func:`check_supported`)."""
+    try:
+        check_supported(model)
+    except HfpruneError:
+        return False
+    return True
+
+
 def _layers(model: nn.Module) -> dict[str, nn.Module]:
     """Every Linear/Conv module by the name of its weight parameter."""
     return {f"{name}.weight" if name else "weight": module for name, module in model.named_modules()

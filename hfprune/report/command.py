@@ -15,7 +15,7 @@ from hfprune.report.bootstrap import Bootstrap, pair_intervals, repeat_spread
 from hfprune.report.plots import plot_file_name, scatter_plot
 from hfprune.report.regret import halving_rows, regret_table, retrain_epochs
 from hfprune.report.render import dumps, fmt, write_report
-from hfprune.report.sparsity import sparsity_by_layer
+from hfprune.report.sparsity import connectivity_by_setting, sparsity_by_layer
 from hfprune.report.stats import correlate, infer_higher_is_better
 from hfprune.study.record import DIRECTIONS
 from hfprune.io import read_json
@@ -166,6 +166,7 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
         rows, directions, source, outcome, *retrain_epochs(directory), bootstrap=bootstrap)
     summary["halving"] = halving_rows(read_trials(directory)) if directory.is_dir() else []
     summary["sparsity"] = sparsity_by_layer(read_trials(directory)) if directory.is_dir() else None
+    summary["connectivity"] = connectivity_by_setting(read_trials(directory)) if directory.is_dir() else None
     write_report(directory, summary)
     return summary
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hfprune.io import jsonable
-from hfprune.report.sparsity import render_sparsity
+from hfprune.report.sparsity import render_connectivity, render_sparsity
 from hfprune.report.stats import VALID_P, VALID_TAU
 
 DEFINITION = (
@@ -171,6 +171,8 @@ def render_markdown(summary: dict) -> str:
         lines += _halving_section(summary["halving"])
     if summary.get("sparsity"):
         lines += render_sparsity(summary["sparsity"])
+    if summary.get("connectivity"):
+        lines += render_connectivity(summary["connectivity"])
     return "\n".join(lines)
 
 

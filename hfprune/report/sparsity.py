@@ -104,3 +104,40 @@ def render_sparsity(table: dict[str, Any]) -> list[str]:
     """The report's section on :func:`sparsity_by_layer`."""
     return ["## Sparsity per layer", "", "Share of each decoder layer's target weights that are pruned.", "",
             *render_layer_table(table), ""]
+
+
+def connectivity_by_setting(records: list[dict[str, Any]], listed: int = 20) -> dict[str, Any] | None:
+    """Nominal vs effective nonzero weights of the trained models: per setting (trials, means, how many trials
+    have disconnected weights, the most any has) and the ``listed`` trials with the most disconnected weights;
+    None when no record measured them."""
+    measured = [r for r in records if isinstance(r.get("effective_nonzeros"), int) and isinstance(r.get("nonzeros"), int)]
+    if not measured:
+        return None
+    rows = []
+    for setting in dict.fromkeys(r["setting"] for r in measured):
+        members = [r for r in measured if r["setting"] == setting]
+        cut = [r["nonzeros"] - r["effective_nonzeros"] for r in members]
+        rows.append({"setting": setting, "trials": len(members),
+                     "mean_nonzeros": sum(r["nonzeros"] for r in members) / len(members),
+                     "mean_effective": sum(r["effective_nonzeros"] for r in members) / len(members),
+                     "with_disconnected": sum(1 for c in cut if c), "most_disconnected": max(cut)})
+    worst = sorted((r for r in measured if r["nonzeros"] > r["effective_nonzeros"]),
+                   key=lambda r: (r["effective_nonzeros"] - r["nonzeros"], r["trial_id"]))[:listed]
+    return {"settings": rows, "trials": [{"trial_id": r["trial_id"], "nonzeros": r["nonzeros"],
+                                          "effective_nonzeros": r["effective_nonzeros"]} for r in worst]}
+
+
+def render_connectivity(table: dict[str, Any]) -> list[str]:
+    """The report's section on :func:`connectivity_by_setting`."""
+    lines = ["## Nominal vs effective nonzero weights", "",
+             "Effective: nonzero weights on an input→output path of nonzero weights (`hfprune diagnose`); every "
+             "trial's counts are in `trials.jsonl` (`nonzeros`, `effective_nonzeros`).", "",
+             "| setting | trials | mean nonzeros | mean effective | trials with disconnected weights | most disconnected |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['setting']} | {r['trials']} | {r['mean_nonzeros']:,.1f} | {r['mean_effective']:,.1f} | "
+              f"{r['with_disconnected']} | {r['most_disconnected']:,} |" for r in table["settings"]]
+    if table["trials"]:
+        lines += ["", "Trials with the most disconnected weights:", "", "| trial | nonzeros | effective |",
+                  "|---|---:|---:|"]
+        lines += [f"| {r['trial_id']} | {r['nonzeros']:,} | {r['effective_nonzeros']:,} |" for r in table["trials"]]
+    return lines + [""]

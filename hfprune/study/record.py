@@ -73,3 +73,10 @@ class TrialRecord:
             target[key] = value
         return record
 
+
+def add_connectivity(record: TrialRecord, connectivity) -> None:
+    """Record a trained model's nonzero weights, those on an input→output path (``effective_nonzeros``) and the
+    rest (``disconnected_weights``), from a :class:`~hfprune.pruning.connectivity.Connectivity`."""
+    record.add("nonzeros", connectivity.nonzeros, higher_is_better=None)
+    record.add("effective_nonzeros", connectivity.effective_nonzeros, higher_is_better=None)
+    record.add("disconnected_weights", connectivity.nonzeros - connectivity.effective_nonzeros, higher_is_better=None)

@@ -14,13 +14,14 @@ from transformers import PreTrainedModel
 
 from hfprune.config.recipe import RetrainSection
 from hfprune.io import quiet_hf_progress, save_atomically
+from hfprune.pruning.connectivity import analyse, is_supported
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
 from hfprune.pruning.structured.criteria import CRITERIA
 from hfprune.seeding import stable_seed
 from hfprune.study.physical import Shrink, physical_facts
 from hfprune.study.plan import TrialSpec
 from hfprune.study.iterative import record_last_round
-from hfprune.study.record import TrialRecord
+from hfprune.study.record import TrialRecord, add_connectivity
 from hfprune.study.tasks import Task
 from hfprune.train.trainer import train
 
@@ -64,6 +65,8 @@ def run_trial(
     started = time.perf_counter()
     record.add_all("final_test", task.evaluate(model, "test", workdir), task.direction)
     record.add_all("final_train", task.evaluate(model, "train"), task.direction)
+    if is_supported(model):  # MLP and ConvNet families: the nominal and effective nonzero weights
+        add_connectivity(record, analyse(model))
     record.timings["final_eval_s"] = time.perf_counter() - started
     return record, model
 

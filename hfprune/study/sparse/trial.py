@@ -14,7 +14,7 @@ from hfprune.pruning.sparse_training.base import SparseRun
 from hfprune.pruning.sparse_training.loop import train_masked
 from hfprune.seeding import stable_seed
 from hfprune.study.plan import TrialSpec
-from hfprune.study.record import TrialRecord
+from hfprune.study.record import TrialRecord, add_connectivity
 from hfprune.study.sparse.candidates import DenseTrial, MethodTrial, SearchTrial
 from hfprune.train.trainer import train
 
@@ -59,10 +59,6 @@ def run_sparse_trial(spec: TrialSpec, adapter, config, data, training, study_see
     metrics = evaluate_binary(model, data.test, batch_size=evaluation_batch)
     record.add("final_test_acc", metrics["acc"], higher_is_better=True)
     record.add("final_test_loss", metrics["loss"], higher_is_better=False)
-    connectivity = analyse(model)
-    record.add("nonzeros", connectivity.nonzeros, higher_is_better=None)
-    record.add("effective_nonzeros", connectivity.effective_nonzeros, higher_is_better=None)
-    record.add("disconnected_weights", connectivity.nonzeros - connectivity.effective_nonzeros,
-               higher_is_better=None)
+    add_connectivity(record, analyse(model))
     record.timings["eval_s"] = time.perf_counter() - started
     return record, model
