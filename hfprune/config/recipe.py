@@ -429,7 +429,8 @@ def parse_recipe(data: Any, source: str = "recipe"):
         from hfprune.config.sparse_recipe import SparseStudyRecipe
 
         return validate_document(SparseStudyRecipe, data, "recipe", source)
-    if isinstance(data, dict) and _is_sparse_family((data.get("model") or {}).get("family")):
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and _is_sparse_family(model.get("family")):
         raise HfpruneError(f"{source}: model.family '{data['model']['family']}' trains in sparse-training studies: "
                            "give a sparse section (budgets, methods, search) and a training section in place of "
                            "pruning and retrain (see recipes/cubist_spiral_quick.yaml)")
