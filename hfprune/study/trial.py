@@ -66,7 +66,8 @@ def run_trial(
     record.add_all("final_test", task.evaluate(model, "test", workdir), task.direction)
     record.add_all("final_train", task.evaluate(model, "train"), task.direction)
     if is_supported(model):  # MLP and ConvNet families: the nominal and effective nonzero weights
-        add_connectivity(record, analyse(model))
+        example = task.example_input() if hasattr(task, "example_input") else None
+        add_connectivity(record, analyse(model, example_input=example))
     record.timings["final_eval_s"] = time.perf_counter() - started
     return record, model
 

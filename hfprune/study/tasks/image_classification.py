@@ -107,6 +107,11 @@ class ImageClassificationTask:
             return loss
         return functools.partial(augmented_loss, loss=loss, augment=self.data.batch_augment)
 
+    def example_input(self) -> torch.Tensor:
+        """The shape of one input the models see ([1, C, H, W]), e.g. for the connectivity analysis of a trained
+        model whose config does not give its image size (HF ResNet)."""
+        return torch.zeros(1, self.data.channels, self.data.image_size, self.data.image_size)
+
     def calibration_batches(self, device: torch.device | None = None) -> Iterator[dict]:
         """Unaugmented batches of a fixed stratified subset of ``calibration_samples`` training images."""
         train = self.data.train
