@@ -164,9 +164,10 @@ def report_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None 
     outcome = next((c for c in SELECTION_OUTCOMES if _has_values(rows, c, source)), None)
     summary["selection"] = [] if outcome is None else regret_table(
         rows, directions, source, outcome, *retrain_epochs(directory), bootstrap=bootstrap)
-    summary["halving"] = halving_rows(read_trials(directory)) if directory.is_dir() else []
-    summary["sparsity"] = sparsity_by_layer(read_trials(directory)) if directory.is_dir() else None
-    summary["connectivity"] = connectivity_by_setting(read_trials(directory)) if directory.is_dir() else None
+    records = read_trials(directory) if directory.is_dir() else None
+    summary["halving"] = halving_rows(records) if records is not None else []
+    summary["sparsity"] = sparsity_by_layer(records) if records is not None else None
+    summary["connectivity"] = connectivity_by_setting(records) if records is not None else None
     write_report(directory, summary)
     return summary
 
