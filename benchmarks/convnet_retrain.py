@@ -26,16 +26,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from hfprune.config.recipe import RetrainSection, TrainingSection
+from hfprune.study.oracle.recipe import RetrainSection
+from hfprune.train.sections import TrainingSection
 from hfprune.data.base import TensorImageSet
 from hfprune.evaluation.classification import classification_loss
 from hfprune.models import get_adapter
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.structured.groups import kept_counts, parameter_masks
 from hfprune.pruning.structured.samplers import MaskCandidate
-from hfprune.study.physical import retraining_shrink
-from hfprune.study.plan import StructuredPlan, TrialSpec
-from hfprune.study.trial import run_trial
+from hfprune.study.oracle.physical import retraining_shrink
+from hfprune.study.oracle.plan import StructuredPlan, TrialSpec
+from hfprune.study.oracle.trial import run_trial
 from hfprune.train.trainer import train
 
 from bare_loop import masked_sgd_epochs

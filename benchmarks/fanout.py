@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from hfprune.config.recipe import parse_recipe
+from hfprune.study.registry import parse_recipe
 from hfprune.models import get_adapter
 from hfprune.study.dense import dense_config, dense_model
-from hfprune.study.executors import TrialContext
+from hfprune.study.oracle.context import OracleContext
 from hfprune.study.executors.inprocess import InProcessExecutor
-from hfprune.study.plan import plan_for
+from hfprune.study.oracle.plan import plan_for
 from hfprune.study.tasks import build_task
 
 from figures import add_json_option, save_figures
@@ -52,14 +52,14 @@ def study(trials: int, epochs: int, train_limit: int, execution: dict, family: s
     }
 
 
-def context_of(recipe, directory: Path) -> TrialContext:
+def context_of(recipe, directory: Path) -> OracleContext:
     """The study's trial context, built as the runner builds it."""
     adapter = get_adapter(recipe.model.family)
     task = build_task(recipe, progress=False)
     config = dense_config(recipe, adapter, task)
     plan = plan_for(recipe, adapter, adapter.groups(config), task)
     dense = dense_model(recipe, adapter, task, directory, False, config)
-    return TrialContext(recipe, dense, task, plan, directory)
+    return OracleContext(recipe, dense, task, plan, directory)
 
 
 def timed(executor, context, specs, warmup: int) -> float:

@@ -299,7 +299,7 @@ def preload() -> None:
     import hfprune.oneshot.structured  # noqa: F401
     import hfprune.oneshot.unstructured  # noqa: F401 - with the report's plotting: seconds
     import hfprune.study.executors  # noqa: F401
-    import hfprune.study.trial  # noqa: F401
+    import hfprune.study.oracle.trial  # noqa: F401
     import llava_fixtures  # noqa: F401
     import test_masked_training  # noqa: F401
     from transformers import LlavaForConditionalGeneration, ViTForImageClassification  # noqa: F401

@@ -29,7 +29,7 @@ import torch
 
 from hfprune.models.llava.tiny import build_tokenizer, tiny_llava_config
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.config.recipe import OptimizerSection
+from hfprune.train.sections import OptimizerSection
 from hfprune.train.optim import build_optimizer
 
 from figures import add_json_option, save_figures

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from hfprune.config.recipe import parse_recipe
+from hfprune.study.registry import parse_recipe
 from hfprune.resources import shipped_recipes
 from hfprune.report.regret import choice
 from hfprune.study.runner import run_study

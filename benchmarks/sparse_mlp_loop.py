@@ -23,9 +23,9 @@ import time
 import torch
 
 from bare_loop import masked_sgd_step
-from hfprune.config.recipe import TrainingSection
+from hfprune.train.sections import TrainingSection
 from hfprune.data.spiral import PointSet, load_spiral
-from hfprune.evaluation.binary import binary_loss
+from hfprune.evaluation.classification import binary_loss
 from hfprune.models import get_adapter
 from hfprune.pruning.sparse_training.base import SparseRun
 from hfprune.pruning.sparse_training.loop import train_masked

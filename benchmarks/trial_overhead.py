@@ -19,15 +19,16 @@ import time
 
 import torch
 
-from hfprune.study.plan import StructuredPlan, TrialSpec
+from hfprune.study.oracle.plan import StructuredPlan, TrialSpec
 from hfprune.data.registry import load_image_classification
 from hfprune.models import get_adapter
 from hfprune.pruning.structured.groups import parameter_masks
 from hfprune.pruning.structured.samplers import MaskCandidate
-from hfprune.config.recipe import RetrainSection, TrainingSection
+from hfprune.study.oracle.recipe import RetrainSection
+from hfprune.train.sections import TrainingSection
 from hfprune.study.tasks.image_classification import ImageClassificationTask
 from hfprune.train.trainer import train
-from hfprune.study.trial import run_trial
+from hfprune.study.oracle.trial import run_trial
 
 from bare_loop import masked_sgd_epochs
 from figures import add_json_option, save_figures

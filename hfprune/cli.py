@@ -63,25 +63,15 @@ def run(
                                        "machines of one kind, whatever their core counts; slower"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
-    from hfprune.config.recipe import load_recipe
-    from hfprune.report.command import print_summary, report_study
+    from hfprune.study.registry import load_recipe, print_study_summary, report_study
     from hfprune.study.runner import run_study
 
     parsed = load_recipe(_resolve_recipe(recipe))
     directory = out or Path("runs") / parsed.name
     try:
         trackers = [name.strip() for name in (log_with or "").split(",") if name.strip()]
-        if getattr(parsed, "kind", None) == "sparse":
-            from hfprune.study.sparse.runner import run_sparse_study
-
-            if trackers:
-                raise HfpruneError("--log-with applies to oracle-pruning studies; a sparse study's records are in "
-                                   "trials.jsonl")
-            result = run_sparse_study(parsed, directory, progress=progress, workers=workers,
-                                      ray_address=ray_address, deterministic=deterministic)
-        else:
-            result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
-                               log_with=trackers, deterministic=deterministic)
+        result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
+                           log_with=trackers, deterministic=deterministic)
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; finished trials are saved in {directory}. Run the same command to resume.",
                    err=True)
@@ -91,11 +81,12 @@ def run(
     if PartialState().is_main_process:  # the state run_study set up, whatever its mixed precision
         summary = report_study(directory, plots=parsed.report.plots)
         typer.echo(f"{result.trials_run} trials run, {result.trials_total} in the study; results in {directory}")
-        print_summary(summary)
-        if getattr(parsed, "export", None) is not None and parsed.export.push_to_hub:
-            from hfprune.oneshot.push import push_checkpoint
+        print_study_summary(summary, directory)
+        push = getattr(getattr(parsed, "export", None), "push_to_hub", None)
+        if push:
+            from hfprune.export.push import push_checkpoint
 
-            url = push_checkpoint(directory / "best", parsed.export.push_to_hub, private=parsed.export.private)
+            url = push_checkpoint(directory / "best", push, private=parsed.export.private)
             typer.echo(f"pushed {directory / 'best'} to {url}")
 
 
@@ -111,9 +102,26 @@ def report(
         None, "--x-higher-is-better/--x-lower-is-better", help="direction of --x (inferred from its name if omitted)"),
 ) -> None:
     """Correlation statistics (Kendall tau, validity, anomaly and counterexample ratios) and plots."""
-    from hfprune.report.command import run_report_command
+    from rich.console import Console
 
-    run_report_command(str(path), x, y, as_json, higher_is_better, x_higher_is_better=x_higher_is_better)
+    from hfprune.report.pairs import DEFAULT_X, DEFAULT_Y, print_pair_summary, report_table
+    from hfprune.report.format import dumps
+
+    if path.is_dir() and x is None and y is None and not as_json:  # a study: its report files, summarised
+        from hfprune.study.registry import print_study_summary, report_study
+
+        directions = {} if higher_is_better is None else {DEFAULT_Y: higher_is_better}
+        if x_higher_is_better is not None:
+            directions[DEFAULT_X] = x_higher_is_better
+        summary = report_study(path, directions=directions)
+        print_study_summary(summary, path)
+        Console().print(f"report written to {path / 'report.md'} and {path / 'report.json'}")
+        return
+    result = report_table(path, x or DEFAULT_X, y or DEFAULT_Y, higher_is_better, x_higher_is_better)
+    if as_json:
+        typer.echo(dumps(result))
+    else:
+        print_pair_summary(result, Console())
 
 
 @app.command("eval")
@@ -253,7 +261,7 @@ def prune(
                    f"{loss}; saved to {out}")
         return
     if select is not None:
-        from hfprune.oneshot.selection import select_checkpoint
+        from hfprune.oneshot.halving import select_checkpoint
 
         if method is not None or calibration_data is not None:
             raise HfpruneError("--select chooses the mask by retraining; drop --method and --calibration-data")
@@ -329,7 +337,7 @@ def convert(
     """Convert a public TinyLLaVA-3.1B checkpoint to a plain transformers LlavaForConditionalGeneration."""
     if family != "tinyllava":
         raise HfpruneError(f"unknown family '{family}' to convert; known: tinyllava")
-    from hfprune.oneshot.convert import convert_tinyllava
+    from hfprune.convert import convert_tinyllava
 
     converted = convert_tinyllava(source, out, layout=layout, dtype=dtype, vision_tower=vision_tower,
                                   progress=progress)
@@ -357,7 +365,7 @@ def push(
     message: Optional[str] = typer.Option(None, "--message", "-m", help="commit message"),
 ) -> None:
     """Upload a pruned checkpoint with its model card; the token comes from `hf auth login` or HF_TOKEN."""
-    from hfprune.oneshot.push import push_checkpoint
+    from hfprune.export.push import push_checkpoint
 
     url = push_checkpoint(directory, repo_id, private=private, revision=revision, commit_message=message)
     typer.echo(f"pushed {directory} to {url}")
@@ -395,7 +403,7 @@ def diagnose(
                                         "weights marked, to this PNG"),
 ) -> None:
     """Disconnected paths and effective sparsity: which nonzero weights lie on no input→output path."""
-    from hfprune.oneshot.diagnose import diagnose_checkpoint, mlp_weights
+    from hfprune.diagnose import diagnose_checkpoint, mlp_weights
 
     connectivity, model, checkpoint = diagnose_checkpoint(path, trial)
     if plot is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from hfprune.study.store import read_trials
+from hfprune.records.store import read_trials
 
 
 def tiny_recipe(**overrides) -> dict:

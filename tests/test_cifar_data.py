@@ -85,7 +85,7 @@ def test_batched_pad_crop_flip_equals_the_per_image_reference(tmp_path):
 def test_augmentation_is_seeded_and_only_in_the_training_loss(tmp_path):
     from hfprune.evaluation.classification import classification_loss
     from hfprune.study.tasks.image_classification import ImageClassificationTask
-    from hfprune.config.recipe import TrainingSection
+    from hfprune.train.sections import TrainingSection
 
     dataset_dict, _, _ = make_cifar_like("cifar10", 20, 10)
     path = tmp_path / "saved"

@@ -301,8 +301,8 @@ def test_oracle_study_records_and_reports_nominal_and_effective_nonzeros(tmp_pat
     weight on a path, so the two agree."""
     from study_helpers import tiny_recipe
 
-    from hfprune.config.recipe import parse_recipe
-    from hfprune.report.command import report_study
+    from hfprune.study.registry import parse_recipe
+    from hfprune.study.registry import report_study
     from hfprune.study.runner import run_study
 
     recipe = tiny_recipe(pruning={"settings": [{"ratios": {"conv1": 0.5}, "candidates": {"mode": "random", "num": 2}}]})

@@ -195,7 +195,7 @@ def test_saved_configs_keep_their_number_of_labels(family, tmp_path):
 def test_recipes_build_families_from_model_config_overrides(family, overrides, check):
     from types import SimpleNamespace
 
-    from hfprune.config.recipe import parse_recipe
+    from hfprune.study.registry import parse_recipe
     from hfprune.study.dense import dense_config
     from study_helpers import tiny_recipe
 
@@ -214,7 +214,7 @@ def test_recipes_build_families_from_model_config_overrides(family, overrides, c
 def test_bad_model_config_overrides_are_one_clear_error(family, overrides, expected):
     from types import SimpleNamespace
 
-    from hfprune.config.recipe import parse_recipe
+    from hfprune.study.registry import parse_recipe
     from hfprune.study.dense import dense_config
     from study_helpers import tiny_recipe
 

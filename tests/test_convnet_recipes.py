@@ -142,7 +142,7 @@ def test_lenet_variant_recipe_runs_end_to_end(tmp_path, name):
 
 @pytest.mark.parametrize("name", LENET)
 def test_lenet_variants_have_the_papers_widths_depths_and_schedules(name):
-    from hfprune.config.recipe import load_recipe
+    from hfprune.study.registry import load_recipe
 
     recipe = load_recipe(RECIPES / f"{name}.yaml")
     config = recipe.model.config

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from hfprune.errors import HfpruneError
-from hfprune.study.record import TrialRecord
+from hfprune.records.record import TrialRecord
 from hfprune.report.frontier import (best_at_most, disconnected_share, frontier, frontier_findings, frontier_json,
                                      frontier_markdown, frontier_plot, frontier_table, search_frontier)
 

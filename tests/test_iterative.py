@@ -5,13 +5,14 @@ import math
 import pytest
 import torch
 
-from hfprune.config.recipe import ScheduleSection, parse_recipe
+from hfprune.train.sections import ScheduleSection
+from hfprune.study.registry import parse_recipe
 from hfprune.errors import HfpruneError
 from hfprune.models import get_adapter
 from hfprune.models.lenet.modeling_lenet import LeNet5MiniConfig
-from hfprune.study.iterative import round_masks
+from hfprune.study.oracle.iterative import round_masks
 from hfprune.study.runner import run_study
-from hfprune.report.command import report_study
+from hfprune.study.registry import report_study
 from hfprune.train.optim import build_schedule
 from study_helpers import tiny_recipe
 
@@ -80,8 +81,8 @@ def test_iterative_study_reaches_the_total_sparsity_with_one_pruned_loss_per_rou
 def test_earlier_rounds_leave_their_share_of_filters_pruned(tmp_path):
     """After round R-1 the model has exactly round(n (R-1)/R) zero filters per group, before the last round."""
     from hfprune.models.lenet.modeling_lenet import LeNet5MiniForImageClassification
-    from hfprune.study.iterative import run_earlier_rounds
-    from hfprune.study.record import TrialRecord
+    from hfprune.study.oracle.iterative import run_earlier_rounds
+    from hfprune.records.record import TrialRecord
     from hfprune.study.tasks.image_classification import ImageClassificationTask
     from hfprune.data.registry import load_image_classification
 
@@ -106,7 +107,7 @@ def test_fewer_than_two_rounds_is_rejected():
 
 
 def test_short_proxy_scales_per_milestone_gammas_and_merges_coinciding_milestones():
-    from hfprune.config.recipe import TrainingSection
+    from hfprune.train.sections import TrainingSection
 
     section = TrainingSection(epochs=15, batch_size=8, optimizer={"lr": 0.1},
                               schedule={"name": "multistep", "milestones": [5, 10], "gammas": [0.01, 0.1]})

@@ -11,10 +11,10 @@ from transformers import LlavaForConditionalGeneration
 
 from llava_study_helpers import llava_setup, tiny_llava_recipe, write_llava_recipe
 from test_llava_study import hfprune_run, is_target
-from hfprune.config.recipe import parse_recipe
+from hfprune.study.registry import parse_recipe
 from hfprune.errors import HfpruneError
 from hfprune.pruning.counts import num_pruned
-from hfprune.study.store import read_trials
+from hfprune.records.store import read_trials
 
 METHODS = ["gmp", "gmp_wanda", "onp", "owl", "pnp", "sparsegpt", "ump", "wanda"]
 
@@ -51,9 +51,9 @@ def test_a_study_of_all_eight_methods_runs_through_hfprune_run(setup, tmp_path):
 
 
 def test_a_sparsegpt_trial_measures_and_retrains_the_updated_weights(setup):
-    from hfprune.study.plan import UnstructuredPlan
+    from hfprune.study.oracle.plan import UnstructuredPlan
     from hfprune.study.tasks import build_task
-    from hfprune.study.trial import run_trial
+    from hfprune.study.oracle.trial import run_trial
 
     recipe = parse_recipe(tiny_llava_recipe("tinyllava_compare8", setup, evaluation={"benchmarks": []},
                                             pruning={"calibration_samples": 4}, retrain={"epochs": 0}))

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from hfprune.cli import app
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.convert import convert_tinyllava
-from hfprune.oneshot.convert.configs import llava_config, source_vision_config
-from hfprune.oneshot.convert.keys import LEGACY_TOWER, LM_HEAD_BIAS, plan_conversion, target_name
-from hfprune.oneshot.convert.tower import _as_legacy_tower_key
-from hfprune.oneshot.convert.writer import fold_lm_head_bias
+from hfprune.convert import convert_tinyllava
+from hfprune.convert.configs import llava_config, source_vision_config
+from hfprune.convert.keys import LEGACY_TOWER, LM_HEAD_BIAS, plan_conversion, target_name
+from hfprune.convert.tower import _as_legacy_tower_key
+from hfprune.convert.writer import fold_lm_head_bias
 from tinyllava_layouts import (
     REAL_FACTORY_CONFIG,
     REAL_LEGACY_CONFIG,
@@ -275,7 +275,7 @@ def test_an_explicit_vision_tower_replaces_the_checkpoints_own(sources, tmp_path
     source = sources["legacy"]
     other = write_legacy_checkpoint(tmp_path / "other", seed=5)  # another tower, as a separate SigLIP checkpoint
     tower = write_siglip_tower(tmp_path / "siglip", other.reference, "whole")
-    with caplog.at_level(logging.WARNING, logger="hfprune.oneshot.convert.tower"):
+    with caplog.at_level(logging.WARNING, logger="hfprune.convert.tower"):
         out = convert_tinyllava(source.directory, tmp_path / "out", vision_tower=tower.directory, progress=False)
     assert [r.getMessage() for r in caplog.records] == \
         [f"note: the vision tower comes from {tower.directory}; the one in the checkpoint is left out"]

@@ -12,7 +12,7 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from llava_fixtures import write_llava_fixture
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.push import push_checkpoint
+from hfprune.export.push import push_checkpoint
 from hfprune.models.llava.tiny import build_tiny_llava
 from hfprune.oneshot.unstructured import instruction_subset, prune_unstructured_checkpoint
 from hfprune.pruning.unstructured import unstructured_masks

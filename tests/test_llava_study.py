@@ -13,8 +13,8 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 from launchers import cpu_ddp_environment, torchrun
 from llava_study_helpers import llava_setup, tiny_llava_recipe, write_llava_recipe
 from hfprune.errors import HfpruneError
-from hfprune.config.recipe import parse_recipe
-from hfprune.study.store import read_trials
+from hfprune.study.registry import parse_recipe
+from hfprune.records.store import read_trials
 
 TARGET = ("model.language_model.layers.", (".q_proj.weight", ".k_proj.weight", ".v_proj.weight", ".dense.weight",
                                            ".fc1.weight", ".fc2.weight"))

@@ -30,7 +30,7 @@ from accelerate import PartialState
 from launchers import free_port
 from hfprune.models.llava.tiny import tiny_llava
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.config.recipe import TrainingSection
+from hfprune.train.sections import TrainingSection
 from hfprune.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -55,7 +55,7 @@ def test_the_wheel_carries_recipes_and_benchmark_specs(wheel_env):
         f"assert hfprune.__file__.startswith({str(venv)!r}), hfprune.__file__\n"
         "from hfprune.evaluation.benchmarks import list_specs\n"
         "from hfprune.cli import _resolve_recipe\n"
-        "from hfprune.config.recipe import load_recipe\n"
+        "from hfprune.study.registry import load_recipe\n"
         "print(' '.join(spec.name for spec in list_specs()))\n"
         "print(load_recipe(_resolve_recipe('quickstart')).name)\n"
     )

@@ -9,7 +9,8 @@ import torch
 import yaml
 
 from convnet_fixtures import tiny_model
-from hfprune.config.recipe import RetrainSection, parse_recipe
+from hfprune.study.oracle.recipe import RetrainSection
+from hfprune.study.registry import parse_recipe
 from hfprune.errors import HfpruneError
 from hfprune.evaluation.classification import classification_loss
 from hfprune.models import get_adapter

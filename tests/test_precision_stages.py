@@ -2,7 +2,8 @@
 
 import torch
 
-from hfprune.config.recipe import TrainingSection, parse_recipe
+from hfprune.train.sections import TrainingSection
+from hfprune.study.registry import parse_recipe
 from hfprune.data import TensorImageSet
 from hfprune.evaluation.classification import classification_loss
 from hfprune.models import get_adapter

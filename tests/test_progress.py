@@ -3,7 +3,7 @@
 import io
 
 from hfprune.study.progress import TrialProgress
-from hfprune.study.record import TrialRecord
+from hfprune.records.record import TrialRecord
 
 
 def _record(trial_id: str, loss: float) -> TrialRecord:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hfprune.config.recipe import OptimizerSection, TrainingSection
+from hfprune.train.sections import OptimizerSection, TrainingSection
 from hfprune.errors import HfpruneError
 from hfprune.pruning.sparse_training import at_init
 from hfprune.pruning.sparse_training.at_init import (

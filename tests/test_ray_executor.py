@@ -12,9 +12,9 @@ import time
 import psutil
 import pytest
 
-from hfprune.config.recipe import parse_recipe
+from hfprune.study.registry import parse_recipe
 from hfprune.study.runner import run_study
-from hfprune.study.store import read_trials
+from hfprune.records.store import read_trials
 from study_helpers import kill_after_records, tiny_recipe, write_recipe
 
 ray = pytest.importorskip("ray")

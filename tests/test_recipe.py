@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from hfprune.errors import HfpruneError
-from hfprune.config.recipe import load_recipe, parse_recipe
+from hfprune.study.registry import load_recipe, parse_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").glob("*.yaml"))
 

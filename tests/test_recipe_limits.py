@@ -13,7 +13,8 @@ import torch
 import yaml
 
 from hfprune.cli import _resolve_recipe
-from hfprune.config.recipe import TrainingSection, load_recipe, parse_recipe
+from hfprune.train.sections import TrainingSection
+from hfprune.study.registry import load_recipe, parse_recipe
 from hfprune.data import TensorImageSet
 from hfprune.errors import HfpruneError
 from hfprune.evaluation.classification import classification_loss

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from hfprune.report.bootstrap import Bootstrap, discordant_pairs, pair_intervals, repeat_spread, within_noise
-from hfprune.report.command import report_study
+from hfprune.study.registry import report_study
 from hfprune.report.stats import anomaly_ratio, count_counterexamples
-from hfprune.study.store import TrialStore
+from hfprune.records.store import TrialStore
 
 RHO = -0.5  # pruned train loss vs. final accuracy: a negative correlation, as a useful criterion has
 TAU = 2 / math.pi * math.asin(RHO)  # Kendall's tau of a bivariate normal (Greiner's relation)

@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 
 from hfprune.errors import HfpruneError
-from hfprune.report.command import report_study, report_table, run_report_command
+from typer.testing import CliRunner
+
+from hfprune.cli import app
+from hfprune.report.pairs import report_table
+from hfprune.study.registry import report_study
 from hfprune.report.stats import correlate
 from hfprune.report.tables import load_table
-from hfprune.study.store import TrialStore
+from hfprune.records.store import TrialStore
 
 SETTINGS = ("conv1@0.5", "conv2 / 0.5|x")  # the second needs a safe file name
 REQUIRED = {"n", "x", "y", "kendall_tau", "p_value", "valid", "anomaly_ratio", "counterexample_ratio",
@@ -110,8 +114,9 @@ def test_report_study_skips_the_short_retrain_pair_without_values_and_honours_ov
 
 def test_run_report_command_json_prints_one_object_over_all_rows(tmp_path, capsys):
     directory = _study(tmp_path / "study")
-    run_report_command(str(directory), None, None, as_json=True, higher_is_better=None)
-    result = json.loads(capsys.readouterr().out)
+    outcome = CliRunner().invoke(app, ["report", str(directory), "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    result = json.loads(outcome.stdout)
     assert REQUIRED <= set(result)
     assert (result["x"], result["y"], result["higher_is_better"]) == ("pruned_train_loss", "final_test_acc", True)
     assert result["n"] == 16 and result["n_trials"] == 32
@@ -122,8 +127,9 @@ def test_run_report_command_json_prints_one_object_over_all_rows(tmp_path, capsy
 def test_json_output_turns_nan_into_null(tmp_path, capsys):
     path = tmp_path / "flat.jsonl"
     path.write_text("".join(json.dumps({"criterion_loss": i, "top1": 0.5}) + "\n" for i in range(4)))
-    run_report_command(str(path), "criterion_loss", "top1", as_json=True, higher_is_better=None)
-    out = capsys.readouterr().out
+    outcome = CliRunner().invoke(app, ["report", str(path), "--x", "criterion_loss", "--y", "top1", "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    out = outcome.stdout
     result = json.loads(out)
     assert "NaN" not in out and result["kendall_tau"] is None and result["p_value"] is None
     assert result["valid"] is False and result["anomaly_ratio"] == 0.0
@@ -131,8 +137,9 @@ def test_json_output_turns_nan_into_null(tmp_path, capsys):
 
 def test_run_report_command_on_a_study_writes_the_report_and_prints_a_summary(tmp_path, capsys):
     directory = _study(tmp_path / "study")
-    run_report_command(str(directory), None, None, as_json=False, higher_is_better=None)
-    out = capsys.readouterr().out
+    outcome = CliRunner().invoke(app, ["report", str(directory)])
+    assert outcome.exit_code == 0, outcome.output
+    out = outcome.stdout
     assert "pruned_train_loss vs. final_test_acc" in out and "conv1@0.5" in out
     assert (directory / "report.md").exists() and (directory / "report.json").exists()
 

@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 
-from hfprune.report.command import report_study
+from hfprune.study.registry import report_study
 from hfprune.report.stats import correlate
-from hfprune.study.store import TrialStore
+from hfprune.records.store import TrialStore
 
 
 def _study(directory, settings, strength):

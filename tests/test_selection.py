@@ -6,18 +6,18 @@ import json
 import pytest
 import torch
 
-from hfprune.config.recipe import parse_recipe
+from hfprune.study.registry import parse_recipe
 from hfprune.data import ImageClassificationData, TensorImageSet
 from hfprune.errors import HfpruneError
 from hfprune.models import get_adapter
-from hfprune.study.executors import TrialContext
+from hfprune.study.oracle.context import OracleContext
 from hfprune.study.executors.inprocess import InProcessExecutor
-from hfprune.study.plan import plan_for
-from hfprune.study.selection import Rung, rungs, successive_halving
-from hfprune.study.selection.halving import RungStore
-from hfprune.study.selection.rung_trial import checkpoint_path, load_checkpoint
-from hfprune.study.selection.rungs import epochs_spent
-from hfprune.study.selection.validation import hold_out
+from hfprune.study.oracle.plan import plan_for
+from hfprune.study.oracle.halving import Rung, rungs, successive_halving
+from hfprune.study.oracle.halving.stage import RungStore
+from hfprune.study.oracle.halving.rung_trial import checkpoint_path, load_checkpoint
+from hfprune.study.oracle.halving.rungs import epochs_spent
+from hfprune.data.validation import hold_out
 from hfprune.study.tasks.image_classification import ImageClassificationTask
 from study_helpers import tiny_recipe
 
@@ -95,7 +95,7 @@ def _setup(directory):
     dense.register_buffer("seen", torch.zeros((), dtype=torch.float64))
     groups = adapter.groups(dense.config)
     plan = plan_for(recipe, adapter, groups, task)
-    return TrialContext(recipe, dense, task, plan, directory), plan.trials()
+    return OracleContext(recipe, dense, task, plan, directory), plan.trials()
 
 
 def _run(context, specs, finished=frozenset()):
@@ -215,7 +215,7 @@ def test_selection_needs_a_validation_split_and_new_fields_leave_old_fingerprint
 
 def test_hfprune_run_with_selection_records_one_chosen_trial_per_setting_and_reports_it(tmp_path):
     """End to end through run_study on the bundled data: two settings, each choosing one of its masks."""
-    from hfprune.report.command import report_study
+    from hfprune.study.registry import report_study
     from hfprune.study.runner import run_study
 
     recipe = parse_recipe(tiny_recipe(

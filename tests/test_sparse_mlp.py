@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hfprune.data.spiral import PointSet
-from hfprune.evaluation.binary import binary_loss, evaluate_binary
+from hfprune.evaluation.classification import binary_loss, evaluate_binary
 from hfprune.models import adapter_for_checkpoint, get_adapter
 from hfprune.models.sparse_mlp.modeling_sparse_mlp import SparseMLPConfig, SparseMLPForBinaryClassification
 

@@ -8,10 +8,10 @@ import yaml
 from typer.testing import CliRunner
 
 from hfprune.cli import app
-from hfprune.config.recipe import load_recipe, parse_recipe
+from hfprune.study.registry import load_recipe, parse_recipe
 from hfprune.errors import HfpruneError
-from hfprune.study.sparse.runner import run_sparse_study
-from hfprune.study.store import read_trials
+from hfprune.study.runner import run_study
+from hfprune.records.store import read_trials
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -76,7 +76,7 @@ def test_tiny_study_runs_through_the_cli_and_reports_frontier_and_effective_nonz
 
 def test_search_trials_keep_exactly_their_support(tmp_path):
     recipe = parse_recipe(tiny(methods=[], search={"phase2": {"widths": [2, 2, 1], "budgets": [], "per_budget_limit": 1}}))
-    result = run_sparse_study(recipe, tmp_path / "s", progress=False)
+    result = run_study(recipe, tmp_path / "s", progress=False)
     search = [r for r in result.records if r["setting"] == "search"]
     assert search and all(r["phase"] == 2 and r["widths"] == [2, 2, 1] for r in search)
     assert all(r["nonzeros"] == r["budget"] for r in search)  # trained weights stay exactly on the support
@@ -93,9 +93,15 @@ def test_same_initialisation_across_trials_of_a_repeat(tmp_path):
     assert any((x != y).any() for x, y in zip(a.parameters(), c.parameters()))
 
 
+def test_budgets_beyond_the_model_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(HfpruneError, match="not below the model's 27 prunable weights"):
+        run_study(parse_recipe(tiny(budgets=[100])), tmp_path / "s", progress=False)
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize("change, message", [
-    ({"budgets": [100]}, "not below the model's 27 weights"),
-    ({"budgets": []}, "distinct positive nonzero counts"),
+    ({"budgets": []}, "sparse.methods need sparse.budgets"),
+    ({"budgets": [3, 3]}, "distinct positive nonzero counts"),
     ({"methods": [], "search": None}, "give sparse.methods"),
     ({"search": {"phase2": {"widths": "auto"}}}, "phase2.widths: auto picks widths from phase 1"),
     ({"search": {"phase1": {"low": 1, "high": 5}}}, "exceeds the model's width 3"),
@@ -109,6 +115,11 @@ def test_bad_sparse_recipes_get_one_clear_line(change, message):
 def test_a_sparse_family_recipe_without_sparse_section_says_what_to_give():
     recipe = tiny()
     recipe.pop("sparse")
+    with pytest.raises(HfpruneError, match="sparse: required field is missing"):
+        parse_recipe(recipe)
+    recipe.pop("training")
+    recipe.update(pruning={"settings": [{"ratios": {"layers.0": 0.5}}]},
+                  retrain={"epochs": 1, "batch_size": 8, "optimizer": {"lr": 0.1}})
     with pytest.raises(HfpruneError, match="give a sparse section"):
         parse_recipe(recipe)
 
@@ -125,9 +136,9 @@ def test_two_ray_workers_give_the_records_of_the_in_process_run(tmp_path):
     sections = {"methods": ["gmp", "synflow"], "search": {"phase1": {"low": 1, "high": 1}}}
     recipe = tiny(**sections)
     recipe["execution"] = {"threads_per_trial": 1}  # the same arithmetic in-process and on Ray
-    expected = run_sparse_study(parse_recipe(recipe), tmp_path / "in_process", progress=False)
+    expected = run_study(parse_recipe(recipe), tmp_path / "in_process", progress=False)
     try:
-        fanned = run_sparse_study(parse_recipe(recipe), tmp_path / "ray", progress=False, workers=2)
+        fanned = run_study(parse_recipe(recipe), tmp_path / "ray", progress=False, workers=2)
     finally:
         ray.shutdown()
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from pydantic import BaseModel, ValidationError
 
-from hfprune.config.recipe import TrainingSection
+from hfprune.train.sections import TrainingSection
 from hfprune.errors import HfpruneError
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.sparse_training import lottery

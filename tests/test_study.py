@@ -8,8 +8,8 @@ import pytest
 from transformers import AutoModelForImageClassification
 
 from hfprune.errors import HfpruneError
-from hfprune.config.recipe import parse_recipe
-from hfprune.study.store import read_trials
+from hfprune.study.registry import parse_recipe
+from hfprune.records.store import read_trials
 from hfprune.study.runner import run_study
 from launchers import cpu_ddp_environment, torchrun
 from study_helpers import kill_after_records, tiny_recipe, write_recipe

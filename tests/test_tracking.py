@@ -2,7 +2,7 @@
 
 import pytest
 
-from hfprune.config.recipe import parse_recipe
+from hfprune.study.registry import parse_recipe
 from hfprune.errors import HfpruneError
 from hfprune.study.runner import run_study
 from hfprune.study.tracking import TrialTracker

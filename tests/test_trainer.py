@@ -8,7 +8,8 @@ from hfprune.evaluation.classification import classification_loss, evaluate_clas
 from hfprune.models import get_adapter
 from hfprune.pruning.structured.groups import parameter_masks
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.config.recipe import RetrainSection, ScheduleSection, TrainingSection
+from hfprune.study.oracle.recipe import RetrainSection
+from hfprune.train.sections import ScheduleSection, TrainingSection
 from hfprune.train.optim import build_optimizer, build_schedule
 from hfprune.train.trainer import train
 

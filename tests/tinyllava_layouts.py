@@ -12,7 +12,7 @@ computes what the public code computes, so a conversion must give back the refer
   ``default``, the factory's ``patch``); the checkpoint adds Phi's ``lm_head.bias``, so the expected logits are the
   reference's plus that bias. Two safetensors shards and an index.
 
-The names are mapped with prefix tables written here independently of ``hfprune.oneshot.convert``.
+The names are mapped with prefix tables written here independently of ``hfprune.convert``.
 """
 
 from __future__ import annotations

@@ -49,7 +49,10 @@ def _describe(root: type[BaseModel], error: dict) -> str:
         parent = ".".join(str(part) for part in location[:-1]) or "the top level"
         return f"unknown key '{location[-1]}' in {parent}; allowed keys: {allowed}"
     if error["type"] == "missing":
-        return f"{where}: required field is missing"
+        model = _model_at(root, location[:-1])
+        field = model.model_fields.get(str(location[-1])) if model is not None and location else None
+        about = f" ({field.description})" if field is not None and field.description else ""
+        return f"{where}: required field is missing{about}"
     message = error["msg"].removeprefix("Value error, ")
     if not location:  # a check of the whole document says itself which fields it is about
         return message

@@ -13,6 +13,7 @@ import copy
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from hfprune.errors import HfpruneError
@@ -25,13 +26,15 @@ class ModelAdapter(ABC):
 
     name: ClassVar[str]  # the recipe's model.family
     model_types: ClassVar[tuple[str, ...]]  # config.json model_type values this family loads
-    structure: ClassVar[str]  # the recipe's pruning.structure
+    structure: ClassVar[str | None]  # the oracle recipe's pruning.structure (None: no oracle study prunes it)
     task: ClassVar[str]  # the study task it trains on (see hfprune.study.tasks)
     config_class: ClassVar[type[PretrainedConfig]]
     model_class: ClassVar[type[PreTrainedModel]]
     cache_pretrained: ClassVar[bool] = True  # copy a pretrained dense model into the study directory
     remote_code: ClassVar[bool] = False  # saved checkpoints carry their own model code (trust_remote_code=True)
     auto_class: ClassVar[str] = "AutoModelForImageClassification"  # what loads a saved checkpoint
+    connectivity: ClassVar[bool] = False  # built of positive-homogeneous layers: disconnected paths can be analysed
+    searchable: ClassVar[bool] = False  # an MLP whose weight supports the combinatorial search enumerates
 
     def __init__(self, dtype: str = "auto"):
         self.dtype = dtype  # of pretrained weights when loaded: "auto" keeps the checkpoint's
@@ -52,6 +55,12 @@ class ModelAdapter(ABC):
     def load_pretrained(self, source: str) -> PreTrainedModel:
         """A dense model of this family from a local directory or Hub id."""
         return self.model_class.from_pretrained(source, dtype=self.dtype)
+
+    def prunable_weights(self, model: PreTrainedModel) -> dict[str, nn.Parameter]:
+        """The weight matrices sparse-training methods prune, by parameter name, in model order: every Linear and
+        Conv weight (biases, norms and embeddings stay dense)."""
+        return {f"{name}.weight": module.weight for name, module in model.named_modules()
+                if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))}
 
     def macs(self, config: PretrainedConfig) -> int | None:
         """Multiply-accumulates of one forward pass of one input, when the family counts them."""

@@ -1,1 +1,2 @@
-"""One-shot commands on a checkpoint: prune (structured / unstructured), convert, model cards, push."""
+"""One-shot pruning of a checkpoint: structured (physically smaller), unstructured (weights zeroed), and a
+structured mask chosen by retraining candidates (successive halving)."""

@@ -19,7 +19,7 @@ from hfprune.errors import HfpruneError, reason
 from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.models import adapter_for_checkpoint
 from hfprune.models.base import StructuredAdapter
-from hfprune.oneshot.cards import structured_card
+from hfprune.export.cards import structured_card
 from hfprune.pruning.structured.groups import expand_ratios, kept_counts
 from hfprune.pruning.structured.importance import get_importance
 

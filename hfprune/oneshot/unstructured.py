@@ -20,7 +20,7 @@ from hfprune.errors import HfpruneError
 from hfprune.io import save_atomically
 from hfprune.models import adapter_for_checkpoint
 from hfprune.models.base import UnstructuredAdapter
-from hfprune.oneshot.cards import unstructured_card
+from hfprune.export.cards import unstructured_card
 from hfprune.oneshot.structured import check_out_dir
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.unstructured import method_from

@@ -34,7 +34,6 @@ from torch import nn
 
 from hfprune.errors import HfpruneError
 
-SUPPORTED_FAMILIES = ("sparse_mlp", "lenet5_mini", "resnet_cifar", "vgg_cifar", "hf_resnet")
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 # modules that are not positive-homogeneous: the trick's "non-negative terms only" does not hold through them
 REFUSED_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.Embedding, nn.MultiheadAttention, nn.GELU, nn.SiLU, nn.Tanh,
@@ -128,23 +127,12 @@ class Connectivity:
 
 def check_supported(model: nn.Module) -> None:
     """HfpruneError unless ``model`` is built only of layers the path-count trick handles."""
-    supported = ", ".join(SUPPORTED_FAMILIES)
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type is not None:
-        from hfprune.models import adapter_for_model_type
-
-        adapter = adapter_for_model_type(model_type)
-        if adapter is not None and adapter.name not in SUPPORTED_FAMILIES:
-            raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers (Linear/Conv, ReLU, "
-                               f"BatchNorm, pooling, residual adds); model family '{adapter.name}' has others (LayerNorm, "
-                               f"softmax, GELU); supported families: {supported}")
     for name, module in model.named_modules():
         if isinstance(module, REFUSED_MODULES) or any(part in type(module).__name__ for part in REFUSED_NAME_PARTS):
-            raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers; module '{name}' is a "
-                               f"{type(module).__name__}; supported families: {supported}")
+            raise HfpruneError(f"connectivity analysis needs positive-homogeneous layers (Linear/Conv, ReLU, "
+                               f"BatchNorm, pooling, residual adds); module '{name}' is a {type(module).__name__}")
         if isinstance(module, LAYER_TYPES) and getattr(module, "groups", 1) != 1:
-            raise HfpruneError(f"connectivity analysis does not handle grouped convolutions ('{name}'); "
-                               f"supported families: {supported}")
+            raise HfpruneError(f"connectivity analysis does not handle grouped convolutions ('{name}')")
 
 
 def is_supported(model: nn.Module) -> bool:

@@ -1,9 +1,3 @@
-"""Reporter: correlation statistics of oracle-pruning studies, scatter plots, markdown and JSON reports."""
-
-from hfprune.report.command import print_summary, report_study, report_table, run_report_command
-from hfprune.report.stats import (anomaly_ratio, correlate, counterexample_ratio, infer_higher_is_better, kendall,
-                                  validity)
-from hfprune.report.tables import load_table
-
-__all__ = ["anomaly_ratio", "correlate", "counterexample_ratio", "infer_higher_is_better", "kendall", "load_table",
-           "print_summary", "report_study", "report_table", "run_report_command", "validity"]
+"""Reporter building blocks: correlation statistics (Kendall tau, validity, anomaly and counterexample ratios),
+bootstrap intervals, trial tables, regret, sparsity tables, frontier, plots and the markdown/JSON renderers. The
+study kinds assemble their reports from them; ``hfprune report TABLE`` analyses any table with them."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from hfprune.report.render import fmt
+from hfprune.report.format import fmt
 
 SINGLE_GROUP = re.compile(r"(?P<group>[^+@]+)@(?P<ratio>[0-9.]+)")
 ROUND = re.compile(r"pruned_train_loss_round(\d+)")

@@ -9,13 +9,10 @@ candidates (expected regret and rank), and *random* is the uniform draw over all
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import yaml
 
-from hfprune.config.recipe import RetrainSection
 from hfprune.report.bootstrap import Bootstrap, statistic_interval
 from hfprune.report.stats import infer_higher_is_better
 from hfprune.report.tables import column_values, numeric_columns, pair_points
@@ -52,19 +49,6 @@ def _draw(gy: np.ndarray, chosen: np.ndarray) -> dict:
     best = gy.max()
     better = (gy[None, :] > gy[chosen, None]).sum(axis=1)
     return {"regret": float(np.mean(best - gy[chosen])), "top": float(np.mean((1 + better) / len(gy)))}
-
-
-def retrain_epochs(directory: Path) -> tuple[int | None, int | None]:
-    """(full, short) retraining epochs from a study's ``recipe.yaml``; None where it does not say."""
-    path = directory / "recipe.yaml"
-    if not path.is_file():
-        return None, None
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict) or not isinstance(data.get("retrain"), dict):
-        return None, None
-    section = RetrainSection.model_validate(data["retrain"])
-    short = section.scaled(section.short_fraction).epochs if section.short_fraction else None
-    return section.epochs, short
 
 
 def _cost(kind: str, n: int, full: int | None, short: int | None) -> float | None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
-from hfprune.io import jsonable
+from hfprune.report.format import dumps, fmt, fmt_ci
 from hfprune.report.sparsity import render_connectivity, render_sparsity
 from hfprune.report.stats import VALID_P, VALID_TAU
 
@@ -28,25 +26,6 @@ BOOTSTRAP_NOTE = (
     "reaches the line it is judged by: validity when the tau interval reaches the ±0.2 line, an anomaly or "
     "counterexample ratio when its interval reaches 50%."
 )
-
-
-def dumps(value: Any, indent: int | None = 2) -> str:
-    """Strict JSON (no NaN) of ``value``."""
-    return json.dumps(jsonable(value), indent=indent, allow_nan=False)
-
-
-def fmt(value: Any, kind: str = "num") -> str:
-    """A table cell: tau to 3 places, p in 2 significant digits, ratios as percentages, '—' when unknown."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return {"num": "{:.3f}", "p": "{:.2g}", "ratio": "{:.1%}"}[kind].format(value)
-
-
-def fmt_ci(interval: list[float] | None, kind: str = "num") -> str:
-    """A confidence interval as ``[low, high]`` in ``fmt``'s style; '—' when there is none."""
-    return "—" if interval is None else f"[{fmt(interval[0], kind)}, {fmt(interval[1], kind)}]"
 
 
 NOISE_WORDS = {"validity": "validity (the tau interval reaches the ±{tau} line)",

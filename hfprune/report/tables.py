@@ -14,7 +14,7 @@ import numpy as np
 
 from hfprune.errors import HfpruneError
 from hfprune.io import read_json
-from hfprune.study.store import TRIAL_FILES_GLOB, read_trials
+from hfprune.records.store import TRIAL_FILES_GLOB, read_trials
 
 MISSING_TEXT = frozenset({"", "nan", "null", "none", "na", "n/a"})
 ALL_SETTINGS = "all"

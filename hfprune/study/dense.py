@@ -13,7 +13,7 @@ from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.errors import HfpruneError, reason
 from hfprune.models.base import ModelAdapter
 from hfprune.models.overrides import check_buildable
-from hfprune.config.recipe import Recipe
+from hfprune.study.recipe import StudyRecipe
 from hfprune.seeding import seed_everything, stable_seed
 from hfprune.study.tasks import Task
 from hfprune.train.trainer import get_accelerator, train
@@ -27,7 +27,7 @@ def _cannot_load(adapter: ModelAdapter, source: str, error: BaseException) -> Hf
     )
 
 
-def dense_config(recipe: Recipe, adapter: ModelAdapter, task: Task) -> PretrainedConfig:
+def dense_config(recipe: StudyRecipe, adapter: ModelAdapter, task: Task) -> PretrainedConfig:
     """The dense model's config, without any weights: the pretrained checkpoint's, or the one pretraining
     builds for the task's data with the recipe's ``model.config`` overrides."""
     if recipe.model.pretrained:
@@ -35,9 +35,8 @@ def dense_config(recipe: Recipe, adapter: ModelAdapter, task: Task) -> Pretraine
             return adapter.load_config(recipe.model.pretrained)
         except (OSError, ValueError) as error:
             raise _cannot_load(adapter, recipe.model.pretrained, error) from None
-    data = task.data
     try:
-        config = adapter.config(data.num_labels, data.channels, data.image_size, recipe.model.config)
+        config = adapter.config(*task.data_shape(), recipe.model.config)
     except (TypeError, ValueError) as error:
         raise HfpruneError(f"model.config: {reason(error, 200)} (model.family '{adapter.name}'); fix or remove the "
                            "override") from None
@@ -53,7 +52,7 @@ def _load_pretrained(adapter: ModelAdapter, source: str, progress: bool) -> PreT
         raise _cannot_load(adapter, source, error) from None
 
 
-def dense_model(recipe: Recipe, adapter: ModelAdapter, task: Task, study_dir: Path, progress: bool,
+def dense_model(recipe: StudyRecipe, adapter: ModelAdapter, task: Task, study_dir: Path, progress: bool,
                 config: PretrainedConfig) -> PreTrainedModel:
     """Load the cached dense model of this study, or make it (load pretrained, or pretrain from ``config``, see
     :func:`dense_config`) and cache it."""

@@ -13,7 +13,7 @@ from typing import Callable, TextIO
 
 from tqdm.auto import tqdm
 
-from hfprune.study.record import TrialRecord
+from hfprune.records.record import TrialRecord
 
 
 class TrialProgress:

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from hfprune.errors import HfpruneError
-from hfprune.study.record import TrialRecord
+from hfprune.records.record import TrialRecord
 
 INSTALL = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 

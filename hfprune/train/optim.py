@@ -7,7 +7,7 @@ import math
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from hfprune.config.recipe import OptimizerSection, ScheduleSection
+from hfprune.train.sections import OptimizerSection, ScheduleSection
 
 
 def build_optimizer(parameters, section: OptimizerSection) -> torch.optim.Optimizer:

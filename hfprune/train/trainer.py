@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from hfprune.errors import HfpruneError
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.config.recipe import TrainingSection
+from hfprune.train.sections import TrainingSection
 from hfprune.train.optim import build_optimizer, build_schedule
 
 LossFn = Callable[[torch.nn.Module, dict], torch.Tensor]

@@ -47,6 +47,7 @@ class HFResNetAdapter(StructuredAdapter):
     model_types = (ResNetConfig.model_type, PrunedResNetConfig.model_type)
     config_class = PrunedResNetConfig
     model_class = PrunedResNetForImageClassification
+    connectivity = True
 
     def config(self, num_labels: int, channels: int, image_size: int, overrides: dict[str, Any]) -> PrunedResNetConfig:
         return PrunedResNetConfig(**{"num_labels": num_labels, "num_channels": channels, **overrides})

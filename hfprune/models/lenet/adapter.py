@@ -17,6 +17,7 @@ class LeNetAdapter(StructuredAdapter):
     model_types = (LeNet5MiniConfig.model_type,)
     config_class = LeNet5MiniConfig
     model_class = LeNet5MiniForImageClassification
+    connectivity = True
 
     def groups(self, config: LeNet5MiniConfig) -> dict[str, Group]:
         c1, c2, c3 = config.conv_filters

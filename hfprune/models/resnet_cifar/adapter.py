@@ -20,6 +20,7 @@ class ResNetCifarAdapter(StructuredAdapter):
     model_types = (ResNetCifarConfig.model_type,)
     config_class = ResNetCifarConfig
     model_class = ResNetCifarForImageClassification
+    connectivity = True
 
     def groups(self, config: ResNetCifarConfig) -> dict[str, Group]:
         groups = {}

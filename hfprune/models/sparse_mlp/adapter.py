@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from hfprune.models.base import ModelAdapter
 from hfprune.models.sparse_mlp.modeling_sparse_mlp import SparseMLPConfig, SparseMLPForBinaryClassification
 
@@ -17,21 +15,19 @@ SparseMLPForBinaryClassification.register_for_auto_class("AutoModel")
 class SparseMLPAdapter(ModelAdapter):
     name = "sparse_mlp"
     model_types = (SparseMLPConfig.model_type,)
-    structure = "sparse"
+    structure = None  # trained in sparse-training studies, which prune its weights one by one
     task = "binary_classification"
     config_class = SparseMLPConfig
     model_class = SparseMLPForBinaryClassification
     remote_code = True
     auto_class = "AutoModel"
+    connectivity = True
+    searchable = True
 
     def config(self, num_labels: int, channels: int, image_size: int, overrides: dict[str, Any]) -> SparseMLPConfig:
         """The MLP from the recipe's ``model.config`` alone (the data's label count, channels and image size do not
         shape it: one logit for two classes)."""
         return SparseMLPConfig(**overrides)
-
-    def prunable_weights(self, model: SparseMLPForBinaryClassification) -> dict[str, nn.Parameter]:
-        """Every ``layers.{i}.weight``, input side first."""
-        return {f"layers.{index}.weight": layer.weight for index, layer in enumerate(model.layers)}
 
     def macs(self, config: SparseMLPConfig) -> int:
         """Multiply-accumulates of one point's forward pass through the dense layers."""

@@ -19,6 +19,7 @@ class VGGCifarAdapter(StructuredAdapter):
     model_types = (VGGCifarConfig.model_type,)
     config_class = VGGCifarConfig
     model_class = VGGCifarForImageClassification
+    connectivity = True
 
     def groups(self, config: VGGCifarConfig) -> dict[str, Group]:
         widths, stages = config.conv_widths, config.stage_of_conv

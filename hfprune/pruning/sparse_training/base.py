@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from hfprune.config.recipe import TrainingSection
+from hfprune.train.sections import TrainingSection
 from hfprune.config.schema import Section
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from hfprune.config.recipe import TrainingSection
+from hfprune.train.sections import TrainingSection
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.sparse_training.base import SparseRun
 from hfprune.train.trainer import TrainResult, train

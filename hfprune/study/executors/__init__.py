@@ -6,26 +6,25 @@ joins a running cluster. Without either, Ray is not imported.
 
 from __future__ import annotations
 
-from hfprune.config.recipe import Recipe
 from hfprune.errors import HfpruneError
-from hfprune.study.executors.base import Executor, FinishedTrial, TrialContext
+from hfprune.study.executors.base import Executor, FinishedTrial, TrialRunner
 from hfprune.study.executors.inprocess import InProcessExecutor
-from hfprune.study.tasks import Task
+from hfprune.study.recipe import StudyRecipe
 
-__all__ = ["Executor", "FinishedTrial", "TrialContext", "executor_for"]
+__all__ = ["Executor", "FinishedTrial", "TrialRunner", "executor_for"]
 
 
-def executor_for(recipe: Recipe, task: Task, workers: int | None = None, ray_address: str | None = None,
-                 processes: int = 1) -> Executor:
+def executor_for(recipe: StudyRecipe, one_device_trials: bool, workers: int | None = None,
+                 ray_address: str | None = None, processes: int = 1) -> Executor:
     """The executor the flags ask for; refuses Ray where a trial needs more than one device of its own."""
     if workers is None and ray_address is None:
-        return InProcessExecutor()
+        return InProcessExecutor(recipe.execution.threads_per_trial)
     flag = "--workers" if workers is not None else "--ray-address"
     if processes > 1:
         raise HfpruneError(f"{flag} runs each trial in one process, but this run has {processes} processes "
                            "(accelerate launch / torchrun), over which every trial is already trained "
                            f"data-parallel; drop {flag}, or run `hfprune run {flag} ...` without a launcher")
-    if not task.one_device_trials:
+    if not one_device_trials:
         raise HfpruneError(f"{flag}: a {recipe.model.family} trial needs several GPUs of its own; run its trials "
                            "one at a time over all GPUs with `accelerate launch [--config_file "
                            "accelerate_configs/...] -m hfprune run RECIPE` (no --workers / --ray-address)")

@@ -1,22 +1,16 @@
-"""What every executor shares: the study's context of a trial, and what a finished trial hands the driver."""
+"""What every executor shares: what runs a trial, and what a finished trial hands the driver."""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator, Protocol
 
 import torch
-from accelerate import PartialState
 from transformers import PreTrainedModel
 
-from hfprune.config.recipe import Recipe
-from hfprune.study.physical import retraining_shrink
-from hfprune.study.plan import Plan, TrialSpec
-from hfprune.study.record import TrialRecord
-from hfprune.study.tasks import Task
-from hfprune.study.trial import run_trial
+from hfprune.records.record import TrialRecord
+from hfprune.study.spec import TrialSpec
 
 
 @dataclass
@@ -29,27 +23,12 @@ class FinishedTrial:
     checkpoint: PreTrainedModel | None
 
 
-@dataclass
-class TrialContext:
-    """Everything a trial needs besides its spec: built once per study, shared by all its trials (on Ray: put
-    in the object store once, fetched once per worker process)."""
-
-    recipe: Recipe
-    dense: PreTrainedModel
-    task: Task
-    plan: Plan
-    directory: Path
-    progress: bool = False  # per-epoch bars inside the trial
+class TrialRunner(Protocol):
+    """What runs one trial of a study: built once per study, shared by all its trials (on Ray: put in the object
+    store once, fetched once per worker process)."""
 
     def run(self, spec: TrialSpec, progress: bool | None = None) -> FinishedTrial:
-        """Run one trial (see :func:`hfprune.study.trial.run_trial`) and make the model its export saves."""
-        record, model = run_trial(spec, self.dense, self.plan.masks, self.task, self.recipe.retrain,
-                                  self.recipe.seed, self.progress if progress is None else progress,
-                                  workdir=self.directory / "trials" / spec.directory_name,
-                                  shrink=retraining_shrink(self.plan, spec, self.recipe.retrain),
-                                  rounds=getattr(self.plan, "run_rounds", None))
-        exports = self.recipe.export.checkpoints != "none" and PartialState().is_main_process
-        return FinishedTrial(spec, record, self.plan.exported(spec, model) if exports else None)
+        """Run one trial; ``progress`` overrides the runner's own per-epoch bars (Ray workers: off)."""
 
 
 class Executor(Protocol):
@@ -59,8 +38,8 @@ class Executor(Protocol):
 
     def __exit__(self, *exc) -> None: ...
 
-    def run(self, context: TrialContext, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
-        """Run ``specs`` and yield each finished trial."""
+    def run(self, runner: TrialRunner, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
+        """Run ``specs`` with ``runner`` and yield each finished trial."""
 
 
 @contextlib.contextmanager

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from hfprune.study.executors.base import FinishedTrial, TrialContext, torch_threads
-from hfprune.study.plan import TrialSpec
+from hfprune.study.executors.base import FinishedTrial, TrialRunner, torch_threads
+from hfprune.study.spec import TrialSpec
 
 
 class InProcessExecutor:
@@ -17,8 +17,11 @@ class InProcessExecutor:
     def __exit__(self, *exc) -> None:
         pass
 
-    def run(self, context: TrialContext, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
+    def __init__(self, threads: int | None = None):
+        self.threads = threads  # torch threads of a trial (None: as they are)
+
+    def run(self, runner: TrialRunner, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
         for spec in specs:
-            with torch_threads(context.recipe.execution.threads_per_trial):
-                finished = context.run(spec)
+            with torch_threads(self.threads):
+                finished = runner.run(spec)
             yield finished

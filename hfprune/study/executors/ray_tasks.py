@@ -1,7 +1,7 @@
 """Trials as Ray tasks: up to N at once over every CPU and GPU of a local instance or of a running cluster.
 
-The study's :class:`TrialContext` (recipe, dense model, task with its data, plan) goes into Ray's object store
-once; each worker process fetches it on its first trial and keeps it for the next ones. A task returns its
+The study's trial runner (for an oracle study: recipe, dense model, task with its data, plan) goes into Ray's
+object store once; each worker process fetches it on its first trial and keeps it for the next ones. A task returns its
 record and the model to export (on the CPU); the driver alone writes the store. A worker that dies mid-trial
 (killed, out of memory, node lost) has its trial run again by Ray (``execution.max_retries``), and since the
 driver records only what tasks return, that trial is recorded once.
@@ -16,23 +16,23 @@ from typing import Iterator
 
 import ray
 
-from hfprune.config.recipe import ExecutionSection
 from hfprune.errors import HfpruneError, reason
-from hfprune.study.executors.base import FinishedTrial, TrialContext, torch_threads
-from hfprune.study.plan import TrialSpec
+from hfprune.study.executors.base import FinishedTrial, TrialRunner, torch_threads
+from hfprune.study.recipe import ExecutionSection
+from hfprune.study.spec import TrialSpec
 
-_CONTEXTS: dict[str, TrialContext] = {}  # in a worker process: the context of the study it serves, by object id
+_RUNNERS: dict[str, TrialRunner] = {}  # in a worker process: the trial runner of the study it serves, by object id
 
 
-def _run_on_worker(context_ref: list, spec: TrialSpec, threads: int) -> FinishedTrial:
-    """The Ray task: one trial, on the device Ray assigned (``context_ref`` is a one-element list so that Ray
-    hands over the reference, not a fresh copy of the context per task)."""
-    key = context_ref[0].hex()
-    if key not in _CONTEXTS:
-        _CONTEXTS.clear()
-        _CONTEXTS[key] = ray.get(context_ref[0])
+def _run_on_worker(runner_ref: list, spec: TrialSpec, threads: int) -> FinishedTrial:
+    """The Ray task: one trial, on the device Ray assigned (``runner_ref`` is a one-element list so that Ray
+    hands over the reference, not a fresh copy of the runner per task)."""
+    key = runner_ref[0].hex()
+    if key not in _RUNNERS:
+        _RUNNERS.clear()
+        _RUNNERS[key] = ray.get(runner_ref[0])
     with torch_threads(threads):
-        finished = _CONTEXTS[key].run(spec, progress=False)
+        finished = _RUNNERS[key].run(spec, progress=False)
     if finished.checkpoint is not None:
         finished.checkpoint.to("cpu")  # the driver may have no GPU
     return finished
@@ -87,19 +87,19 @@ class RayExecutor:
         return ray.remote(num_cpus=execution.cpus_per_trial, num_gpus=gpus,
                           max_retries=execution.max_retries)(_run_on_worker)
 
-    def run(self, context: TrialContext, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
+    def run(self, runner: TrialRunner, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
         if not specs:
             return
         execution = self.execution
         threads = execution.threads_per_trial or max(1, math.ceil(execution.cpus_per_trial))
-        remote, context_ref = self._remote(), ray.put(context)
+        remote, runner_ref = self._remote(), ray.put(runner)
         queue, pending = iter(specs), {}
         limit = self.workers or len(specs)
 
         def submit() -> None:
             spec = next(queue, None)
             if spec is not None:  # the task's name is its worker's process title: ray::<trial id>
-                pending[remote.options(name=spec.trial_id).remote([context_ref], spec, threads)] = spec
+                pending[remote.options(name=spec.trial_id).remote([runner_ref], spec, threads)] = spec
 
         for _ in range(limit):
             submit()

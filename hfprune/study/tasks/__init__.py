@@ -11,7 +11,9 @@ from typing import Protocol
 
 import torch
 
-from hfprune.config.recipe import Recipe, TrainingSection
+from hfprune.models import FAMILIES
+from hfprune.study.recipe import StudyRecipe
+from hfprune.train.sections import TrainingSection
 from hfprune.train.trainer import LossFn
 
 
@@ -37,27 +39,36 @@ class Task(Protocol):
     def selection_metric(self, record) -> str:
         """The record metric that ranks retrained models (its direction is the record's)."""
 
+    def data_shape(self) -> tuple[int, int, int]:
+        """(labels, channels, image size) of the data, for a model built from scratch to fit it."""
+
     def save_companions(self, directory: Path) -> None:
         """Write what a saved model needs beside its weights (e.g. a processor) into ``directory``."""
 
 
-def _image_classification(recipe: Recipe, progress: bool) -> Task:
+def _image_classification(recipe: StudyRecipe, progress: bool, calibration_samples: int) -> Task:
     from hfprune.study.tasks.image_classification import ImageClassificationTask
 
-    return ImageClassificationTask.from_recipe(recipe, progress)
+    return ImageClassificationTask.from_recipe(recipe, progress, calibration_samples)
 
 
-def _vision_language(recipe: Recipe, progress: bool) -> Task:
+def _vision_language(recipe: StudyRecipe, progress: bool, calibration_samples: int) -> Task:
     from hfprune.study.tasks.vision_language import VisionLanguageTask
 
-    return VisionLanguageTask(recipe, progress)
+    return VisionLanguageTask(recipe, progress, calibration_samples)
 
 
-TASKS = {"image_classification": _image_classification, "vision_language": _vision_language}
+def _binary_classification(recipe: StudyRecipe, progress: bool, calibration_samples: int) -> Task:
+    from hfprune.study.tasks.binary_classification import BinaryClassificationTask
+
+    return BinaryClassificationTask.from_recipe(recipe)
 
 
-def build_task(recipe: Recipe, progress: bool = True) -> Task:
-    """The task the recipe's model family trains on, built from the recipe's data section."""
-    from hfprune.models import FAMILIES
+TASKS = {"image_classification": _image_classification, "vision_language": _vision_language,
+         "binary_classification": _binary_classification}
 
-    return TASKS[FAMILIES[recipe.model.family].task](recipe, progress)
+
+def build_task(recipe: StudyRecipe, progress: bool = True, calibration_samples: int = 128) -> Task:
+    """The task the recipe's model family trains on, built from the recipe's data section; ``calibration_samples``
+    training samples calibrate criteria and methods that need data."""
+    return TASKS[FAMILIES[recipe.model.family].task](recipe, progress, calibration_samples)

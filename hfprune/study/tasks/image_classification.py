@@ -8,7 +8,8 @@ from typing import Iterator
 
 import torch
 
-from hfprune.config.recipe import Recipe, TrainingSection
+from hfprune.study.recipe import StudyRecipe
+from hfprune.train.sections import TrainingSection
 from hfprune.data import ImageClassificationData
 from hfprune.data.registry import load_image_classification
 from hfprune.errors import HfpruneError
@@ -69,7 +70,8 @@ class ImageClassificationTask:
     DIRECTIONS = {"loss": False, "acc": True}
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, progress: bool = True) -> "ImageClassificationTask":
+    def from_recipe(cls, recipe: StudyRecipe, progress: bool = True,
+                    calibration_samples: int = 128) -> "ImageClassificationTask":
         """The recipe's dataset, loaded as its ``data`` section says."""
         data = load_image_classification(
             recipe.data.dataset, path=recipe.data.path, image_size=recipe.data.image_size,
@@ -79,10 +81,10 @@ class ImageClassificationTask:
         )
         validation = None
         if recipe.data.validation_fraction:
-            from hfprune.study.selection.validation import hold_out
+            from hfprune.data.validation import hold_out
 
             data, validation = hold_out(data, recipe.data.validation_fraction, recipe.seed)
-        return cls(data, recipe.evaluation.batch_size, calibration_samples=recipe.pruning.calibration_samples,
+        return cls(data, recipe.evaluation.batch_size, calibration_samples=calibration_samples,
                    validation=validation)
 
     def __init__(self, data: ImageClassificationData, eval_batch_size: int = 1024, *, calibration_samples: int = 128,
@@ -106,6 +108,10 @@ class ImageClassificationTask:
         if self.data.batch_augment is None:
             return loss
         return functools.partial(augmented_loss, loss=loss, augment=self.data.batch_augment)
+
+    def data_shape(self) -> tuple[int, int, int]:
+        """(classes, channels, image size): what a model built for this data takes."""
+        return self.data.num_labels, self.data.channels, self.data.image_size
 
     def example_input(self) -> torch.Tensor:
         """The shape of one input the models see ([1, C, H, W]), e.g. for the connectivity analysis of a trained

@@ -21,7 +21,8 @@ from hfprune.data.llava import check_images, load_llava_instructions, subsample
 from hfprune.errors import HfpruneError, reason
 from hfprune.models.llava.adapter import LlavaAdapter
 from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss
-from hfprune.config.recipe import Recipe, TrainingSection
+from hfprune.study.recipe import StudyRecipe
+from hfprune.train.sections import TrainingSection
 from hfprune.train.trainer import LossFn, make_loader
 
 
@@ -43,7 +44,7 @@ class VisionLanguageTask:
     keeps_retrained = True  # hours of instruction tuning are not lost to a kill during the benchmarks
     one_device_trials = False  # a multi-billion-parameter retrain: accelerate launch / DeepSpeed over all GPUs
 
-    def __init__(self, recipe: Recipe, progress: bool = True):
+    def __init__(self, recipe: StudyRecipe, progress: bool = True, calibration_samples: int = 128):
         source = recipe.model.pretrained
         adapter = LlavaAdapter()
         try:
@@ -64,14 +65,17 @@ class VisionLanguageTask:
         self.loss_set = Subset(data, [train[i] for i in subsample(len(train), min(evaluation.loss_samples, len(train)),
                                                                   recipe.seed + 1)])
         self.test_set = Subset(data, test) if test else None
-        calibration = recipe.pruning.calibration_samples
-        self.calibration_set = Subset(data, [train[i] for i in subsample(len(train), min(calibration, len(train)),
+        self.calibration_set = Subset(data, [train[i] for i in subsample(len(train), min(calibration_samples, len(train)),
                                                                          recipe.seed + 2)])
         self.evaluation = evaluation
         self.progress = progress
 
     def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
         return causal_lm_loss
+
+    def data_shape(self) -> tuple[int, int, int]:
+        """Nothing to build a model from: vision-language models come pretrained (their families say so)."""
+        return 0, 0, 0
 
     def calibration_batches(self, device: torch.device | None = None) -> Iterator[dict]:
         """Batches of the calibration conversations (for activation-aware pruning scores)."""

@@ -10,30 +10,30 @@ import torch
 from transformers import GenerationConfig, LlavaForConditionalGeneration, PhiConfig, SiglipVisionConfig
 
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.convert.configs import (
+from hfprune.convert.configs import (
     check_layout,
     detect_layout,
     llava_config,
     source_vision_config,
     text_config_from_source,
 )
-from hfprune.oneshot.convert.keys import plan_conversion
-from hfprune.oneshot.convert.processor import IMAGE_TOKEN, build_processor, load_tokenizer
-from hfprune.oneshot.convert.source import (
+from hfprune.convert.keys import plan_conversion
+from hfprune.convert.processor import IMAGE_TOKEN, build_processor, load_tokenizer
+from hfprune.convert.source import (
     MergedWeights,
     SourceWeights,
     read_source_config,
     resolve_source,
     weight_files,
 )
-from hfprune.oneshot.convert.tower import (
+from hfprune.convert.tower import (
     LegacyTower,
     check_whole_tower,
     find_legacy_tower,
     separate_tower_weights,
     without_tower,
 )
-from hfprune.oneshot.convert.writer import MAX_SHARD_BYTES, resolve_dtype, write_weights
+from hfprune.convert.writer import MAX_SHARD_BYTES, resolve_dtype, write_weights
 
 
 def _check_out(out: Path) -> None:
@@ -95,7 +95,7 @@ def convert_tinyllava(source: str | Path, out: str | Path, *, layout: str = "aut
     ``LlavaProcessor.from_pretrained``. ``layout``: auto, legacy or factory; ``dtype``: auto (as stored),
     float16, bfloat16 or float32; ``vision_tower`` (legacy only): a SigLIP checkpoint (directory or Hub id) whose
     tower replaces the checkpoint's own; without it a legacy checkpoint's own tower, else the one its
-    ``mm_vision_tower`` names (see :mod:`hfprune.oneshot.convert`). Source tensors are read one shard at a time
+    ``mm_vision_tower`` names (see :mod:`hfprune.convert`). Source tensors are read one shard at a time
     and written in shards of at most ``max_shard_bytes``, so memory holds one output shard, never the whole model.
     """
     out = Path(out).expanduser()

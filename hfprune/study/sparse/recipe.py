@@ -1,23 +1,23 @@
 """The recipe of a sparse-training study ("Sparsest Models Elude Pruning", STUDY §5b): one YAML document with a
-``sparse`` section instead of ``pruning`` / ``retrain``.
+``sparse`` section and a ``training`` section instead of ``pruning`` / ``retrain``.
 
 Every model of such a study starts from the same seeded initialisation (per repeat) and trains once with the
-``training`` section: the combinatorial search's candidates under their fixed masks, each pruning method on its
-own way to a budget of nonzero weights.
+``training`` section: each pruning method on its own way to a budget of nonzero weights, structured masks of the
+family's groups (the oracle study's candidates) and, for MLP families, the combinatorial search's candidates
+under their fixed masks. Any family and dataset hfprune has can run one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from hfprune.config.recipe import (DataSection, EvaluationSection, ExecutionSection, ModelSection, ReportSection,
-                                   TrainingSection)
 from hfprune.config.schema import Section
+from hfprune.models import FAMILIES, StructuredAdapter
 from hfprune.pruning.sparse_training.registry import SparseMethodEntry
+from hfprune.study.recipe import MaskSetting, StudyRecipe
+from hfprune.train.sections import TrainingSection
 
 SEARCH_LAYERS = 3  # the search's MLP: 2 -> d1 -> d2 -> d3 -> 1 (the paper's four-layer MLP)
 DEFAULT_HIDDEN = [16, 16, 16]
@@ -73,12 +73,18 @@ class SearchSection(Section):
 
 
 class SparseSection(Section):
-    budgets: list[int] = Field(description="nonzero weights (biases not counted) every method ends with, and the "
-                                           "search's default budgets")
+    budgets: list[int] = Field(default_factory=list, description="nonzero weights (biases not counted) every method "
+                                                                 "ends with, and the search's default budgets")
     methods: list[SparseMethodEntry] = Field(
         default_factory=list, description="pruning baselines, one trial per budget (`hfprune methods` lists them): "
                                           "a name (snip) or a mapping of the name and its options")
-    search: Optional[SearchSection] = Field(None, description="the combinatorial search (the ideal sparse models)")
+    search: Optional[SearchSection] = Field(None, description="the combinatorial search (the ideal sparse models; "
+                                                              "MLP families)")
+    structured: list[MaskSetting] = Field(
+        default_factory=list, description="structured masks of the family's groups (an oracle study's settings, "
+                                          "e.g. {ratios: {conv1: 0.5}, candidates: {mode: random, num: 4}}), each "
+                                          "trained from the same initialisation under its fixed mask, at its own "
+                                          "count of kept weights")
     repeats: int = Field(1, gt=0, le=1000, description="initialisations (seeds) per candidate and method")
     checkpoints: Literal["all", "none"] = Field(
         "all", description="save every trained model under checkpoints/ (for `hfprune diagnose STUDY --trial ID`), "
@@ -87,68 +93,64 @@ class SparseSection(Section):
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, budgets: list[int]) -> list[int]:
-        if not budgets or min(budgets) < 1 or len(set(budgets)) != len(budgets):
+        if (budgets and min(budgets) < 1) or len(set(budgets)) != len(budgets):
             raise ValueError(f"give distinct positive nonzero counts, e.g. [15, 20, 30]; got {budgets}")
         return sorted(budgets)
 
     @model_validator(mode="after")
     def _some_work(self) -> "SparseSection":
-        if not self.methods and self.search is None:
-            raise ValueError("give sparse.methods (pruning baselines) and/or sparse.search (the combinatorial search)")
-        labels = [method.label for method in self.methods]
+        if not self.methods and self.search is None and not self.structured:
+            raise ValueError("give sparse.methods (pruning baselines), sparse.structured (structured masks) and/or "
+                             "sparse.search (the combinatorial search)")
+        if self.methods and not self.budgets:
+            raise ValueError("sparse.methods need sparse.budgets: the nonzero weights each method ends with")
+        labels = [method.label for method in self.methods] + [setting.label for setting in self.structured]
         if len(set(labels)) != len(labels):
-            raise ValueError(f"methods must be unique, got {labels}")
+            raise ValueError(f"methods and structured settings must have distinct labels, got {labels}")
         return self
 
 
-class SparseStudyRecipe(Section):
-    kind: Literal["sparse"] = "sparse"  # set by the loader; tells the runner and the report which study this is
-    name: str
-    description: str = ""
-    seed: int = Field(0, ge=0, lt=1 << 32, description="seed of every random choice (initialisations, data order)")
-    model: ModelSection
-    data: DataSection
+class SparseRecipe(StudyRecipe):
+    """A sparse-training study: methods at budgets of nonzero weights, structured masks, the combinatorial search."""
+
+    kind: Literal["sparse"] = "sparse"
     training: TrainingSection = Field(description="how every model trains (paper: SGD m0.9 wd5e-4, batch 128, "
                                                   "50 epochs)")
     sparse: SparseSection
-    evaluation: EvaluationSection = EvaluationSection()
-    report: ReportSection = ReportSection()
-    execution: ExecutionSection = ExecutionSection()
 
     @property
     def hidden_sizes(self) -> list[int]:
+        """The hidden widths of an MLP family's model (the search's shapes)."""
         return list(self.model.config.get("hidden_sizes", DEFAULT_HIDDEN))
 
-    @property
-    def total_weights(self) -> int:
-        sizes = [self.model.config.get("input_size", 2), *self.hidden_sizes, self.model.config.get("num_outputs", 1)]
-        return sum(a * b for a, b in zip(sizes, sizes[1:]))
-
     @model_validator(mode="after")
-    def _fits_model(self) -> "SparseStudyRecipe":
-        from hfprune.models import FAMILIES
-
-        if FAMILIES[self.model.family].structure != "sparse":
-            raise ValueError(f"a sparse section trains model.family sparse_mlp, not '{self.model.family}'")
-        too_big = [budget for budget in self.sparse.budgets if budget >= self.total_weights]
-        if too_big:
-            raise ValueError(f"sparse.budgets {too_big} are not below the model's {self.total_weights} weights "
-                             f"(hidden_sizes {self.hidden_sizes})")
+    def _fits_model(self) -> "SparseRecipe":
+        family = FAMILIES[self.model.family]
+        if self.model.pretrained is not None:
+            raise ValueError("model.pretrained: a sparse-training study trains every model from its seeded "
+                             "initialisation; remove model.pretrained")
         search = self.sparse.search
         if search is not None:
+            if not family.searchable:
+                searchable = ", ".join(name for name, adapter in FAMILIES.items() if adapter.searchable)
+                raise ValueError(f"sparse.search enumerates the supports of an MLP's weight matrices; model.family "
+                                 f"'{self.model.family}' is not such a family ({searchable}); remove sparse.search")
             hidden = self.hidden_sizes
             if len(hidden) != SEARCH_LAYERS:
                 raise ValueError(f"the search runs on {SEARCH_LAYERS} hidden layers; model.config.hidden_sizes is "
                                  f"{hidden}")
             if search.phase1 is not None and search.phase1.high > min(hidden):
                 raise ValueError(f"search.phase1.high ({search.phase1.high}) exceeds the model's width {min(hidden)}")
+            if search.phase2 is not None and search.phase2.budgets is None and not self.sparse.budgets:
+                raise ValueError("search.phase2 searches at sparse.budgets: give sparse.budgets, or "
+                                 "search.phase2.budgets ([] = every nonzero count)")
             widths = search.phase2.widths if search.phase2 is not None else "auto"
             if widths != "auto" and any(w > h for w, h in zip(widths, hidden)):
                 raise ValueError(f"search.phase2.widths {widths} exceed the model's hidden_sizes {hidden}")
+        if self.sparse.structured and not issubclass(family, StructuredAdapter):
+            raise ValueError(f"sparse.structured draws masks of the family's groups; model.family "
+                             f"'{self.model.family}' has none; remove sparse.structured")
         return self
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes results (not the name, description, report or where trials run)."""
-        payload = self.model_dump(mode="json", exclude={"name": True, "description": True, "report": True,
-                                                       "execution": True, "sparse": {"checkpoints"}})
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    def fingerprint_exclude(self) -> dict:
+        return {**super().fingerprint_exclude(), "sparse": {"checkpoints"}}

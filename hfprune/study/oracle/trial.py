@@ -12,16 +12,16 @@ import torch
 from accelerate import PartialState
 from transformers import PreTrainedModel
 
-from hfprune.config.recipe import RetrainSection
+from hfprune.study.oracle.recipe import RetrainSection
 from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.pruning.connectivity import analyse, is_supported
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
 from hfprune.pruning.structured.criteria import CRITERIA
 from hfprune.seeding import stable_seed
-from hfprune.study.physical import Shrink, physical_facts
-from hfprune.study.plan import TrialSpec
-from hfprune.study.iterative import record_last_round
-from hfprune.study.record import TrialRecord, add_connectivity
+from hfprune.study.oracle.physical import Shrink, physical_facts
+from hfprune.study.oracle.plan import TrialSpec
+from hfprune.study.oracle.iterative import record_last_round
+from hfprune.records.record import TrialRecord, add_connectivity
 from hfprune.study.tasks import Task
 from hfprune.train.trainer import train
 
@@ -49,7 +49,7 @@ def run_trial(
     ``workdir`` keeps what the final evaluation writes (e.g. generated answers) and, for tasks whose
     retraining is expensive (``task.keeps_retrained``), the retrained model: a trial killed during its final
     evaluation resumes there. ``rounds`` (a plan's ``run_rounds``) prunes and retrains the earlier rounds of an
-    iterative schedule first; ``shrink`` (see :mod:`hfprune.study.physical`) then makes the pruned model the
+    iterative schedule first; ``shrink`` (see :mod:`hfprune.study.oracle.physical`) then makes the pruned model the
     physically pruned one before retraining. Returns the trial record and the retrained model (physically
     pruned after ``shrink``, else still masked).
     """

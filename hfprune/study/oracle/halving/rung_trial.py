@@ -18,9 +18,10 @@ from accelerate import PartialState
 
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
 from hfprune.seeding import stable_seed
-from hfprune.study.executors.base import FinishedTrial, TrialContext
-from hfprune.study.plan import TrialSpec
-from hfprune.study.record import TrialRecord
+from hfprune.records.record import TrialRecord
+from hfprune.study.executors.base import FinishedTrial
+from hfprune.study.oracle.context import OracleContext
+from hfprune.study.spec import TrialSpec
 from hfprune.train.trainer import TrainState, train
 
 
@@ -67,7 +68,7 @@ def _save(path: Path, payload: dict) -> None:
     state.wait_for_everyone()
 
 
-def run_rung(context: TrialContext, spec: RungSpec, progress: bool) -> TrialRecord:
+def run_rung(context: OracleContext, spec: RungSpec, progress: bool) -> TrialRecord:
     """Retrain ``spec``'s candidate from epoch ``start`` (pruned afresh at 0, else its checkpoint) to ``stop``,
     save the checkpoint and record the validation metrics at ``stop`` (the test split is never looked at)."""
     recipe, task, base = context.recipe, context.task, spec.base
@@ -103,7 +104,7 @@ def run_rung(context: TrialContext, spec: RungSpec, progress: bool) -> TrialReco
 
 
 @dataclass
-class RungContext(TrialContext):
+class RungContext(OracleContext):
     """The study's context, running rung trials instead of whole ones."""
 
     def run(self, spec: RungSpec, progress: bool | None = None) -> FinishedTrial:

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from hfprune.errors import HfpruneError
 from hfprune.io import json_line
-from hfprune.study.record import TrialRecord
+from hfprune.records.record import TrialRecord
 
 TRIAL_FILES_GLOB = "trials*.jsonl"
 

@@ -1,4 +1,5 @@
-"""``hfprune diagnose``: disconnected paths and effective sparsity of a saved checkpoint (or a study's trial)."""
+"""``hfprune diagnose``: disconnected paths and effective sparsity of a saved checkpoint (or a study's trial) of
+a family whose connectivity can be analysed."""
 
 from __future__ import annotations
 
@@ -49,10 +50,15 @@ def _best_trial(best_json: Path) -> str | None:
 def diagnose_checkpoint(path: str | Path, trial: str | None = None) -> tuple[Connectivity, nn.Module, Path]:
     """Load the checkpoint of ``path`` (see :func:`resolve_checkpoint`) with its family's adapter and analyse
     every Linear/Conv weight; returns the analysis, the model and the checkpoint directory."""
-    from hfprune.models import adapter_for_checkpoint
+    from hfprune.models import FAMILIES, adapter_for_checkpoint
 
     checkpoint = resolve_checkpoint(path, trial)
     adapter = adapter_for_checkpoint(str(checkpoint))
+    if not adapter.connectivity:
+        supported = ", ".join(name for name, family in FAMILIES.items() if family.connectivity)
+        raise HfpruneError(f"diagnose: model family '{adapter.name}' has layers the connectivity analysis cannot "
+                           f"follow (it needs Linear/Conv, ReLU, BatchNorm, pooling and residual adds only); "
+                           f"supported families: {supported}")
     try:
         model = adapter.load_pretrained(str(checkpoint))
     except (OSError, ValueError, RuntimeError) as error:

@@ -10,8 +10,8 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.convert.keys import FINAL_NORM, ConversionPlan
-from hfprune.oneshot.convert.source import MergedWeights, SourceWeights
+from hfprune.convert.keys import FINAL_NORM, ConversionPlan
+from hfprune.convert.source import MergedWeights, SourceWeights
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 MAX_SHARD_BYTES = 2 * 1024**3  # the writer holds one output shard in memory

@@ -1,6 +1,6 @@
 """Retraining-aware mask selection: successive halving over a setting's candidate masks (docs/studies.md §7)."""
 
-from hfprune.study.selection.halving import successive_halving
-from hfprune.study.selection.rungs import Rung, rungs
+from hfprune.study.oracle.halving.stage import successive_halving
+from hfprune.study.oracle.halving.rungs import Rung, rungs
 
 __all__ = ["Rung", "rungs", "successive_halving"]

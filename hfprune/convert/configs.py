@@ -10,7 +10,7 @@ from typing import Collection, Mapping
 from transformers import LlavaConfig, PhiConfig, SiglipVisionConfig
 
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.convert.keys import LEGACY_TOWER, layer_count
+from hfprune.convert.keys import LEGACY_TOWER, layer_count
 
 LAYOUTS = ("legacy", "factory")
 
@@ -108,7 +108,7 @@ def source_vision_config(config: Mapping, layout: str, tower_dir: Path | None = 
 
 def llava_config(config: Mapping, layout: str, keys: Collection[str], *, image_token_index: int,
                  vocab_size: int | None = None, vision: SiglipVisionConfig | None = None) -> LlavaConfig:
-    """The ``LlavaConfig`` that computes what the source computes (see :mod:`hfprune.oneshot.convert`).
+    """The ``LlavaConfig`` that computes what the source computes (see :mod:`hfprune.convert`).
 
     ``keys`` are the checkpoint's weight names (the legacy tower keeps the layers it holds); ``vision`` is
     :func:`source_vision_config` (so400m's by default); ``vocab_size`` grows the LM's vocabulary.

@@ -10,7 +10,7 @@ from typing import Callable, Collection, Iterator
 import torch
 
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.convert.keys import listed
+from hfprune.convert.keys import listed
 
 
 def resolve_source(source: str | Path, what: str = "source", option: str = "") -> Path:

@@ -10,8 +10,8 @@ from typing import Collection, Mapping
 from transformers import SiglipVisionConfig
 
 from hfprune.errors import HfpruneError
-from hfprune.oneshot.convert.configs import legacy_tower_name
-from hfprune.oneshot.convert.keys import (
+from hfprune.convert.configs import legacy_tower_name
+from hfprune.convert.keys import (
     LEGACY_TOWER,
     TOWER_TARGET,
     dropped_reason,
@@ -20,7 +20,7 @@ from hfprune.oneshot.convert.keys import (
     listed,
     source_name,
 )
-from hfprune.oneshot.convert.source import SourceWeights, resolve_source, weight_files
+from hfprune.convert.source import SourceWeights, resolve_source, weight_files
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def _as_legacy_tower_key(key: str, kept_layers: int) -> str | None:
 
 def separate_tower_weights(directory: Path, vision: SiglipVisionConfig) -> SourceWeights:
     """The SigLIP checkpoint's tower as the legacy tower loads it, under the legacy checkpoint's names:
-    ``vision.num_hidden_layers - 1`` encoder layers, no head (see :mod:`hfprune.oneshot.convert`)."""
+    ``vision.num_hidden_layers - 1`` encoder layers, no head (see :mod:`hfprune.convert`)."""
     files = weight_files(directory)
     keys = list(SourceWeights(files).shapes())
     unknown = [key for key in keys if not key.startswith((SIGLIP_VISION, *SIGLIP_TEXT))]

@@ -7,13 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hfprune.io import quiet_hf_progress, read_json
-from hfprune.report.frontier import frontier_json, frontier_markdown, frontier_plot
-from hfprune.report.render import dumps
-from hfprune.study.sparse.candidates import DENSE
-from hfprune.study.store import read_trials
+from rich.table import Table
 
-FRONTIER_PLOT, SPIRAL_PLOT, CONNECTIVITY_PLOT = "frontier.png", "cubist_spiral.png", "connectivity.png"
+from hfprune.data.registry import DATASETS
+from hfprune.io import quiet_hf_progress
+from hfprune.records.store import read_trials
+from hfprune.report.frontier import frontier_json, frontier_markdown, frontier_plot
+from hfprune.report.format import dumps, fmt
+from hfprune.models import FAMILIES
+from hfprune.study.directory import read_manifest, recipe_as_run
+from hfprune.study.sparse.candidates import DENSE
+
+FRONTIER_PLOT, CONNECTIVITY_PLOT = "frontier.png", "connectivity.png"
 
 
 def _trial_rows(records: list[dict]) -> list[str]:
@@ -49,10 +54,20 @@ def _draw_connectivity(record: dict, directory: Path) -> str:
     return CONNECTIVITY_PLOT
 
 
+def _plot_points(dataset: str, directory: Path) -> str:
+    """The study's 2-D point set (e.g. the Cubist Spiral), drawn by class."""
+    from hfprune.report.spiral_plot import plot_spiral
+
+    data = DATASETS[dataset].bundled()
+    name = f"{dataset}.png"
+    plot_spiral(data.train.x, data.train.y, directory / name)
+    return name
+
+
 def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and the figures of a sparse study; return the JSON dict."""
     directory = Path(directory)
-    manifest = read_json(directory / "study.json", "study manifest")
+    manifest = read_manifest(directory)
     records = read_trials(directory)
     dense = next((r for r in records if r["setting"] == DENSE), None)
     sparse = [r for r in records if r["setting"] != DENSE]
@@ -66,13 +81,12 @@ def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, 
     if plots and records:
         frontier_plot(sparse, directory / FRONTIER_PLOT)  # two panels: nominal and effective nonzeros
         figures.append(FRONTIER_PLOT)
-        from hfprune.data.spiral import load_spiral
-        from hfprune.report.spiral_plot import plot_spiral
-
-        spiral = load_spiral()
-        plot_spiral(spiral.train.x, spiral.train.y, directory / SPIRAL_PLOT)
-        figures.append(SPIRAL_PLOT)
-        drawn = _most_disconnected(records, directory)
+        recipe = recipe_as_run(directory)
+        dataset = recipe.get("data", {}).get("dataset")
+        if DATASETS.get(dataset) is not None and DATASETS[dataset].task == "binary_classification":
+            figures.append(_plot_points(dataset, directory))
+        family = FAMILIES.get(recipe.get("model", {}).get("family"))
+        drawn = _most_disconnected(records, directory) if family is not None and family.searchable else None
         if drawn is not None:
             figures.append(_draw_connectivity(drawn, directory))
     summary["figures"] = figures
@@ -84,3 +98,17 @@ def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, 
     (directory / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (directory / "report.json").write_text(dumps(summary) + "\n", encoding="utf-8")
     return summary
+
+
+def print_sparse_summary(summary: dict[str, Any], console) -> None:
+    """Per method and budget: accuracy, the search's best at that budget, nominal and effective nonzeros."""
+    console.print(f"sparse-training report: {summary['study']} ({summary['n_trials']} trials)")
+    table = Table(title="accuracy vs nonzero weights")
+    for name, justify in (("method", "left"), ("budget", "right"), ("acc", "right"), ("search acc", "right"),
+                          ("nonzeros", "right"), ("effective", "right")):
+        table.add_column(name, justify=justify)
+    for row in summary.get("table", []):
+        table.add_row(str(row.get("method")), str(row.get("budget")), fmt(row.get("mean_acc")),
+                      fmt(row.get("search_best_acc")), fmt(row.get("mean_nonzeros")),
+                      fmt(row.get("mean_effective_nonzeros")))
+    console.print(table)

@@ -49,7 +49,7 @@ def select_checkpoint(source: str, structure: str, out: str | Path, *, select: s
                       progress: bool = True) -> dict[str, Any]:
     """Choose a mask of ``structure`` by successive halving and write the chosen retrained model to ``out``;
     returns the facts saved beside it (``hfprune_pruning.json``)."""
-    from hfprune.config.recipe import parse_recipe
+    from hfprune.study.registry import parse_recipe
     from hfprune.study.runner import run_study
 
     if select not in METHODS:

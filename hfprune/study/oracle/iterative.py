@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hfprune.config.recipe import RoundsSection
+from hfprune.study.oracle.recipe import RoundsSection
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.structured.groups import Group, StructuredMask, parameter_masks
 from hfprune.seeding import stable_seed
-from hfprune.study.record import TrialRecord
+from hfprune.records.record import TrialRecord
 from hfprune.train.trainer import train
 
 ROUND_LOSS = "pruned_train_loss_round{}"

@@ -27,7 +27,7 @@ bias), ``vision_tower._vision_tower`` (a full ``SiglipVisionModel``) and ``conne
 strategy ``patch`` drops the first of SigLIP's 729 patch states (``image_features[:, 1:]``) even though SigLIP has
 no CLS token, so it becomes transformers' strategy ``default`` (728 image tokens); ``cls_patch`` becomes ``full``.
 transformers' Llava ``lm_head`` has no bias, so Phi-2's ``lm_head.bias`` is folded into ``lm_head.weight``
-exactly (see :func:`~hfprune.oneshot.convert.writer.fold_lm_head_bias`).
+exactly (see :func:`~hfprune.convert.writer.fold_lm_head_bias`).
 
 Where the names come from (public sources, read when this converter was written):
 
@@ -59,6 +59,6 @@ Where the names come from (public sources, read when this converter was written)
 - transformers 5.x itself (the pinned version): ``LlavaForConditionalGeneration`` parameter names.
 """
 
-from hfprune.oneshot.convert.tinyllava import convert_tinyllava
+from hfprune.convert.tinyllava import convert_tinyllava
 
 __all__ = ["convert_tinyllava"]

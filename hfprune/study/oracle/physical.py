@@ -13,7 +13,7 @@ from typing import Callable
 
 from transformers import PreTrainedModel
 
-from hfprune.config.recipe import RetrainSection
+from hfprune.study.oracle.recipe import RetrainSection
 
 Shrink = Callable[[PreTrainedModel], PreTrainedModel]
 

@@ -15,12 +15,13 @@ from typing import Any, Iterable, Iterator
 
 from accelerate import PartialState
 
-from hfprune.study.executors.base import Executor, FinishedTrial, TrialContext
-from hfprune.study.plan import TrialSpec
-from hfprune.study.record import DIRECTIONS, TrialRecord
-from hfprune.study.selection.rung_trial import RungContext, RungSpec, checkpoint_path, load_checkpoint
-from hfprune.study.selection.rungs import Rung, epochs_spent, rungs
-from hfprune.study.store import TrialStore, read_records
+from hfprune.records.record import DIRECTIONS, TrialRecord
+from hfprune.study.executors.base import Executor, FinishedTrial
+from hfprune.study.oracle.context import OracleContext
+from hfprune.study.spec import TrialSpec
+from hfprune.study.oracle.halving.rung_trial import RungContext, RungSpec, checkpoint_path, load_checkpoint
+from hfprune.study.oracle.halving.rungs import Rung, epochs_spent, rungs
+from hfprune.records.store import TrialStore, read_records
 
 SELECTION_FILE = "selection.jsonl"
 METRICS = {"val_accuracy": "val_acc", "val_loss": "val_loss"}  # recipe name -> record metric
@@ -74,7 +75,7 @@ def _select(context: RungContext, executor: Executor, store: RungStore, candidat
     return alive[0], history, records
 
 
-def _chosen(context: TrialContext, choice: TrialSpec, plan: list[Rung], history: list[dict],
+def _chosen(context: OracleContext, choice: TrialSpec, plan: list[Rung], history: list[dict],
             records: dict[str, dict], metric: str) -> FinishedTrial:
     """The setting's trial record: the choice's pruned and validation metrics from its rungs, its final test
     metrics (the first look at the test split) and the selection's history and cost."""
@@ -100,7 +101,7 @@ def _chosen(context: TrialContext, choice: TrialSpec, plan: list[Rung], history:
     return FinishedTrial(choice, record, context.plan.exported(choice, model) if exports else None)
 
 
-def successive_halving(context: TrialContext, executor: Executor, specs: Iterable[TrialSpec],
+def successive_halving(context: OracleContext, executor: Executor, specs: Iterable[TrialSpec],
                        finished: set[str]) -> Iterator[FinishedTrial]:
     """Choose one mask per setting of ``specs`` (their first repeat) by successive halving, every rung trial run
     by ``executor``; yields each setting's chosen trial that is not yet ``finished`` (recorded)."""

@@ -13,44 +13,16 @@ from typing import Any, Callable, Protocol
 import torch
 from transformers import PreTrainedModel
 
-from hfprune.config.recipe import Recipe
+from hfprune.study.oracle.recipe import OracleRecipe
 from hfprune.models.base import StructuredAdapter
 from hfprune.pruning.structured.criteria import CRITERIA, TaylorFOCriterion
 from hfprune.pruning.structured.groups import Group, expand_kinds, parameter_masks
 from hfprune.pruning.structured.samplers import MaskCandidate, candidates_for
 from hfprune.pruning.unstructured import UnstructuredMethod
 from hfprune.report.sparsity import mask_counts, sparsity_facts
+from hfprune.study.spec import TrialSpec
 
 ParameterMasks = dict[str, torch.Tensor]
-
-
-class Candidate(Protocol):
-    """What one trial prunes: a structured mask (:class:`MaskCandidate`) or an unstructured method."""
-
-    setting: str
-
-    @property
-    def mask_id(self) -> str:
-        """Stable id of the candidate within its setting."""
-
-    def facts(self) -> dict[str, Any]:
-        """What a trial record keeps about the candidate."""
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """A candidate and which repeat (retraining seed) it is."""
-
-    candidate: Candidate
-    repeat: int
-
-    @property
-    def trial_id(self) -> str:
-        return f"{self.candidate.setting}:{self.candidate.mask_id}:r{self.repeat}"
-
-    @property
-    def directory_name(self) -> str:
-        return self.trial_id.replace(":", "_")
 
 
 @dataclass(frozen=True)
@@ -90,7 +62,7 @@ class StructuredPlan:
     ``pruning.calibration_samples`` training images), recorded next to ``pruned_l1``.
     """
 
-    def __init__(self, adapter: StructuredAdapter, groups: dict[str, Group], recipe: Recipe, task=None):
+    def __init__(self, adapter: StructuredAdapter, groups: dict[str, Group], recipe: OracleRecipe, task=None):
         self.adapter, self.groups, self.recipe, self.task = adapter, groups, recipe, task
         calibration = getattr(task, "calibration_batches", None)
         self.taylor_fo = TaylorFOCriterion(groups, calibration, task.loss_fn()) if calibration else None
@@ -125,8 +97,8 @@ class StructuredPlan:
 
     def run_rounds(self, spec: TrialSpec, model: torch.nn.Module, record, seed: int, progress: bool = False):
         """The iterative pipeline's rounds before the last, on ``model`` in place (see
-        :mod:`hfprune.study.iterative`); returns the setting's schedule, or None for a one-shot setting."""
-        from hfprune.study.iterative import run_earlier_rounds
+        :mod:`hfprune.study.oracle.iterative`); returns the setting's schedule, or None for a one-shot setting."""
+        from hfprune.study.oracle.iterative import run_earlier_rounds
 
         setting = next(s for s in self.recipe.pruning.settings if s.label == spec.candidate.setting)
         schedule = self.recipe.pruning.rounds_of(setting)
@@ -138,7 +110,7 @@ class StructuredPlan:
 class UnstructuredPlan:
     """One trial per method (× repeats), all at ``pruning.sparsity`` over the same target Linears."""
 
-    def __init__(self, recipe: Recipe, task):
+    def __init__(self, recipe: OracleRecipe, task):
         self.recipe, self.task = recipe, task
 
     def trials(self) -> list[TrialSpec]:
@@ -163,7 +135,7 @@ class UnstructuredPlan:
         return None
 
 
-def plan_for(recipe: Recipe, adapter, groups: dict[str, Group], task) -> Plan:
+def plan_for(recipe: OracleRecipe, adapter, groups: dict[str, Group], task) -> Plan:
     """The plan of a recipe's pruning section."""
     if isinstance(adapter, StructuredAdapter):
         return StructuredPlan(adapter, groups, recipe, task)

@@ -1,0 +1,1 @@
+"""What leaves hfprune with a saved checkpoint: its model card, and the upload to the Hugging Face Hub."""
