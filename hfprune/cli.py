@@ -151,7 +151,7 @@ def eval_command(
     from rich.console import Console
 
     from hfprune.evaluation.benchmarks.judge import JudgeConfig
-    from hfprune.evaluation.runner import evaluate_model, summary_table
+    from hfprune.evaluation.benchmark_suite import evaluate_model, summary_table
 
     names = [name.strip() for name in tasks.split(",") if name.strip()]
     lm_tasks = [name.strip() for name in (lm_eval_tasks or "").split(",") if name.strip()]

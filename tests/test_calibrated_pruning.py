@@ -227,7 +227,7 @@ def test_owl_spreads_layer_sparsities_by_wanda_outliers_and_prunes_rows(model, c
 
 
 def test_global_threshold_over_wanda_scores(model, calibration, monkeypatch):
-    import hfprune.pruning.unstructured.selection as selection
+    import hfprune.pruning.unstructured.radix as selection
 
     monkeypatch.setattr(selection, "CHUNK", 1000)  # lazily computed scores read in many chunks
     targets = select_targets(model)

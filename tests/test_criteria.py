@@ -6,7 +6,7 @@ import torch
 from hfprune.data.registry import load_image_classification
 from hfprune.models import get_adapter
 from hfprune.models.lenet.modeling_lenet import LeNet5MiniConfig, LeNet5MiniForImageClassification
-from hfprune.pruning.structured.criteria import TaylorFOCriterion, removed_score
+from hfprune.pruning.structured.importance import PrunedTaylorFO, removed_score
 from hfprune.study.tasks.image_classification import ImageClassificationTask
 
 
@@ -42,7 +42,7 @@ def test_calibration_is_a_fixed_unaugmented_subset(setup):
 
 def test_pruned_taylor_fo_sums_the_reference_scores_of_the_removed_filters(setup):
     model, task, groups = setup
-    criterion = TaylorFOCriterion(groups, task.calibration_batches, task.loss_fn())
+    criterion = PrunedTaylorFO(groups, task.calibration_batches, task.loss_fn())
     kept = {"conv2": (0, 2, 4, 6, 8)}
     expected = reference_scores(model, task, "conv3", 10)[[1, 3, 5, 7, 9]].sum().item()
     assert criterion(model, kept) == pytest.approx(expected, rel=1e-5)

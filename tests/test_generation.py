@@ -13,7 +13,7 @@ from hfprune.evaluation.benchmarks.base import BenchmarkSample
 from hfprune.evaluation.generation import (generate_batch, generate_predictions, load_model, read_predictions,
                                            render_prompt)
 from hfprune.evaluation.lm_eval_bridge import causal_lm_of, run_lm_eval
-from hfprune.evaluation.runner import evaluate_model
+from hfprune.evaluation.benchmark_suite import evaluate_model
 from hfprune.models.llava.tiny import build_tiny_llava
 
 PHI_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
@@ -154,7 +154,7 @@ def test_lm_eval_on_the_language_model_with_a_local_task(tiny, tmp_path):
 
 def test_processes_answer_disjoint_shares_that_merge_into_one_prediction_file(tiny, tmp_path):
     from benchmark_fixtures import write_fixture
-    from hfprune.evaluation.runner import answer_share, merge_shares
+    from hfprune.evaluation.benchmark_suite import answer_share, merge_shares
 
     data = tmp_path / "data"
     data.mkdir()

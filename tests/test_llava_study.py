@@ -200,7 +200,7 @@ def test_missing_images_of_the_samples_used_are_named_before_any_work(setup, tmp
 
 
 def test_a_kill_during_the_final_evaluation_resumes_without_retraining(setup, tmp_path, monkeypatch):
-    from hfprune.study import trial
+    from hfprune.study.oracle import trial
     from hfprune.study.tasks import vision_language as vl_task
     from hfprune.study.runner import run_study
 

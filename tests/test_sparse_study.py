@@ -22,7 +22,7 @@ def tiny(**sparse) -> dict:
     recipe["model"]["config"] = {"hidden_sizes": [3, 3, 3]}
     recipe["data"]["train_limit"] = 256
     recipe["training"].update(epochs=2, batch_size=64)
-    recipe["sparse"] = {"budgets": [8, 12], "methods": ["gmp", "snip", "random"],
+    recipe["sparse"] = {"budgets": [8, 12], "methods": ["gradual_magnitude", "snip", "random_at_init"],
                         "search": {"phase1": {"low": 1, "high": 2},
                                    "phase2": {"widths": "auto", "target_acc": 0.05, "budgets": [],
                                               "per_budget_limit": 2}},
@@ -51,17 +51,17 @@ def test_tiny_study_runs_through_the_cli_and_reports_frontier_and_effective_nonz
     assert phase2, "auto widths at a target every width reaches give phase-2 candidates"
     manifest = json.loads((out / "study.json").read_text())
     assert manifest["kind"] == "sparse" and tuple(manifest["phase2_widths"]) == tuple(phase2[0]["widths"])
-    for method in ("gmp", "snip", "random"):
+    for method in ("gradual_magnitude", "snip", "random_at_init"):
         assert sorted(r["nonzeros"] for r in by_setting[method]) == [8, 12]  # every budget reached exactly
     for record in records:
         assert 0 <= record["effective_nonzeros"] <= record["nonzeros"]
         assert record["disconnected_weights"] == record["nonzeros"] - record["effective_nonzeros"]
         assert (out / "checkpoints" / record["trial_id"].replace(":", "_") / "config.json").is_file()
     report = (out / "report.md").read_text()
-    assert "effective" in report and "search" in report and "gmp" in report
+    assert "effective" in report and "search" in report and "gradual_magnitude" in report
     assert (out / "frontier.png").stat().st_size > 0 and (out / "cubist_spiral.png").stat().st_size > 0
 
-    pruned = by_setting["gmp"][0]
+    pruned = by_setting["gradual_magnitude"][0]
     diagnosed = CliRunner().invoke(app, ["diagnose", str(out), "--trial", pruned["trial_id"], "--json"])
     assert diagnosed.exit_code == 0, diagnosed.output
     facts = json.loads(diagnosed.stdout[diagnosed.stdout.index("{"):])  # after any library warning line
@@ -105,7 +105,8 @@ def test_budgets_beyond_the_model_are_refused_before_anything_is_written(tmp_pat
     ({"methods": [], "search": None}, "give sparse.methods"),
     ({"search": {"phase2": {"widths": "auto"}}}, "phase2.widths: auto picks widths from phase 1"),
     ({"search": {"phase1": {"low": 1, "high": 5}}}, "exceeds the model's width 3"),
-    ({"methods": ["gmp", "nope"]}, "nope"),
+    ({"methods": ["gradual_magnitude", "nope"]}, "nope"),
+    ({"methods": ["gmp"]}, "'gmp' is global magnitude pruning.*'gradual_magnitude'"),
 ])
 def test_bad_sparse_recipes_get_one_clear_line(change, message):
     with pytest.raises(HfpruneError, match=message):
@@ -133,7 +134,7 @@ def test_shipped_sparse_recipes_load():
 @pytest.mark.slow
 def test_two_ray_workers_give_the_records_of_the_in_process_run(tmp_path):
     ray = pytest.importorskip("ray")
-    sections = {"methods": ["gmp", "synflow"], "search": {"phase1": {"low": 1, "high": 1}}}
+    sections = {"methods": ["gradual_magnitude", "synflow"], "search": {"phase1": {"low": 1, "high": 1}}}
     recipe = tiny(**sections)
     recipe["execution"] = {"threads_per_trial": 1}  # the same arithmetic in-process and on Ray
     expected = run_study(parse_recipe(recipe), tmp_path / "in_process", progress=False)

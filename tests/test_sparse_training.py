@@ -77,8 +77,8 @@ def pruned_nonzeros(run: SparseRun, masks) -> int:
     return sum(int(torch.count_nonzero(run.weights[name].detach()[~mask])) for name, mask in masks.items())
 
 
-SMALL = {"gmp": {}, "imp": {"rounds": 2}, "rigl": {"delta": 2}, "random": {}, "magnitude": {}}
-EPOCHS = {"gmp": 2, "imp": 4, "rigl": 2, "random": 2, "magnitude": 4}  # of 2-epoch trainings
+SMALL = {"gradual_magnitude": {}, "imp": {"rounds": 2}, "rigl": {"delta": 2}, "random_at_init": {}, "magnitude": {}}
+EPOCHS = {"gradual_magnitude": 2, "imp": 4, "rigl": 2, "random_at_init": 2, "magnitude": 4}  # of 2-epoch trainings
 
 
 # -- every method -----------------------------------------------------------------------------------------------
@@ -97,21 +97,21 @@ def test_every_method_ends_at_exactly_its_budget_with_pruned_weights_zero(name, 
 @pytest.mark.parametrize("budget", [0, -3, TOTAL, TOTAL + 1, 2.5, True])
 def test_a_budget_outside_1_to_total_minus_1_is_one_clear_error(budget):
     with pytest.raises(HfpruneError, match=r"budget .* \[1, 43\]"):
-        sparse_method_from("gmp").run(make_run(), budget)
+        sparse_method_from("gradual_magnitude").run(make_run(), budget)
 
 
 def test_a_numpy_integer_budget_is_a_budget():
     numpy = pytest.importorskip("numpy")
-    assert sparse_method_from("random").run(make_run(epochs=1), numpy.int64(7)).nonzeros == 7
+    assert sparse_method_from("random_at_init").run(make_run(epochs=1), numpy.int64(7)).nonzeros == 7
 
 
 def test_random_mask_is_seeded_and_pruned_at_initialisation():
-    first = sparse_method_from("random").run(make_run(seed=3), 9).masks
-    again = sparse_method_from("random").run(make_run(seed=3), 9).masks
-    other = sparse_method_from("random").run(make_run(seed=4), 9).masks
+    first = sparse_method_from("random_at_init").run(make_run(seed=3), 9).masks
+    again = sparse_method_from("random_at_init").run(make_run(seed=3), 9).masks
+    other = sparse_method_from("random_at_init").run(make_run(seed=4), 9).masks
     assert all(torch.equal(first[key], again[key]) for key in first)
     assert any(not torch.equal(first[key], other[key]) for key in first)
-    assert SPARSE_METHODS["random"].at_initialisation and not SPARSE_METHODS["gmp"].at_initialisation
+    assert SPARSE_METHODS["random_at_init"].at_initialisation and not SPARSE_METHODS["gradual_magnitude"].at_initialisation
 
 
 def test_magnitude_prunes_the_smallest_trained_weights_then_fine_tunes(monkeypatch):
@@ -155,10 +155,10 @@ def spy_updates(monkeypatch):
     return records
 
 
-def test_gmp_follows_the_cubic_schedule_at_its_pruning_events(monkeypatch):
+def test_gradual_magnitude_follows_the_cubic_schedule_at_its_pruning_events(monkeypatch):
     records = spy_updates(monkeypatch)
     run = make_run(epochs=3)  # 12 steps; 3 events cut them into 4 intervals of 3: prune after steps 3, 6, 9
-    result = sparse_method_from("gmp", events=3).run(run, 10)
+    result = sparse_method_from("gradual_magnitude", events=3).run(run, 10)
     # nnz(e) = floor(10 + 34 (1 - e/3)^3): e=1: 10 + 34·8/27 = 20.07 -> 20; e=2: 10 + 34/27 = 11.26 -> 11; e=3: 10
     assert [sum(int(m.sum()) for m in record.after.values()) for record in records] == [20, 11, 10]
     assert [step for step, _ in result.facts["pruned_at"]] == [3, 6, 9]
@@ -168,28 +168,28 @@ def test_gmp_follows_the_cubic_schedule_at_its_pruning_events(monkeypatch):
     assert result.nonzeros == 10 and pruned_nonzeros(run, result.masks) == 0
 
 
-def test_gmp_prunes_the_globally_smallest_kept_weights(monkeypatch):
+def test_gradual_magnitude_prunes_the_globally_smallest_kept_weights(monkeypatch):
     captured = []
-    from hfprune.pruning.sparse_training import gmp
+    from hfprune.pruning.sparse_training import gradual
 
-    original = gmp.magnitude_masks
+    original = gradual.magnitude_masks
 
     def spy(run, keep, current):
         captured.append(torch.cat([w.detach().abs().reshape(-1) for w in run.weights.values()]))
         return original(run, keep, current)
 
-    monkeypatch.setattr(gmp, "magnitude_masks", spy)
+    monkeypatch.setattr(gradual, "magnitude_masks", spy)
     records = spy_updates(monkeypatch)
-    sparse_method_from("gmp", events=1).run(make_run(), 7)  # one event, after step 4 of 8
+    sparse_method_from("gradual_magnitude", events=1).run(make_run(), 7)  # one event, after step 4 of 8
     kept = torch.cat([m.reshape(-1) for m in records[0].after.values()])
     assert kept.sum() == 7 and captured[0][kept].min() > captured[0][~kept].max()
 
 
-def test_gmp_needs_two_steps():
+def test_gradual_magnitude_needs_two_steps():
     run = make_run(epochs=1)
     run = dataclasses.replace(run, training=run.training.model_copy(update={"batch_size": POINTS}))
-    with pytest.raises(HfpruneError, match="gmp: .*at least 2"):
-        sparse_method_from("gmp").run(run, 10)
+    with pytest.raises(HfpruneError, match="gradual_magnitude: .*at least 2"):
+        sparse_method_from("gradual_magnitude").run(run, 10)
 
 
 # -- IMP --------------------------------------------------------------------------------------------------------
@@ -274,8 +274,8 @@ class Study(BaseModel):
 
 
 def test_registry_takes_names_and_validated_options():
-    study = Study(methods=["gmp", {"name": "rigl", "delta": 50}, "imp"])
-    assert [m.name for m in study.methods] == ["gmp", "rigl", "imp"]
+    study = Study(methods=["gradual_magnitude", {"name": "rigl", "delta": 50}, "imp"])
+    assert [m.name for m in study.methods] == ["gradual_magnitude", "rigl", "imp"]
     assert study.methods[0].events == 199 and study.methods[1].delta == 50 and study.methods[1].alpha == 0.3
     assert study.methods[2].rounds == 5
     with pytest.raises(ValidationError):
@@ -286,8 +286,11 @@ def test_registry_takes_names_and_validated_options():
 
 
 @pytest.mark.parametrize("name, options, message", [
-    ("snipe", {}, r"unknown sparse-training method 'snipe'; choose one of: gmp, imp, rigl"),
-    ("gmp", {"delta": 3}, r"'gmp' has no option 'delta' \(its options: events\); 'delta' applies to rigl only"),
+    ("snipe", {}, r"unknown sparse-training method 'snipe'; choose one of: gradual_magnitude, imp, rigl"),
+    ("gradual_magnitude", {"delta": 3}, r"'gradual_magnitude' has no option 'delta' \(its options: events\); "
+                                   r"'delta' applies to rigl only"),
+    ("gmp", {}, r"'gmp' is global magnitude pruning, an unstructured method.*'gradual_magnitude'"),
+    ("random", {}, r"'random' is the structured criterion.*'random_at_init'"),
     ("rigl", {"alpha": 2}, r"invalid options of sparse-training method 'rigl': alpha"),
     ("imp", {"rounds": 1}, r"rounds"),
 ])

@@ -13,7 +13,7 @@ import pytest
 from hfprune import cli
 from hfprune.study.registry import parse_recipe
 from hfprune.errors import HfpruneError
-from hfprune.study import store as store_module
+from hfprune.records import store as store_module
 from hfprune.study.runner import run_study
 from hfprune.records.store import FINGERPRINT, read_trials
 from study_helpers import tiny_recipe, write_recipe

@@ -95,7 +95,7 @@ def test_prune_smallest_prunes_exactly_k_with_positional_ties(kind):
 
 @pytest.mark.parametrize("kind", ["tied", "zero_heavy"])
 def test_prune_smallest_in_small_chunks(monkeypatch, kind):
-    import hfprune.pruning.unstructured.selection as selection
+    import hfprune.pruning.unstructured.radix as selection
 
     monkeypatch.setattr(selection, "CHUNK", 7)  # ties at the threshold straddle many chunks and tensors
     tensors = random_tensor_sets()[kind]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numbers
 import time
-from typing import ClassVar, Iterator, Literal
+from typing import ClassVar, Iterator, Literal, Optional
 
 import torch
 from pydantic import Field
@@ -69,7 +69,7 @@ def reinitialise_xavier_normal(run: SparseRun) -> None:
 def input_shape(run: SparseRun) -> torch.Size:
     """The shape of one training input (without the batch dimension); its values are not read."""
     first = next(iter(make_loader(run.train_set, 1, shuffle=False, seed=0)))
-    return first["inputs"].shape[1:]
+    return first[getattr(run.model, "main_input_name", "inputs")].shape[1:]
 
 
 class AtInitialisationMethod(SparseTrainingMethod):
@@ -180,7 +180,8 @@ class Grasp(AtInitialisationMethod):
     name: Literal["grasp"] = "grasp"
     reinit: bool = Field(True, description="re-initialise the prunable weights xavier-normal before scoring")
     samples_per_class: int = Field(25, gt=0, le=1 << 16)
-    num_classes: int = Field(2, ge=2, le=1 << 16, description="classes the labels take (0..num_classes-1)")
+    num_classes: Optional[int] = Field(None, ge=2, le=1 << 16, description="classes the labels take "
+                                       "(0..num_classes-1) [default: the model's labels; 2 for one logit]")
     temperature: float = Field(200.0, gt=0, description="logits are divided by this while scoring (GraSP's T)")
 
     def prune(self, run: SparseRun, budget: int) -> Masks:
@@ -190,15 +191,22 @@ class Grasp(AtInitialisationMethod):
         scores = hessian_gradient_scores(run.model, run.weights, run.loss_fn, self.halves(run), self.temperature)
         return keep_lowest(scores, budget)
 
+    def classes(self, run: SparseRun) -> int:
+        """``num_classes``, else the model's: its config's label count, 2 for a one-logit binary classifier."""
+        if self.num_classes is not None:
+            return self.num_classes
+        return max(2, getattr(getattr(run.model, "config", None), "num_labels", 2) or 2)
+
     def halves(self, run: SparseRun) -> list[dict]:
         """The class-balanced sample, class after class, cut into two halves."""
-        chosen: list[list[dict]] = [[] for _ in range(self.num_classes)]
+        num_classes = self.classes(run)
+        chosen: list[list[dict]] = [[] for _ in range(num_classes)]
         loader = make_loader(run.train_set, run.training.batch_size, shuffle=True, seed=run.seed)
         for batch in loader:
             for index in range(len(batch["labels"])):
                 label = float(batch["labels"][index])
-                if label != int(label) or not 0 <= label < self.num_classes:
-                    raise HfpruneError(f"grasp: label {label} is not a class in 0..{self.num_classes - 1}; set "
+                if label != int(label) or not 0 <= label < num_classes:
+                    raise HfpruneError(f"grasp: label {label} is not a class in 0..{num_classes - 1}; set "
                                        "grasp's num_classes to the number of classes of the labels")
                 if len(chosen[int(label)]) < self.samples_per_class:
                     chosen[int(label)].append({key: value[index] for key, value in batch.items()})

@@ -16,7 +16,7 @@ class RandomSparse(SparseTrainingMethod):
     initialisation from the run's seed, then trained (the usual random-pruning baseline; not among the paper's
     pruning methods)."""
 
-    name: Literal["random"] = "random"
+    name: Literal["random_at_init"] = "random_at_init"
     at_initialisation: ClassVar[bool] = True
 
     def run(self, run: SparseRun, budget: int) -> SparseResult:
@@ -29,7 +29,7 @@ class RandomSparse(SparseTrainingMethod):
 class MagnitudeAfterTraining(SparseTrainingMethod):
     """The classic prune-after-training baseline (Han et al., 2015, one shot): train densely, keep the budget's
     largest |w| over all prunable weights together, fine-tune with that mask for as many epochs again. Not among
-    the paper's pruning methods; its gradual and iterative relatives are ``gmp`` and ``imp``."""
+    the paper's pruning methods; its gradual and iterative relatives are ``gradual_magnitude`` and ``imp``."""
 
     name: Literal["magnitude"] = "magnitude"
 

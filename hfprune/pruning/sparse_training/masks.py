@@ -8,7 +8,7 @@ import torch
 
 from hfprune.errors import HfpruneError
 from hfprune.pruning.sparse_training.base import SparseRun
-from hfprune.pruning.unstructured.selection import prune_smallest
+from hfprune.pruning.unstructured.radix import prune_smallest
 
 Masks = dict[str, torch.Tensor]
 

@@ -12,7 +12,7 @@ from hfprune.config.registry import entry_type, method_from_registry, option_nam
 from hfprune.pruning.sparse_training.at_init import Force, Grasp, IterSnip, Prospr, Snip, Synflow
 from hfprune.pruning.sparse_training.base import SparseTrainingMethod
 from hfprune.pruning.sparse_training.baselines import MagnitudeAfterTraining, RandomSparse
-from hfprune.pruning.sparse_training.gmp import GradualMagnitude
+from hfprune.pruning.sparse_training.gradual import GradualMagnitude
 from hfprune.pruning.sparse_training.lottery import LotteryTicket
 from hfprune.pruning.sparse_training.rigl import RigL
 
@@ -33,7 +33,15 @@ SPARSE_METHODS: dict[str, type[SparseTrainingMethod]] = {method.model_fields["na
 )}
 
 
-SparseMethodEntry = entry_type(SPARSE_METHODS)
+# names that meant a sparse-training method in earlier versions, and now mean something else or nothing
+RETIRED = {
+    "gmp": "is global magnitude pruning, an unstructured method, in hfprune; gradual magnitude pruning during "
+           "training (Zhu & Gupta) is the sparse-training method 'gradual_magnitude'",
+    "random": "is the structured criterion that drops random units; the random mask at initialisation is the "
+              "sparse-training method 'random_at_init'",
+}
+
+SparseMethodEntry = entry_type(SPARSE_METHODS, RETIRED)
 
 
 def sparse_method_from(method: str | SparseTrainingMethod, **options: Any) -> SparseTrainingMethod:
@@ -43,4 +51,4 @@ def sparse_method_from(method: str | SparseTrainingMethod, **options: Any) -> Sp
         if not options:
             return method
         options, method = {**method.options(), **options}, method.name
-    return method_from_registry(SPARSE_METHODS, "sparse-training method", method, options)
+    return method_from_registry(SPARSE_METHODS, "sparse-training method", method, options, RETIRED)

@@ -2,7 +2,7 @@
 
 Every score here is computed on a copy of the model, never on the run's model, and returned per weight name in
 float64 on the CPU. Scores become masks through :func:`keep_highest` (which wraps
-:func:`hfprune.pruning.unstructured.selection.prune_smallest`): exactly the asked number kept, ties pruned in
+:func:`hfprune.pruning.unstructured.radix.prune_smallest`): exactly the asked number kept, ties pruned in
 tensor order, then flat index.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hfprune.pruning.sparse_training.base import LossFn
-from hfprune.pruning.unstructured.selection import prune_smallest
+from hfprune.pruning.unstructured.radix import prune_smallest
 
 Scores = dict[str, torch.Tensor]
 Masks = dict[str, torch.Tensor]

@@ -8,6 +8,9 @@ the ``counts[g]`` best units of each group.
 - ``l1`` — L1 norm of everything a unit owns (its rows and biases, the consumer's columns).
 - ``taylor_fo`` — |∂L/∂gate| of the unit's gate (:class:`~hfprune.pruning.structured.gates.UnitGates`),
   accumulated over calibration batches (Molchanov et al. 2019, first-order Taylor).
+
+The same unit scores, summed over the units a whole mask removes, are a study's mask criteria
+(:class:`PrunedTaylorFO`, recorded beside the pruned train loss).
 """
 
 from __future__ import annotations
@@ -148,3 +151,38 @@ def criterion_mask(
     """The structured mask that criterion ``method`` picks at ``ratios`` (group or kind keys)."""
     importance = get_importance(method)
     return importance.select(model, groups, kept_counts(groups, ratios), seed=seed, batches=batches, loss_fn=loss_fn)
+
+
+# -- a whole mask's criterion (paper App. B.1): what the units it removes were worth ------------------------------
+# Σ over the units a mask removes of a per-unit score of the dense model: ``pruned_taylor_fo`` sums the Taylor-FO
+# scores. Unit scores depend only on the dense model, so a study computes them once and every trial adds up its
+# removed units. Lower is better (removing less important units).
+MASK_CRITERIA = "criteria"  # key of a mask's facts that carries its criterion values (metrics, lower is better)
+
+
+def removed_score(scores: Mapping[str, torch.Tensor], groups: Mapping[str, Group], mask: StructuredMask) -> float:
+    """Σ of ``scores`` over the units that ``mask`` ({group: kept indices}) removes."""
+    total = 0.0
+    for name, kept in mask.items():
+        removed = torch.ones(groups[name].size, dtype=torch.bool)
+        removed[list(kept)] = False
+        total += float(scores[name].double()[removed].sum().item())
+    return total
+
+
+class PrunedTaylorFO:
+    """``pruned_taylor_fo`` of any mask: unit scores measured once on the first (dense) model it sees."""
+
+    name = "pruned_taylor_fo"
+
+    def __init__(self, groups: Mapping[str, Group], batches: Callable[[torch.device], Iterable[dict]],
+                 loss_fn: Callable[[nn.Module, dict], torch.Tensor]):
+        self.groups, self.batches, self.loss_fn = dict(groups), batches, loss_fn
+        self.scores: dict[str, torch.Tensor] | None = None
+
+    def __call__(self, dense: nn.Module, mask: StructuredMask) -> float:
+        """The criterion of ``mask``; ``dense`` (unpruned) is scored on first use only."""
+        if self.scores is None:
+            device = next(dense.parameters()).device
+            self.scores = taylor_fo_scores(dense, self.groups, self.batches(device), self.loss_fn)
+        return removed_score(self.scores, self.groups, mask)

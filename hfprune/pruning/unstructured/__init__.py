@@ -9,7 +9,7 @@ from hfprune.pruning.unstructured.methods import UnstructuredMethod, Unstructure
 from hfprune.pruning.unstructured.prune import unstructured_masks
 from hfprune.pruning.unstructured.registry import METHODS, MethodEntry, method_from
 from hfprune.pruning.unstructured.scores import SCORES, activation_norms
-from hfprune.pruning.unstructured.selection import LazyScores, Threshold, kth_smallest_abs, prune_smallest
+from hfprune.pruning.unstructured.radix import LazyScores, Threshold, kth_smallest_abs, prune_smallest
 from hfprune.pruning.unstructured.sparsegpt import sparsegpt_prune
 from hfprune.pruning.unstructured.targets import layer_group, select_targets
 

@@ -20,7 +20,7 @@ import torch
 
 from hfprune.errors import HfpruneError
 from hfprune.pruning.counts import num_pruned
-from hfprune.pruning.unstructured.selection import LazyScores, Scores, Selection, prune_smallest
+from hfprune.pruning.unstructured.radix import LazyScores, Scores, Selection, prune_smallest
 
 _PATTERN = re.compile(r"(\d+):(\d+)")
 GRANULARITY_HELP = ("which weights compete inside a layer's budget: 'layer' (the whole Linear), 'row' (every output "

@@ -49,7 +49,7 @@ from hfprune.pruning.unstructured.granularity import (
     parse_granularity,
 )
 from hfprune.pruning.unstructured.scores import SCORES, Magnitude, ScoreFn, Scoring, WeightScore
-from hfprune.pruning.unstructured.selection import LazyScores
+from hfprune.pruning.unstructured.radix import LazyScores
 from hfprune.pruning.unstructured.targets import select_targets
 
 LAMBDA = Field(0.08, ge=0, lt=1, description="layer sparsities spread over [S - lam, S + lam]")
@@ -144,7 +144,7 @@ class UnstructuredMethod(Section):
 
 class ScoredMethod(UnstructuredMethod):
     """A score × an allocation × a granularity: inside every budget of the allocation, the lowest-scoring
-    weights go (:func:`~hfprune.pruning.unstructured.selection.prune_smallest` over whole budgets)."""
+    weights go (:func:`~hfprune.pruning.unstructured.radix.prune_smallest` over whole budgets)."""
 
     prune_score: ScoreName = prune_score_field("weight")
     granularity: GranularityText = granularity_field("layer")

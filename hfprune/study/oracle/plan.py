@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 
 from hfprune.study.oracle.recipe import OracleRecipe
 from hfprune.models.base import StructuredAdapter
-from hfprune.pruning.structured.criteria import CRITERIA, TaylorFOCriterion
+from hfprune.pruning.structured.importance import MASK_CRITERIA, PrunedTaylorFO
 from hfprune.pruning.structured.groups import Group, expand_kinds, parameter_masks
 from hfprune.pruning.structured.samplers import MaskCandidate, candidates_for
 from hfprune.pruning.unstructured import UnstructuredMethod
@@ -65,7 +65,7 @@ class StructuredPlan:
     def __init__(self, adapter: StructuredAdapter, groups: dict[str, Group], recipe: OracleRecipe, task=None):
         self.adapter, self.groups, self.recipe, self.task = adapter, groups, recipe, task
         calibration = getattr(task, "calibration_batches", None)
-        self.taylor_fo = TaylorFOCriterion(groups, calibration, task.loss_fn()) if calibration else None
+        self.taylor_fo = PrunedTaylorFO(groups, calibration, task.loss_fn()) if calibration else None
 
     def trials(self) -> list[TrialSpec]:
         recipe, specs = self.recipe, []
@@ -81,7 +81,7 @@ class StructuredPlan:
         masks = parameter_masks(self.groups, candidate.mask, dict(model.named_parameters()))
         if self.taylor_fo is None:
             return masks, {}
-        return masks, {CRITERIA: {self.taylor_fo.name: self.taylor_fo(model, candidate.mask)}}
+        return masks, {MASK_CRITERIA: {self.taylor_fo.name: self.taylor_fo(model, candidate.mask)}}
 
     def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
         return model if self.is_shrunk(model) else self.adapter.prune_physically(model, spec.candidate.mask)

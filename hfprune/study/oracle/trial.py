@@ -16,7 +16,7 @@ from hfprune.study.oracle.recipe import RetrainSection
 from hfprune.io import quiet_hf_progress, save_atomically
 from hfprune.pruning.connectivity import analyse, is_supported
 from hfprune.pruning.masking import MaskedParameters, pruned_l1
-from hfprune.pruning.structured.criteria import CRITERIA
+from hfprune.pruning.structured.importance import MASK_CRITERIA
 from hfprune.seeding import stable_seed
 from hfprune.study.oracle.physical import Shrink, physical_facts
 from hfprune.study.oracle.plan import TrialSpec
@@ -79,7 +79,7 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
     started = time.perf_counter()
     masks, mask_facts = masks_for(spec, model)  # on the unpruned copy: criteria score the dense units
-    criteria = mask_facts.pop(CRITERIA, {})
+    criteria = mask_facts.pop(MASK_CRITERIA, {})
     record = TrialRecord(spec.trial_id, spec.candidate.setting, spec.candidate.mask_id, spec.repeat, seed,
                          candidate={**spec.candidate.facts(), **mask_facts})
     timings = record.timings

@@ -101,7 +101,7 @@ class VisionLanguageTask:
 
     def _benchmark_scores(self, model: torch.nn.Module, workdir: Path | None) -> dict[str, float]:
         """Every process answers its share of the benchmarks; the main process gathers and scores them."""
-        from hfprune.evaluation.runner import answer_share, evaluate_model, merge_shares
+        from hfprune.evaluation.benchmark_suite import answer_share, evaluate_model, merge_shares
 
         evaluation, state = self.evaluation, PartialState()
         tasks = list(evaluation.benchmarks)

@@ -32,14 +32,14 @@ class GradualMagnitude(SparseTrainingMethod):
     fewer steps than ``events + 1`` prunes after every step but the last.)
     """
 
-    name: Literal["gmp"] = "gmp"
+    name: Literal["gradual_magnitude"] = "gradual_magnitude"
     events: int = Field(199, ge=1, le=1_000_000, description="pruning events during training (paper: 199)")
 
     def run(self, run: SparseRun, budget: int) -> SparseResult:
         check_budget(run, budget, self.name)
         steps = total_steps(run)
         if steps < 2:
-            raise HfpruneError(f"gmp: training takes {steps} optimizer step(s); it needs at least 2 to prune "
+            raise HfpruneError(f"{self.name}: training takes {steps} optimizer step(s); it needs at least 2 to prune "
                                "during training (raise epochs or lower batch_size)")
         events = min(self.events, steps - 1)
         interval = steps // (events + 1)
