@@ -13,7 +13,7 @@ import pytest
 from benchmark_fixtures import write_fixture
 from judge_server import JudgeServer
 from hfprune.errors import HfpruneError
-from hfprune.evaluation import runner
+from hfprune.evaluation import benchmark_suite as runner
 from hfprune.evaluation.benchmarks.judge import JudgeConfig
 from hfprune.models.llava.tiny import build_tiny_llava
 

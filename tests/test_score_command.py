@@ -10,7 +10,7 @@ import pytest
 from benchmark_fixtures import BUILDERS, write_fixture
 from judge_server import JudgeServer
 from hfprune.errors import HfpruneError
-from hfprune.evaluation import runner
+from hfprune.evaluation import benchmark_suite as runner
 from hfprune.evaluation.benchmarks import JudgeConfig, Prediction, load_samples, load_spec
 from hfprune.evaluation.score_command import run_score_command, score_file
 

@@ -17,8 +17,9 @@ from typing import Any
 from hfprune.errors import HfpruneError
 from hfprune.io import write_json_atomically
 from hfprune.evaluation.benchmarks.judge import NO_JUDGE, JudgeConfig
-from hfprune.evaluation.benchmarks.loaders import load_samples
-from hfprune.evaluation.benchmarks.scorers import SCORERS, score_predictions
+from hfprune.evaluation.benchmarks.samples import load_samples
+from hfprune.evaluation.benchmarks.scorers import SCORERS
+from hfprune.evaluation.benchmarks.scoring import score_predictions
 from hfprune.evaluation.benchmarks.spec import load_spec, spec_names
 from hfprune.evaluation.benchmarks.styles import get_style
 from hfprune.evaluation.generation import drop_torn_tail, generate_predictions, load_model, read_predictions

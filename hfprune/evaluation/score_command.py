@@ -17,7 +17,7 @@ from hfprune.errors import HfpruneError, reason
 from hfprune.evaluation.benchmarks.base import Prediction
 from hfprune.evaluation.benchmarks.judge import JudgeConfig
 from hfprune.evaluation.benchmarks.loaders import LOADERS
-from hfprune.evaluation.benchmarks.scorers import score_predictions
+from hfprune.evaluation.benchmarks.scoring import score_predictions
 from hfprune.evaluation.benchmarks.spec import BenchmarkSpec, load_spec
 
 Check = Callable[[Any], bool]

@@ -6,8 +6,10 @@
 
 from hfprune.evaluation.benchmarks.base import BenchmarkSample, Prediction
 from hfprune.evaluation.benchmarks.judge import JudgeConfig
-from hfprune.evaluation.benchmarks.loaders import LOADERS, load_samples, register_loader
-from hfprune.evaluation.benchmarks.scorers import SCORERS, register_scorer, score_predictions
+from hfprune.evaluation.benchmarks.loaders import LOADERS, register_loader
+from hfprune.evaluation.benchmarks.samples import load_samples
+from hfprune.evaluation.benchmarks.scorers import SCORERS, register_scorer
+from hfprune.evaluation.benchmarks.scoring import score_predictions
 from hfprune.evaluation.benchmarks.spec import BenchmarkSpec, list_specs, load_spec, parse_spec
 
 __all__ = [

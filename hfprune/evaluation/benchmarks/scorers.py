@@ -15,7 +15,7 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 from hfprune.errors import HfpruneError
 from hfprune.evaluation.benchmarks.base import Prediction
@@ -23,8 +23,6 @@ from hfprune.evaluation.benchmarks.judge import NO_JUDGE, JudgeCache, JudgeConfi
 from hfprune.evaluation.benchmarks.styles import ScoringStyle, get_style
 from hfprune.evaluation.benchmarks.vqa_normalize import normalize_answer, vqa_accuracy
 
-if TYPE_CHECKING:
-    from hfprune.evaluation.benchmarks.spec import BenchmarkSpec
 
 JUDGE_CACHE = "judge_cache.jsonl"
 _INJECTED = ("style", "judge", "cache_path")
@@ -164,24 +162,3 @@ def mmvet_judge(predictions: list[Prediction], *, style: ScoringStyle, judge: Ju
     extra = {f"cap.{c}": 100 * mean(scores) for c, scores in sorted(by_capability.items())}
     extra["unparsed"] = sum(s["unparsed"] for s in per_sample)
     return _result(per_sample, **extra)
-
-
-def score_predictions(spec: "BenchmarkSpec", predictions: list[Prediction], out_dir: Path,
-                      judge: JudgeConfig | None = None, style: str | None = None) -> dict:
-    """Score a benchmark's predictions with its spec's scorer, read in ``style`` (default: the spec's).
-
-    Returns the scorer's result with the style's name under ``style``. A judge scorer uses
-    ``judge`` or, without it, the judge configured in the environment (:meth:`JudgeConfig.resolve`),
-    and caches its grades in ``out_dir/judge_cache.jsonl``.
-    """
-    if not predictions:
-        raise HfpruneError(f"benchmark '{spec.name}': there are no predictions to score")
-    scorer = SCORERS[spec.scorer.name]
-    chosen = get_style(style or spec.scoring.style)
-    options = {**spec.scorer.options, "style": chosen}
-    if scorer.needs_judge:
-        judge = judge or JudgeConfig.resolve()
-        if judge is None:
-            raise HfpruneError(NO_JUDGE)
-        options.update(judge=judge, cache_path=Path(out_dir) / JUDGE_CACHE)
-    return {**scorer.score(predictions, **options), "style": chosen.name}
