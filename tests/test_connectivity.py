@@ -201,14 +201,19 @@ def test_diagnose_finds_a_study_trial_and_draws_an_mlp(tmp_path):
     assert isinstance(nowhere.exception, HfpruneError) and "does not exist" in str(nowhere.exception)
 
 
-def test_transformers_are_refused_naming_the_supported_families():
+def test_transformers_are_refused_and_diagnose_names_the_supported_families(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
     from vit_fixtures import TINY_VIT
 
     model = ViTForImageClassification(ViTConfig(**TINY_VIT, num_labels=3))
-    with pytest.raises(HfpruneError, match="supported families: sparse_mlp, lenet5_mini, resnet_cifar"):
+    with pytest.raises(HfpruneError, match="positive-homogeneous layers.*is a ViTAttention"):
         analyse(model)
+    model.save_pretrained(tmp_path / "vit")
+    refused = CliRunner().invoke(app, ["diagnose", str(tmp_path / "vit")])
+    assert isinstance(refused.exception, HfpruneError)
+    assert "model family 'vit'" in str(refused.exception)
+    assert "supported families: lenet5_mini, resnet_cifar, vgg_cifar, hf_resnet, sparse_mlp" in str(refused.exception)
     with pytest.raises(HfpruneError, match="LayerNorm"):
         analyse(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), example_input=torch.ones(1, 2))
     from transformers import ResNetConfig, ResNetForImageClassification

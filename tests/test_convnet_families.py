@@ -200,7 +200,7 @@ def test_recipes_build_families_from_model_config_overrides(family, overrides, c
     from study_helpers import tiny_recipe
 
     recipe = parse_recipe(tiny_recipe(model={"family": family, "config": overrides}))
-    task = SimpleNamespace(data=SimpleNamespace(num_labels=10, channels=3, image_size=32))
+    task = SimpleNamespace(data_shape=lambda: (10, 3, 32))
     config = dense_config(recipe, get_adapter(family), task)
     assert check(config), config
     assert get_adapter(family).build(config).eval()(_x(1)).logits.shape == (1, config.num_labels)
@@ -219,6 +219,6 @@ def test_bad_model_config_overrides_are_one_clear_error(family, overrides, expec
     from study_helpers import tiny_recipe
 
     recipe = parse_recipe(tiny_recipe(model={"family": family, "config": overrides}))
-    task = SimpleNamespace(data=SimpleNamespace(num_labels=10, channels=3, image_size=32))
+    task = SimpleNamespace(data_shape=lambda: (10, 3, 32))
     with pytest.raises(HfpruneError, match=re.escape(f"model.config: {expected}")):
         dense_config(recipe, get_adapter(family), task)

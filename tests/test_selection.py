@@ -151,6 +151,7 @@ class KilledExecutor(InProcessExecutor):
     """Runs trials in this process, and dies when trial number ``after`` + 1 would start."""
 
     def __init__(self, after):
+        super().__init__()
         self.left = after
 
     def run(self, context, specs):
@@ -206,7 +207,7 @@ def test_selection_needs_a_validation_split_and_new_fields_leave_old_fingerprint
     with pytest.raises(HfpruneError, match="eta"):
         _recipe(eta=1)
     plain = parse_recipe(tiny_recipe())
-    payload = plain.model_dump(mode="json", exclude={"name", "description", "report", "export", "execution"})
+    payload = plain.model_dump(mode="json", exclude={"kind", "name", "description", "report", "export", "execution"})
     del payload["data"]["validation_fraction"], payload["pruning"]["selection"]
     expected = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     assert plain.fingerprint() == expected

@@ -27,7 +27,7 @@ def test_default_widths_shapes_and_parameter_count():
     assert all(w is model.get_parameter(name) for name, w in weights.items())
     out = model(inputs=torch.randn(5, 2), labels=torch.ones(5))
     assert out.logits.shape == (5,) and out.loss.ndim == 0
-    assert (adapter.structure, adapter.task, adapter.auto_class) == ("sparse", "binary_classification", "AutoModel")
+    assert (adapter.structure, adapter.task, adapter.auto_class) == (None, "binary_classification", "AutoModel")
 
 
 def test_init_is_torch_default_linear_init_from_the_seed():

@@ -63,7 +63,7 @@ def test_rerunning_a_finished_study_runs_nothing(reference):
 
 
 def test_crash_mid_study_then_resume_matches_uninterrupted_run(reference, tmp_path, monkeypatch):
-    import hfprune.study.executors.base as study
+    import hfprune.study.oracle.context as study
 
     real_run_trial, calls = study.run_trial, []
 
