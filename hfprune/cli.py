@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 import yaml
 
+from hfprune.cli_prune import app as prune_app
 from hfprune.errors import HfpruneError
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(prune_app, name="prune")
 
 
 
@@ -167,134 +169,6 @@ def eval_command(
         raise typer.Exit(130) from None
     Console().print(summary_table(summary))
     typer.echo(f"results in {out}/summary.md and {out}/summary.json")
-
-
-@app.command()
-def prune(
-    model: str = typer.Argument(..., help="model to prune: a local directory (save_pretrained) or a Hub id"),
-    out: Path = typer.Option(..., "--out", "-o", help="output directory for the pruned checkpoint"),
-    structure: Optional[str] = typer.Option(None, "--structure", help="structured: fractions to remove, by kind or "
-                                            "group: heads=0.5,ffn=0.5 (ViT) or conv1=0.5 (LeNet); per layer e.g. "
-                                            "layers.3.heads=0.25"),
-    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="unstructured (llava): fraction of the target "
-                                             "weights to zero, e.g. 0.4375"),
-    method: Optional[str] = typer.Option(None, "--method", help="structured: a criterion (default l1); unstructured: "
-                                         "a method; `hfprune methods` lists both with their options"),
-    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="seed of the random criterion and the calibration subset"),
-    calibration_data: Optional[str] = typer.Option(
-        None, "--calibration-data", help="taylor_fo: a registered dataset, e.g. imagenet_1k; unstructured: a "
-        "LLaVA-1.5 conversations JSON, images included (for wanda, owl, sparsegpt, --score activation and "
-        "--loss-samples)"),
-    calibration_path: Optional[str] = typer.Option(None, "--calibration-path", help="local copy of that dataset"),
-    image_root: Optional[str] = typer.Option(None, "--image-root", help="folder the LLaVA JSON's images are under"),
-    calibration_samples: Optional[int] = typer.Option(None, "--calibration-samples", min=1,
-                                                      help="calibration samples \\[default: 256 images / 128 "
-                                                           "conversations]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="calibration batch size "
-                                             "\\[default: 32 images / 8 conversations]; --select: retraining batch "
-                                             "size \\[default: 128]"),
-    target: Optional[list[str]] = typer.Option(None, "--target", help="unstructured: regex (full match) of Linear "
-                                               "modules to prune; repeat for several \\[default: the model family's; "
-                                               "llava: the language model's decoder q/k/v/dense/fc1/fc2]"),
-    ignore: Optional[list[str]] = typer.Option(None, "--ignore", help="unstructured: regex of Linear modules to keep"),
-    lam: Optional[float] = typer.Option(None, "--lambda", help="onp/pnp option lam: layer sparsities spread over "
-                                        "[S-lambda, S+lambda] \\[default: 0.08]"),
-    outlier_m: Optional[float] = typer.Option(None, "--outlier-m", help="onp option outlier_m: outlier when score > "
-                                              "M x the layer's mean \\[default: 5]"),
-    score: Optional[str] = typer.Option(None, "--score", help="onp option score: outlier score 'weight' (|w|) or "
-                                        "'activation' (|w|*||x||, needs --calibration-data) \\[default: weight]"),
-    variance: Optional[float] = typer.Option(None, "--variance", help="pnp option variance: share of variance the "
-                                             "principal components explain \\[default: 0.9]"),
-    pattern: Optional[str] = typer.Option(None, "--pattern", help="unstructured (ump, wanda, sparsegpt): N:M "
-                                          "semi-structured sparsity, e.g. 2:4 (N of every M consecutive input weights "
-                                          "of a row are zero; --sparsity must be N/M); option granularity"),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="unstructured: any option of the method as "
-                                               "KEY=VALUE (repeat for several), e.g. --option lam=0.1"),
-    loss_samples: int = typer.Option(0, "--loss-samples", min=0, help="unstructured: measure the pruned train loss "
-                                     "on this many --calibration-data conversations"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
-    device: Optional[str] = typer.Option(None, "--device", help="unstructured: where the method scores, calibrates "
-                                         "and masks the model, e.g. cuda \\[default: cpu]"),
-    select: Optional[str] = typer.Option(None, "--select", help="structured: choose the mask by retraining "
-                                         "candidates (successive-halving), ranked on a validation split of "
-                                         "--train-data; saves the chosen mask's fully retrained model"),
-    candidates: int = typer.Option(64, "--candidates", min=1, help="--select: masks sampled (all when there are "
-                                   "fewer)"),
-    train_data: Optional[str] = typer.Option(None, "--train-data", help="--select: registered dataset the "
-                                             "candidates retrain on, e.g. cifar10, mnist_sample"),
-    train_path: Optional[str] = typer.Option(None, "--train-path", help="--select: local copy of --train-data"),
-    train_limit: Optional[int] = typer.Option(None, "--train-limit", min=1, help="--select: a fixed random subset "
-                                              "of the train split (quick runs)"),
-    epochs: int = typer.Option(10, "--epochs", min=1, help="--select: full retraining epochs (the first rung "
-                               "gets --min-fraction of them)"),
-    lr: float = typer.Option(0.01, "--lr", min=0.0, help="--select: SGD learning rate (momentum 0.9, weight decay "
-                             "5e-4, cosine schedule)"),
-    eta: int = typer.Option(3, "--eta", min=2, help="--select: the best 1/eta go on after each rung"),
-    min_fraction: float = typer.Option(0.1, "--min-fraction", min=0.0, max=1.0, help="--select: the first rung's "
-                                       "share of --epochs"),
-    validation_fraction: float = typer.Option(0.1, "--validation-fraction", min=0.0, max=1.0, help="--select: "
-                                              "share of the train split held out to rank candidates"),
-) -> None:
-    """Prune a checkpoint: structurally (heads, FFN neurons, filters; physically smaller) with --structure, or
-    unstructurally (e.g. UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT on a Llava model's decoder Linears, optionally N:M
-    with --pattern) with --sparsity."""
-    if (structure is None) == (sparsity is None):
-        raise HfpruneError("give exactly one of --structure (structured pruning) and --sparsity (unstructured pruning "
-                           "with --method; `hfprune methods` lists the methods)")
-    if sparsity is not None and select is not None:
-        raise HfpruneError("--select chooses among structured masks: use it with --structure, not --sparsity")
-    if sparsity is not None:
-        from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
-        from hfprune.pruning.unstructured import METHODS
-
-        if method is None:
-            raise HfpruneError(f"--sparsity needs --method {'|'.join(METHODS)}")
-        flags = {"lam": lam, "outlier_m": outlier_m, "score": score, "variance": variance, "granularity": pattern}
-        options = {**{key: value for key, value in flags.items() if value is not None}, **_key_values(option or [])}
-        facts = prune_unstructured_checkpoint(
-            model, method, sparsity, out, options=options, targets=target or None, ignore=ignore or (),
-            calibration_data=calibration_data, image_root=image_root, calibration_samples=calibration_samples or 128,
-            loss_samples=loss_samples, batch_size=batch_size or 8, seed=seed, progress=progress, device=device)
-        loss = (f", pruned train loss {facts['metrics']['pruned_train_loss']:.4f}"
-                if "pruned_train_loss" in facts["metrics"] else "")
-        typer.echo(f"{method}: sparsity {facts['sparsity']:.4f} over {facts['target_weights']:,} target weights"
-                   f"{loss}; saved to {out}")
-        return
-    if select is not None:
-        from hfprune.oneshot.halving import select_checkpoint
-
-        if method is not None or calibration_data is not None:
-            raise HfpruneError("--select chooses the mask by retraining; drop --method and --calibration-data")
-        facts = select_checkpoint(model, structure, out, select=select, candidates=candidates,
-                                  train_data=train_data, train_path=train_path, train_limit=train_limit, epochs=epochs, lr=lr,
-                                  batch_size=batch_size or 128, eta=eta, min_fraction=min_fraction,
-                                  validation_fraction=validation_fraction, seed=seed, progress=progress)
-        spent = facts["selection"]
-        typer.echo(f"{select}: chose mask {facts['mask_id']} of {spent['candidates']} candidates in "
-                   f"{spent['epochs_spent']} retraining epochs ({spent['epochs_spent'] / spent['exhaustive_epochs']:.0%} "
-                   f"of retraining them all), final test accuracy {facts['final_test_acc']:.4f}; saved to {out}")
-        return
-    from hfprune.oneshot.structured import prune_checkpoint
-
-    facts = prune_checkpoint(model, structure, method or "l1", out, seed=seed, calibration_data=calibration_data,
-                             calibration_path=calibration_path, calibration_samples=calibration_samples or 256,
-                             batch_size=batch_size or 32)
-    macs = (f", MACs {facts['macs_before']:,} -> {facts['macs_after']:,}" if facts.get("macs_before") else "")
-    typer.echo(f"parameters {facts['params_before']:,} -> {facts['params_after']:,}{macs}; saved to {out}")
-
-
-def _key_values(items: list[str]) -> dict:
-    """``["lam=0.1", "score=activation"]`` → ``{"lam": 0.1, "score": "activation"}`` (values read as YAML scalars)."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise HfpruneError(f"--option '{item}' is not KEY=VALUE (e.g. --option lam=0.1)")
-        try:
-            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            options[key.strip()] = value
-    return options
 
 
 @app.command()

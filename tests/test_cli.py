@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
+from hfprune.errors import HfpruneError
 
 from study_helpers import tiny_recipe
 
@@ -66,3 +69,32 @@ def test_report_unknown_column_is_one_line(tmp_path):
     table.write_text("pruned_train_loss,final_test_acc\n0.1,0.9\n0.2,0.8\n")
     result = hfprune("report", table, "--x", "pruned_train_loss", "--y", "final_acc", "--json")
     assert result.returncode == 2 and "final_acc" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_prune_modes_each_show_only_their_own_options():
+    from hfprune.cli import app
+
+    helps = {mode: CliRunner().invoke(app, ["prune", mode, "--help"], env={"COLUMNS": "200"}).output
+             for mode in ("structured", "unstructured", "select")}
+    assert "--sparsity" in helps["unstructured"] and "--sparsity" not in helps["structured"] + helps["select"]
+    assert "--train-data" in helps["select"] and "--train-data" not in helps["structured"] + helps["unstructured"]
+    assert "--calibration-path" in helps["structured"] and "--calibration-path" not in helps["select"]
+    overview = CliRunner().invoke(app, ["prune", "--help"], env={"COLUMNS": "200"}).output
+    assert all(mode in overview for mode in ("structured", "unstructured", "select"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["m", "--out", "o", "--structure", "conv1=0.5", "--select", "successive-halving", "--method", "l1"],
+     "--method applies to `hfprune prune structured / unstructured`, not to pruning select"),
+    (["m", "--out", "o", "--structure", "conv1=0.5", "--sparsity", "0.5"], "exactly one of --structure"),
+    (["m", "--out", "o", "--sparsity", "0.5", "--select", "successive-halving"], "use it with --structure"),
+    (["m", "--out", "o", "--method", "ump"], "--method needs --structure"),
+    (["m", "--out", "o"], "say how to prune"),
+    (["unstructured", "m", "--out", "o", "--sparsity", "0.5", "--train-data", "mnist_sample"],
+     "--train-data applies to `hfprune prune select`"),
+])
+def test_prune_mode_mistakes_are_one_line_before_any_work(tmp_path, args, message):
+    from hfprune.cli import app
+
+    result = CliRunner().invoke(app, ["prune", *args])
+    assert isinstance(result.exception, HfpruneError) and message in str(result.exception), result.output
