@@ -156,6 +156,11 @@ def test_roles_come_from_shapes_when_names_say_nothing():
     roles = block_roles(fused, config)
     assert dict(roles.roles) == {"qkv": "attn.w", "o": "attn.out", "gate_up": "ffn.x", "down": "ffn.y"}
     assert set(ATTENTION_ROLES) >= set(roles.attention) and set(MLP_ROLES) >= set(roles.mlp)
+    flat = nn.Module()  # Linears directly in the block, no attention or MLP module
+    for position, (inputs, outputs) in enumerate([(24, 16), (24, 8), (24, 8), (16, 24), (24, 40), (40, 24)]):
+        flat.add_module(f"l{position}", nn.Linear(inputs, outputs))
+    roles = block_roles(flat, config)
+    assert dict(roles.roles) == {"q": "l0", "k": "l1", "v": "l2", "o": "l3", "up": "l4", "down": "l5"}
 
 
 # -- default targets ------------------------------------------------------------------------------------------------

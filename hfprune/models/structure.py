@@ -60,7 +60,11 @@ def _config_of(config: PretrainedConfig | str) -> PretrainedConfig:
         return config
     if config not in CONFIG_MAPPING:
         raise HfpruneError(f"'{config}' is not a model_type transformers knows; give a config or a known model_type")
-    return CONFIG_MAPPING[config]()
+    try:
+        return CONFIG_MAPPING[config]()
+    except (TypeError, ValueError) as error:
+        raise HfpruneError(f"transformers cannot build a default '{config}' config ({error}); give the config") \
+            from None
 
 
 def _mapped(names: Mapping, model_type: str) -> tuple[str, ...]:
@@ -165,6 +169,11 @@ def _tokens(name: str) -> set[str]:
 Shape = Callable[[nn.Linear], bool]
 
 
+def _reads(hidden: int, out: int) -> Shape:
+    """Fits a Linear that reads the block's hidden size and writes ``out``."""
+    return lambda linear: linear.in_features == hidden and linear.out_features == out
+
+
 def _assign(linears: Mapping[str, nn.Linear], wanted: list[tuple[str, Shape]]) -> dict[str, str]:
     """Roles to Linears: each role in turn takes, among the unassigned Linears of its shape, the one whose name
     hints at it, else the first (in registration order) whose name hints at no other wanted role, else the first."""
@@ -183,12 +192,12 @@ def _assign(linears: Mapping[str, nn.Linear], wanted: list[tuple[str, Shape]]) -
 def _attention_roles(linears: Mapping[str, nn.Linear], hidden: int, heads: Heads) -> dict[str, str]:
     """q/k/v/o or qkv/o of an attention module's Linears, or {} when their shapes do not fit ``heads``."""
     width, key_value = heads.attention * heads.dim, heads.key_value * heads.dim
-    reads = lambda out: (lambda linear: linear.in_features == hidden and linear.out_features == out)  # noqa: E731
     output = ("o", lambda linear: linear.in_features == width and linear.out_features == hidden)
-    fused = _assign(linears, [("qkv", reads(width + 2 * key_value)), output])
+    fused = _assign(linears, [("qkv", _reads(hidden, width + 2 * key_value)), output])
     if len(fused) == 2:
         return fused
-    separate = _assign(linears, [("q", reads(width)), ("k", reads(key_value)), ("v", reads(key_value)), output])
+    separate = _assign(linears, [("q", _reads(hidden, width)), ("k", _reads(hidden, key_value)),
+                                 ("v", _reads(hidden, key_value)), output])
     return separate if len(separate) == 4 else {}
 
 
@@ -199,10 +208,10 @@ def _mlp_roles(linears: Mapping[str, nn.Linear], hidden: int) -> tuple[dict[str,
         return {}, None
     width = linears[down["down"]].in_features
     rest = {name: linear for name, linear in linears.items() if name != down["down"]}
-    reads = lambda out: (lambda linear: linear.in_features == hidden and linear.out_features == out)  # noqa: E731
-    fused = _assign(rest, [("gate_up", reads(2 * width))])
-    pair = sum(reads(width)(linear) for linear in rest.values()) >= 2
-    split = _assign(rest, [("gate", reads(width)), ("up", reads(width))] if pair else [("up", reads(width))])
+    reads = _reads(hidden, width)
+    fused = _assign(rest, [("gate_up", _reads(hidden, 2 * width))])
+    pair = sum(map(reads, rest.values())) >= 2
+    split = _assign(rest, [("gate", reads), ("up", reads)] if pair else [("up", reads)])
     found = split or fused
     return ({**found, **down}, width) if found else ({}, None)
 
@@ -233,11 +242,16 @@ def block_roles(block: nn.Module, config: PretrainedConfig, index: int = 0) -> B
              if heads is not None and (roles := _attention_roles(members, hidden, heads))}
     if len(found) > 1:  # shapes fit twice (rare): the child whose name says attention
         found = {child: roles for child, roles in found.items() if _tokens(child) & _ATTENTION_HINTS} or found
-    roles, intermediate = {}, None
     if found:
         child, attention = next(iter(found.items()))
-        outside = {name: linear for name, linear in linears.items() if name not in children[child]}
-        mlp, intermediate = _mlp_roles(outside, hidden)
+        inside = set(children[child])
+    else:  # Linears directly in the block: attention is those that fit the heads
+        attention = _attention_roles(linears, hidden, heads) if heads is not None else {}
+        inside = set(attention.values())
+    roles, intermediate = {}, None
+    if attention:
+        mlp, intermediate = _mlp_roles({name: linear for name, linear in linears.items() if name not in inside},
+                                       hidden)
         roles = {**attention, **mlp}
     others = tuple(name for name in linears if name not in roles.values())
     return BlockRoles(index, roles, others, hidden, heads, intermediate)
@@ -322,6 +336,9 @@ def find_blocks(model: nn.Module, kind: str | None = None) -> Blocks:
     owners = {path: owning_config(model, path) for path in lists}
     chosen = [path for path in lists if owners[path] is wanted] or \
              [path for path in lists if type(owners[path]) is type(wanted)]
+    if not chosen:  # a language model that is no sub-model of its own: the one list the model's config owns
+        chosen = [path for path in lists if owners[path] is config][:2]
+        chosen = chosen if len(chosen) == 1 else []
     if not chosen:
         where = f" (it has {', '.join(lists)})" if lists else ""
         raise HfpruneError(f"found no list of transformer blocks belonging to the {type(wanted).__name__} of this "
