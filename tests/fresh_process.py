@@ -1,5 +1,6 @@
 """Load a saved checkpoint with plain transformers in a Python process that never imported hfprune."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -27,4 +28,38 @@ def assert_loads_in_fresh_process(checkpoint: Path, inputs: torch.Tensor, logits
     ])
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=work)
     assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def assert_reload_in_fresh_process(work: Path, checkpoints: list[dict]) -> None:
+    """Each checkpoint loads with plain transformers in one Python process that never imports hfprune: with
+    ``auto_class`` (e.g. ``AutoModelForCausalLM``) as ``model_class``, with ``zeros`` (parameter name → count)
+    exactly, and giving ``outputs`` (logits, else the last hidden state) for ``inputs`` (atol 1e-5).
+
+    A checkpoint is ``{"path", "auto_class", "model_class", "zeros", "inputs": dict of tensors, "outputs"}``."""
+    specs = []
+    for index, checkpoint in enumerate(checkpoints):
+        tensors = work / f"io_{index}.pt"
+        torch.save({"inputs": checkpoint["inputs"], "outputs": checkpoint["outputs"].detach()}, tensors)
+        specs.append({key: str(value) if isinstance(value, Path) else value for key, value in checkpoint.items()
+                      if key not in ("inputs", "outputs")} | {"tensors": str(tensors)})
+    (work / "checkpoints.json").write_text(json.dumps(specs))
+    script = textwrap.dedent(f"""
+        import json, sys, torch, transformers
+        for spec in json.load(open({str(work / 'checkpoints.json')!r})):
+            model = getattr(transformers, spec["auto_class"]).from_pretrained(spec["path"]).eval()
+            assert type(model).__name__ == spec["model_class"], (spec["path"], type(model).__name__)
+            parameters = dict(model.named_parameters())
+            for name, zeros in spec["zeros"].items():
+                assert int((parameters[name] == 0).sum()) == zeros, (spec["path"], name)
+            io = torch.load(spec["tensors"])
+            with torch.no_grad():
+                out = model(**io["inputs"])
+            first = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+            torch.testing.assert_close(first, io["outputs"], atol=1e-5, rtol=0, msg=spec["path"])
+        assert 'hfprune' not in sys.modules, 'loading must not need hfprune'
+        print('OK')
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout

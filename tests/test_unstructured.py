@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hfprune.errors import HfpruneError
+from hfprune.models.llava.adapter import PHI_DECODER_LINEARS
 from hfprune.models.llava.tiny import tiny_llava
 from hfprune.pruning.structured.groups import num_pruned
 from hfprune.pruning.unstructured import (
@@ -107,6 +108,7 @@ def test_prune_smallest_in_small_chunks(monkeypatch, kind):
 
 def test_default_targets_are_the_language_model_decoder_linears(model):
     names = list(select_targets(model))
+    assert names == list(select_targets(model, PHI_DECODER_LINEARS))
     assert len(names) == 4 * 6
     assert all(name.startswith(f"{LM}.") for name in names)
     assert {name.rsplit(".", 1)[1] for name in names} == {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"}

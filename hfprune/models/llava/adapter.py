@@ -13,8 +13,9 @@ from hfprune.errors import HfpruneError, reason
 from hfprune.io import quiet_hf_progress
 from hfprune.models.base import UnstructuredAdapter
 
-# The language model's decoder Linears of a Hugging Face Llava (transformers 5.x) with a Phi LM, as TinyLLaVA
-# loads: the vision tower, the connector (multi_modal_projector), the embeddings and the LM head never match.
+# What the default unstructured targets (the Linears of the language model's decoder blocks, found by walking the
+# model: hfprune.models.structure) are in a TinyLLaVA — a Llava (transformers 5.x) with a Phi LM — as regexes, for
+# benchmarks and tests that pin them: the vision tower, the connector, the embeddings and the LM head never match.
 PHI_DECODER_LINEARS = (
     r"model\.language_model\.layers\.\d+\.self_attn\.(q_proj|k_proj|v_proj|dense)",
     r"model\.language_model\.layers\.\d+\.mlp\.(fc1|fc2)",
@@ -29,7 +30,6 @@ class LlavaAdapter(UnstructuredAdapter):
     config_class = LlavaConfig
     model_class = LlavaForConditionalGeneration
     auto_class = "LlavaForConditionalGeneration"
-    default_targets = PHI_DECODER_LINEARS
 
     def config(self, num_labels, channels, image_size, overrides):
         raise HfpruneError("model.family 'llava' is not pretrained by hfprune; give model.pretrained "

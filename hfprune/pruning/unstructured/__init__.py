@@ -1,6 +1,7 @@
 """Unstructured pruning of Linear weights: registered methods (UMP, GMP, ONP, PNP, Wanda, OWL, SparseGPT), each a
 weight score, an allocation of the sparsity over layers and a granularity (layer, row, N:M) — or its own
-reconstruction (SparseGPT) —, with layer-by-layer calibration, exact radix-select thresholds, target regexes."""
+reconstruction (SparseGPT) —, with layer-by-layer calibration, exact radix-select thresholds, and targets found by
+walking the model (the Linears of its transformer blocks) or named by regexes."""
 
 from hfprune.pruning.unstructured.allocation import pca_share, spread_ratios
 from hfprune.pruning.unstructured.calibration import prune_layer_by_layer
@@ -11,7 +12,7 @@ from hfprune.pruning.unstructured.registry import METHODS, MethodEntry, method_f
 from hfprune.pruning.unstructured.scores import SCORES, activation_norms
 from hfprune.pruning.unstructured.radix import LazyScores, Threshold, kth_smallest_abs, prune_smallest
 from hfprune.pruning.unstructured.sparsegpt import sparsegpt_prune
-from hfprune.pruning.unstructured.targets import layer_group, select_targets
+from hfprune.pruning.unstructured.targets import Target, default_targets, layer_group, list_targets, select_targets
 
 __all__ = [
     "METHODS",
@@ -19,14 +20,17 @@ __all__ = [
     "LazyScores",
     "MethodEntry",
     "SCORES",
+    "Target",
     "Threshold",
     "UnstructuredMethod",
     "UnstructuredResult",
     "activation_norms",
+    "default_targets",
     "keep_n_of_m",
     "keep_per_row",
     "kth_smallest_abs",
     "layer_group",
+    "list_targets",
     "method_from",
     "parse_granularity",
     "pca_share",

@@ -9,8 +9,9 @@
   singular values in float32) / min(out, in), size-weighted over the layer's matrices.
 
 The profiles map a higher layer score to a lower sparsity with :func:`spread_ratios`. A decoder layer is every
-target under one ``layers.N.``; a target without a layer index is its own group. Inside a Linear,
-k = round(ratio·n) (round half up) weights go, so the total pruned is round(S·N) within ±1 per Linear.
+target inside one block (one item of the outermost ``nn.ModuleList`` it lies in); a target in no block is its
+own group. Inside a Linear, k = round(ratio·n) (round half up) weights go, so the total pruned is round(S·N)
+within ±1 per Linear.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class LayerProfile(LayerRatios):
         raise NotImplementedError
 
     def ratios(self, targets, sparsity, scoring, progress):
-        groups = group_by_layer(targets)
+        groups = group_by_layer(targets, scoring.model)
         scores = {group: self.group_score([(name, targets[name]) for name in names], scoring)
                   for group, names in progress_over(groups.items(), f"{type(self).__name__} scores", progress)}
         sizes = {group: sum(targets[name].weight.numel() for name in names) for group, names in groups.items()}

@@ -1,13 +1,14 @@
 """Calibration statistics of the target Linears' inputs, and sequential (layer-by-layer) pruning.
 
 Sequential pruning runs as the Wanda and SparseGPT reference code does: the calibration batches go through the
-model once, up to the first layer of the decoder stack the targets lie in (``….layers.N``), where a forward
-pre-hook captures that layer's inputs — the hidden states after the embeddings (for a LLaVA, with the image
-features merged in) and every keyword argument the model passes it (attention mask, position embeddings, …) —
-and stops the forward. The decoder layers then run one at a time on those hidden states: for a layer with
-targets, its Linears' input statistics are collected by hooks while the layer runs as it is, the layer is
-pruned, and its outputs *with the pruned weights* become the next layer's inputs. Only one decoder layer's
-statistics are in memory at a time.
+model once, up to the blocks the targets lie in (the ``nn.ModuleList`` of decoder layers, found structurally),
+capturing the first block's inputs — the hidden states after the embeddings (for a VLM, with the image features
+merged in) — and the arguments the model passes *each* block (attention masks, position embeddings, …; they may
+differ per block, as Gemma's sliding and global layers' do). In that pass the first block runs as it is and the
+later ones are stood in for (they return their input hidden states), so it costs one block, not the model. The
+blocks then run one at a time on those hidden states: for a block with targets, its Linears' input statistics are
+collected by hooks while the block runs as it is, the block is pruned, and its outputs *with the pruned weights*
+become the next block's inputs. Only one block's statistics are in memory at a time.
 
 Statistics leave out padding: positions where the batch's ``attention_mask`` is 0, for inputs laid out like
 the batch's tokens (batch × sequence × features).
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from hfprune.errors import HfpruneError
-from hfprune.pruning.unstructured.targets import layer_group, layer_index
+from hfprune.models.structure import block_of
 
 
 def to_device(batch: Mapping, device: torch.device) -> dict:
@@ -70,95 +71,160 @@ Statistic = Callable[[nn.Linear], object]  # builds an accumulator with .add(row
 
 @dataclass(frozen=True)
 class DecoderStack:
-    """The ``nn.ModuleList`` of decoder layers at ``path`` that the targets lie in."""
+    """The ``nn.ModuleList`` of blocks (decoder layers) at ``path`` that the targets lie in."""
 
     path: str
     layers: nn.ModuleList
 
+    def index_of(self, name: str) -> int:
+        """The block a module ``name`` inside the stack lies in."""
+        return int(name[len(self.path) + 1:].split(".", 1)[0])
+
     def relative(self, name: str) -> str:
-        """A module's name inside its decoder layer (``model.language_model.layers.3.mlp.fc1`` → ``mlp.fc1``)."""
-        return name[len(layer_group(name)) + 1:]
+        """A module's name inside its block (``model.language_model.layers.3.mlp.fc1`` → ``mlp.fc1``)."""
+        return name[len(self.path) + 1:].split(".", 1)[1]
 
 
 def decoder_stack(model: nn.Module, names: Iterable[str]) -> DecoderStack:
-    """The one stack of decoder layers (``….layers``) that holds every target module in ``names``."""
+    """The one list of blocks (the outermost ``nn.ModuleList`` above each module) that holds every target in
+    ``names``."""
     names = list(names)
-    outside = [name for name in names if layer_index(name) is None]
+    found = {name: block_of(model, name) for name in names}
+    outside = [name for name, block in found.items() if block is None]
     if outside:
-        raise HfpruneError(f"layer-by-layer calibration prunes Linears inside decoder layers (…layers.N.…); "
-                           f"'{outside[0]}' is in none: leave it out of the targets")
-    paths = list(dict.fromkeys(layer_group(name).rsplit(".", 1)[0] for name in names))
+        raise HfpruneError(f"layer-by-layer calibration prunes Linears inside blocks (items of an nn.ModuleList of "
+                           f"decoder layers); '{outside[0]}' is in none: leave it out of the targets")
+    paths = list(dict.fromkeys(path for path, _ in found.values()))
     if len(paths) > 1:
         raise HfpruneError(f"layer-by-layer calibration runs one stack of decoder layers, but the targets lie in "
                            f"{', '.join(paths)}; target one of them (e.g. the language model's)")
-    layers = model.get_submodule(paths[0])
-    if not isinstance(layers, nn.ModuleList):
-        raise HfpruneError(f"'{paths[0]}' is a {type(layers).__name__}, not the list of decoder layers "
-                           "layer-by-layer calibration runs")
-    return DecoderStack(paths[0], layers)
+    return DecoderStack(paths[0], model.get_submodule(paths[0]))
 
 
 class _Captured(Exception):
-    """Stops the model's forward once the first decoder layer's inputs are captured."""
+    """Stops the model's forward once every needed block's inputs are captured."""
 
 
 @dataclass
-class _LayerInputs:
-    hidden: torch.Tensor  # the decoder layer's hidden states
-    args: tuple  # its other positional arguments
-    kwargs: dict
+class _BatchInputs:
+    hidden: torch.Tensor  # the hidden states of the block to run next
+    calls: list[tuple[tuple, dict]]  # per block: the other positional arguments and the keyword arguments
     tokens: torch.Tensor | None
 
 
-class LayerwiseCalibration:
-    """The calibration batches as inputs of one decoder layer after another."""
+def _split_call(args: tuple, kwargs: dict) -> tuple[torch.Tensor, tuple, dict]:
+    kwargs = dict(kwargs)
+    hidden, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
+    return hidden, tuple(args), kwargs
 
-    def __init__(self, model: nn.Module, stack: DecoderStack, calibration: Iterable[Mapping]):
-        self.inputs = self._capture(model, stack.layers[0], calibration)
+
+def _output_like(template, hidden: torch.Tensor):
+    """A block's output as ``template`` (the first block's) is laid out, with ``hidden`` as its hidden states; None
+    when the layout is not a tensor, tuple or list."""
+    if isinstance(template, torch.Tensor):
+        return hidden
+    if isinstance(template, (tuple, list)) and template:
+        return type(template)((hidden, *template[1:]))
+    return None
+
+
+class _StandIns:
+    """While active, blocks 1..``last`` record their arguments and return their input hidden states (laid out as
+    block 0's output) instead of computing; block ``last`` (or block 0 when ``last`` is 0) stops the forward."""
+
+    def __init__(self, layers: nn.ModuleList, last: int):
+        self.layers, self.last = layers, last
+        self.first: tuple[torch.Tensor, tuple, dict] | None = None
+        self.calls: list[tuple[tuple, dict]] = []
+        self.template = None
+        self._saved: list[tuple[nn.Module, object]] = []
+        self._handles = []
+
+    def start(self) -> None:
+        self.first, self.calls, self.template = None, [], None
+
+    def _first_inputs(self, module, args, kwargs):
+        self.first = _split_call(args, kwargs)
+        self.calls.append(self.first[1:])
+        if self.last == 0:
+            raise _Captured
+
+    def _first_output(self, module, args, kwargs, output):
+        self.template = output
+
+    def _stand_in(self, index: int, forward):
+        def call(*args, **kwargs):
+            hidden, rest, keywords = _split_call(args, kwargs)
+            self.calls.append((rest, keywords))
+            if index == self.last:
+                raise _Captured
+            output = _output_like(self.template, hidden)
+            return forward(*args, **kwargs) if output is None else output
+        return call
+
+    def __enter__(self) -> "_StandIns":
+        first = self.layers[0]
+        self._handles = [first.register_forward_pre_hook(self._first_inputs, with_kwargs=True),
+                         first.register_forward_hook(self._first_output, with_kwargs=True)]
+        for index in range(1, self.last + 1):
+            layer = self.layers[index]
+            self._saved.append((layer, layer.__dict__.get("forward")))
+            layer.forward = self._stand_in(index, layer.forward)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        for layer, own in self._saved:
+            if own is None:
+                del layer.forward
+            else:
+                layer.forward = own
+        self._saved = []
+
+
+class LayerwiseCalibration:
+    """The calibration batches as inputs of one block after another, up to block ``last``."""
+
+    def __init__(self, model: nn.Module, stack: DecoderStack, calibration: Iterable[Mapping], last: int | None = None):
+        last = len(stack.layers) - 1 if last is None else last
+        self.inputs = self._capture(model, stack.layers, last, calibration)
         self._tokens: torch.Tensor | None = None
 
     @staticmethod
-    def _capture(model: nn.Module, first: nn.Module, calibration: Iterable[Mapping]) -> list[_LayerInputs]:
-        captured: list[_LayerInputs] = []
-        tokens: list[torch.Tensor | None] = [None]
-
-        def catch(module, args, kwargs):
-            kwargs = dict(kwargs)
-            hidden, args = (args[0], args[1:]) if args else (kwargs.pop("hidden_states"), ())
-            captured.append(_LayerInputs(hidden, tuple(args), kwargs, tokens[0]))
-            raise _Captured
-
+    def _capture(model: nn.Module, layers: nn.ModuleList, last: int,
+                 calibration: Iterable[Mapping]) -> list[_BatchInputs]:
+        captured: list[_BatchInputs] = []
         device = next(model.parameters()).device
         extra = {"use_cache": False} if isinstance(model, PreTrainedModel) else {}  # no KV cache grows on replay
-        handle = first.register_forward_pre_hook(catch, with_kwargs=True)
-        try:
+        with _StandIns(layers, last) as stand_ins:
             for batch in calibration:
                 batch = to_device(batch, device)
-                tokens[0] = batch_tokens(batch)
+                stand_ins.start()
                 try:
                     model(**batch, **extra)
                 except _Captured:
+                    captured.append(_BatchInputs(stand_ins.first[0], stand_ins.calls, batch_tokens(batch)))
                     continue
-                raise HfpruneError("a calibration batch ran through the model without reaching the first decoder "
-                                   "layer of the targets; give inputs that run it (e.g. input_ids)")
-        finally:
-            handle.remove()
+                raise HfpruneError("a calibration batch ran through the model without reaching the blocks of the "
+                                   "targets; give inputs that run them (e.g. input_ids)")
         if not captured:
             raise HfpruneError("calibration data is empty: layer-by-layer calibration needs at least one batch of "
                                "model inputs")
         return captured
 
-    def _run(self, layer: nn.Module, inputs: _LayerInputs, weights: Mapping[str, torch.Tensor] | None):
+    def _run(self, index: int, layer: nn.Module, inputs: _BatchInputs, weights: Mapping[str, torch.Tensor] | None):
         self._tokens = inputs.tokens
-        arguments = (inputs.hidden, *inputs.args)
+        args, kwargs = inputs.calls[index]
+        arguments = (inputs.hidden, *args)
         if weights:
-            output = torch.func.functional_call(layer, dict(weights), arguments, inputs.kwargs, strict=False)
+            output = torch.func.functional_call(layer, dict(weights), arguments, kwargs, strict=False)
         else:
-            output = layer(*arguments, **inputs.kwargs)
+            output = layer(*arguments, **kwargs)
         return output[0] if isinstance(output, (tuple, list)) else output
 
-    def collect(self, layer: nn.Module, linears: Mapping[str, nn.Linear], statistic: Statistic) -> dict:
-        """Run ``layer`` as it is on every batch, with a ``statistic`` of each Linear's inputs accumulated."""
+    def collect(self, index: int, layer: nn.Module, linears: Mapping[str, nn.Linear], statistic: Statistic) -> dict:
+        """Run block ``index`` as it is on every batch, with a ``statistic`` of each Linear's inputs accumulated."""
         stats = {name: statistic(linear) for name, linear in linears.items()}
 
         def hook(name: str):
@@ -169,17 +235,17 @@ class LayerwiseCalibration:
         handles = [linear.register_forward_pre_hook(hook(name)) for name, linear in linears.items()]
         try:
             for inputs in self.inputs:
-                self._run(layer, inputs, None)
+                self._run(index, layer, inputs, None)
         finally:
             for handle in handles:
                 handle.remove()
         return stats
 
-    def advance(self, layer: nn.Module, weights: Mapping[str, torch.Tensor] | None = None) -> None:
-        """Replace every batch's hidden states by ``layer``'s outputs, run with ``weights`` (parameter name inside
-        the layer → tensor) in place of its own where given."""
+    def advance(self, index: int, layer: nn.Module, weights: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Replace every batch's hidden states by block ``index``'s outputs, run with ``weights`` (parameter name
+        inside the block → tensor) in place of its own where given."""
         for inputs in self.inputs:
-            inputs.hidden = self._run(layer, inputs, weights)
+            inputs.hidden = self._run(index, layer, inputs, weights)
 
 
 PruneLayer = Callable[[dict[str, nn.Linear], dict], dict[str, torch.Tensor]]
@@ -188,34 +254,34 @@ PruneLayer = Callable[[dict[str, nn.Linear], dict], dict[str, torch.Tensor]]
 @torch.no_grad()
 def prune_layer_by_layer(model: nn.Module, linears: Mapping[str, nn.Linear], calibration: Iterable[Mapping],
                          statistic: Statistic, prune: PruneLayer, progress: bool = False) -> dict[str, torch.Tensor]:
-    """Masks (by module name, True = kept) of every target Linear, decoder layer after decoder layer.
+    """Masks (by module name, True = kept) of every target Linear, block (decoder layer) after block.
 
-    ``prune(targets, stats)`` gets one decoder layer's targets and the ``statistic`` of their inputs (produced by
-    the layers pruned before it) and returns their masks; weights it writes into the model (SparseGPT's
-    updates) are what the later layers see. The model's other weights are not modified.
+    ``prune(targets, stats)`` gets one block's targets and the ``statistic`` of their inputs (produced by the
+    blocks pruned before it) and returns their masks; weights it writes into the model (SparseGPT's updates) are
+    what the later blocks see. The model's other weights are not modified.
     """
     stack = decoder_stack(model, linears)
     by_layer: dict[int, list[str]] = {}
     for name in linears:
-        by_layer.setdefault(layer_index(name), []).append(name)
+        by_layer.setdefault(stack.index_of(name), []).append(name)
     was_training = model.training
     model.eval()
     try:
-        calibrated = LayerwiseCalibration(model, stack, calibration)
-        masks: dict[str, torch.Tensor] = {}
         last = max(by_layer)
+        calibrated = LayerwiseCalibration(model, stack, calibration, last)
+        masks: dict[str, torch.Tensor] = {}
         for index in tqdm(range(last + 1), desc="decoder layers", leave=False, disable=not progress):
             layer, names = stack.layers[index], by_layer.get(index, [])
             weights = None
             if names:
                 targets = {name: linears[name] for name in names}
-                layer_masks = prune(targets, calibrated.collect(layer, targets, statistic))
+                layer_masks = prune(targets, calibrated.collect(index, layer, targets, statistic))
                 masks.update(layer_masks)
                 weights = {f"{stack.relative(name)}.weight":
                            linear.weight * layer_masks[name].to(linear.weight.device)
                            for name, linear in targets.items()}
             if index < last:
-                calibrated.advance(layer, weights)
+                calibrated.advance(index, layer, weights)
     finally:
         model.train(was_training)
     return masks

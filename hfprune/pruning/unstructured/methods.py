@@ -263,8 +263,8 @@ class _SpreadWithinRange:
     def sparsity_problem(self, sparsity: float) -> str | None:
         room = min(sparsity, 1 - sparsity)
         if self.lam > room + 1e-12:
-            return (f"lam {self.lam:g} spreads layer sparsities over [{sparsity - self.lam:g}, {sparsity + self.lam:g}], "
-                    f"outside [0, 1]; at sparsity {sparsity:g} use lam <= {room:g}")
+            return (f"lam {self.lam:g} spreads layer sparsities over [{sparsity - self.lam:g}, "
+                    f"{sparsity + self.lam:g}], outside [0, 1]; at sparsity {sparsity:g} use lam <= {room:g}")
         return super().sparsity_problem(sparsity)
 
 
