@@ -5,10 +5,11 @@ launch --config_file accelerate_configs/deepspeed_zero2.yaml ...``). A run with 
 step (one process, no DeepSpeed, no mixed precision, no accumulation, no compilation) takes the lean loop: the same
 optimizer, schedule, batches and masks, without Accelerate's per-step wrappers (its optimizer step looks a package
 up on disk twice per step, its ``zero_grad`` reads a signature, its loader prefetches), which cost more per step
-than a tiny model's whole forward and backward; the weights it gives are bit for bit those of the wrapped loop. Pruning masks stay exact on all of them
-(:mod:`hfprune.pruning.masking`): pruned weights are zeroed before ``accelerator.prepare`` (so DeepSpeed's fp32
-master copies start at zero), gradient hooks mask every gradient before it is accumulated, reduced or
-partitioned, and the masks are re-applied after every optimiser step.
+than a tiny model's whole forward and backward; the weights it gives are bit for bit those of the wrapped loop.
+
+Pruning masks stay exact on all of them (:mod:`hfprune.pruning.masking`): pruned weights are zeroed before
+``accelerator.prepare`` (so DeepSpeed's fp32 master copies start at zero), gradient hooks mask every gradient
+before it is accumulated, reduced or partitioned, and the masks are re-applied after every optimiser step.
 
 Under DeepSpeed the recipe is the source of truth for what it says: micro-batch size, gradient accumulation,
 gradient clipping and mixed precision are written into the DeepSpeed config of each run; ZeRO stage, offload

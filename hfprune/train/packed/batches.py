@@ -12,8 +12,8 @@ from hfprune.train.trainer import make_loader, shuffled_order
 
 
 def tensor_columns(dataset) -> dict[str, torch.Tensor] | None:
-    """The tensors an in-memory dataset of hfprune's indexes by row (its ``dataset[index]`` is ``{key: column[index]}``),
-    or None for any other dataset."""
+    """The tensors an in-memory dataset of hfprune's indexes by row (``dataset[index]`` is
+    ``{key: column[index]}``), or None for any other dataset."""
     from hfprune.data.base import TensorImageSet
     from hfprune.data.spiral import PointSet
 

@@ -19,7 +19,8 @@ from hfprune.train.packed.jobs import TrainingSection
 from hfprune.train.packed.stack import FlatStack
 
 
-def learning_rates(sections: list[TrainingSection], steps_per_epoch: int, epochs: int) -> tuple[torch.Tensor, list[int]]:
+def learning_rates(sections: list[TrainingSection], steps_per_epoch: int,
+                   epochs: int) -> tuple[torch.Tensor, list[int]]:
     """The learning rate each job's optimizer uses at every step (float64 ``[C, T]``, one row per distinct
     learning rate and schedule) and each job's row."""
     rows: dict[tuple, int] = {}
