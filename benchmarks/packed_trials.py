@@ -238,8 +238,8 @@ def convnet_part(args, device: torch.device) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--packs", type=_ints, default=[1, 8, 64, 256], help="sparse-MLP pack sizes")
-    parser.add_argument("--lenet-packs", type=_ints, default=[8, 32], help="LeNet5-Mini pack sizes (CPU part)")
+    parser.add_argument("--packs", type=_ints, default=[1, 8, 64, 256], help="sparse-MLP pack sizes ('' skips)")
+    parser.add_argument("--lenet-packs", type=_ints, default=[8, 32], help="LeNet5-Mini pack sizes on a CPU ('' skips)")
     parser.add_argument("--convnet-packs", type=_ints, default=[1, 8, 32, 128], help="pack sizes with --device cuda")
     parser.add_argument("--points", type=int, default=None, help="spiral points [the recipe's train_limit]")
     parser.add_argument("--epochs", type=int, default=1, help="epochs measured per trial")
@@ -250,7 +250,6 @@ def main() -> None:
     parser.add_argument("--sequential-cap", type=int, default=8,
                         help="sequential trials timed per repeat (their time per trial does not depend on K)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--skip-mlp", action="store_true")
     parser.add_argument("--cpu-dry-run", action="store_true", help="every part on tiny sizes, on the CPU, in seconds")
     add_json_option(parser)
     args = parser.parse_args()
@@ -265,7 +264,7 @@ def main() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"  # train() on the CPU too, even beside a GPU
     print(f"torch threads {torch.get_num_threads()}, device {device}")
     figures: dict = {"device": str(device), "threads": torch.get_num_threads()}
-    if not args.skip_mlp:
+    if args.packs:
         figures["sparse_mlp"] = mlp_part(args, device)
     if device.type == "cpu" and args.lenet_packs:
         figures["lenet5_mini"] = lenet_part(args, device)

@@ -124,14 +124,15 @@ def train_packed(
                 steps += 1
                 for k in watched:
                     job = jobs[k]
-                    job.batch = {key: value[k] for key, value in batch.items()}
+                    job._step_batch = (batch, k)
                     job.on_step(steps)
+                    job._step_batch = None
                     masks.refresh(k)  # an update() zeroed the job's newly pruned weights itself
             losses = (total / max(1, count)).cpu()
     finally:
         stack.release()
         for job in jobs:
-            job.batch = None
+            job._step_batch = None
             if job.masks is not None:
                 job.masks.detach()
     streams.leave(len(jobs) - 1)

@@ -26,8 +26,9 @@ class PackedJob:
     While the pack trains, ``model``'s parameters and buffers are views into the pack's stacked tensors, so
     ``masks`` (a :class:`MaskedParameters` over ``model``) and ``on_step`` read and write this job's own live
     weights; ``on_step(step)`` may change the masks (:meth:`MaskedParameters.update`) and the pack follows.
-    ``batch`` is set before each ``on_step`` to the batch this job's loss saw in that step (on the pack's device),
-    for methods that need it (RigL's dense gradient: ``run.loss_fn(job.model, job.batch)``).
+    During ``on_step``, :attr:`batch` is the batch this job's loss saw in that step, for methods that need it
+    (RigL's dense gradient: ``run.loss_fn(job.model, job.batch)``). ``on_step`` runs with torch's global random
+    generators as they are: a callback that draws random numbers uses its own generator, seeded from ``seed``.
     """
 
     model: nn.Module
@@ -35,7 +36,15 @@ class PackedJob:
     seed: int
     masks: MaskedParameters | None = None
     on_step: Callable[[int], None] | None = None
-    batch: dict | None = field(default=None, init=False, repr=False)
+    _step_batch: tuple[dict, int] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def batch(self) -> dict | None:
+        """This job's batch of the step just taken, on the pack's device (None outside ``on_step``)."""
+        if self._step_batch is None:
+            return None
+        batch, k = self._step_batch
+        return {key: value[k] for key, value in batch.items()}
 
 
 def _config(model: nn.Module) -> dict:

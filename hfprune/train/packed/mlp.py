@@ -47,7 +47,6 @@ class StackedMLP:
             buffers = self._buffers[length] = {
                 "z": [flat.new_empty(jobs, length, width) for width in widths],
                 "dz": [flat.new_empty(jobs, length, width) for width in widths],
-                "dead": [torch.empty(jobs, length, width, dtype=torch.bool, device=flat.device) for width in widths],
                 "weight_grad": [flat.new_empty(jobs, fan_in, width) for fan_in, width in zip(inputs, widths)],
             }
         return buffers
@@ -81,6 +80,6 @@ class StackedMLP:
             torch.sum(g, dim=1, out=stack.view(stack.grad, bias))
             if layer:
                 torch.bmm(g, stack.view(flat, weight), out=dz[layer - 1])
-                torch.le(z[layer - 1], 0, out=buffers["dead"][layer - 1])
-                g = dz[layer - 1].masked_fill_(buffers["dead"][layer - 1], 0)
+                g = torch.ops.aten.threshold_backward.grad_input(dz[layer - 1], z[layer - 1], 0,
+                                                                 grad_input=dz[layer - 1])
         return losses
