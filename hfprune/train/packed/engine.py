@@ -26,13 +26,15 @@ from hfprune.train.packed.stack import FlatStack
 from hfprune.train.trainer import LossFn, TrainResult, get_accelerator
 
 TOLERANCE = 1e-5
-"""Largest difference between a packed job's weights and its solo run's that the tests accept (float32, short runs).
+"""Largest difference between a packed job's weights and its solo run's that the tests accept where the two are
+not bit for bit equal (float32, runs of a few dozen steps).
 
-Data order, masks, schedules and the optimizer arithmetic are those of the solo run, element for element; the
-matrix products are not always: a batched product (``bmm``, or a convolution vmapped into a grouped one) may sum
-in another order than the solo run's single product (MKL's batched GEMM does for a layer with one output, for
-instance), so the weights differ in their last bits, as they do between thread counts, and such differences grow
-over long runs as any rounding difference does. The tests train a few dozen steps and find them within 1e-5.
+On the CPU the mlp engine gives every job its solo run's weights, masks and losses bit for bit: data order, masks,
+schedules and the optimizer's arithmetic are the solo run's element for element, and each product runs in a
+batched form only where that sums as the job's own product does (:mod:`.mlp`). The generic engine's products are
+vmapped (a convolution becomes a grouped one) and sum in another order, as any engine's do on a GPU: there the
+weights differ in their last bits, as they do between thread counts, and such differences grow over long runs as
+any rounding difference does (through BatchNorm of a nearly constant channel, fast).
 """
 
 
@@ -70,7 +72,8 @@ def train_packed(
     Each job keeps its own initial weights, masks (pruned weights exactly zero throughout, masks identical to the
     solo run's), data order (its loader's generator seeded with its seed), optimizer state and schedule; jobs may
     differ in optimizer lr, momentum, weight_decay, betas and schedule, and share everything else (one clear error
-    otherwise). The weights agree with the solo runs' within float rounding (see :data:`TOLERANCE`). ``engine``
+    otherwise). On the CPU the mlp engine gives the solo runs' weights bit for bit, the generic engine within float
+rounding (see :data:`TOLERANCE`). ``engine``
     "mlp" (the sparse_mlp family with ``binary_loss``: batched matrix products) or "generic" (any model:
     ``vmap`` over ``functional_call``); "auto" takes the first that fits. ``batch_transform(batch) -> batch``
     transforms each job's batch with that job's own stream of torch's random numbers (augmentation), the stream a
