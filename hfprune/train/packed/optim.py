@@ -13,8 +13,9 @@ configuration before training.
 from __future__ import annotations
 
 import torch
+from torch.optim.adam import adam
 
-from hfprune.train.optim import _can_fuse, build_schedule
+from hfprune.train.optim import build_schedule, can_fuse
 from hfprune.train.packed.jobs import TrainingSection
 from hfprune.train.packed.stack import FlatStack
 
@@ -68,7 +69,7 @@ class PackedOptimizer:
             groups.setdefault((row, tuple(o.betas), o.weight_decay), []).append(k)
         self.groups = list(groups.items())
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(stack.flat.detach()), torch.zeros_like(stack.flat.detach())
-        self.fused = _can_fuse([stack.flat]) or None
+        self.fused = can_fuse([stack.flat]) or None
         step_dtype = torch.float32 if self.fused else torch.get_default_dtype()
         weights = stack.flat.detach()
         self.tensors = [  # per group: each job's own parameter tensors (views), as the solo optimizer holds them
@@ -83,8 +84,6 @@ class PackedOptimizer:
         """Optimizer step ``step`` (0 first) of every job, with the (masked, clipped) gradients in
         :attr:`FlatStack.grad`, which it may overwrite."""
         if self.name != "sgd":
-            from torch.optim.adam import adam
-
             for ((row, (beta1, beta2), weight_decay), _), tensors in zip(self.groups, self.tensors):
                 adam(*tensors[:4], [], tensors[4], foreach=None, capturable=False, differentiable=False,
                      fused=self.fused, decoupled_weight_decay=self.name == "adamw", amsgrad=False, beta1=beta1,
