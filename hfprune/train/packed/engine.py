@@ -109,8 +109,8 @@ rounding (see :data:`TOLERANCE`). ``engine``
     weights = stack.flat.detach()
     watched = [k for k, job in enumerate(jobs) if job.on_step is not None]
     steps, losses = 0, torch.full((len(jobs),), float("nan"))
-    stack.bind()
     try:
+        stack.bind()
         masks.apply(weights)
         for _ in tqdm(range(section.epochs), desc=description, leave=False, disable=not progress):
             total, count = torch.zeros(len(jobs), device=device), 0

@@ -75,10 +75,10 @@ def _unsupported(section: TrainingSection) -> str | None:
 
 
 def _shared(section: TrainingSection) -> dict:
-    """The part of a section every job of a pack must share."""
+    """The settings of a section every job of a pack must share, by name."""
     shared = section.model_dump(exclude={"optimizer", "schedule"})
-    shared["optimizer"] = section.optimizer.model_dump(exclude=set(PER_JOB_OPTIMIZER))
-    return shared
+    optimizer = section.optimizer.model_dump(exclude=set(PER_JOB_OPTIMIZER))
+    return {**shared, **{f"optimizer.{key}": value for key, value in optimizer.items()}}
 
 
 def check_pack(jobs: list[PackedJob]) -> None:
@@ -118,6 +118,8 @@ def check_pack(jobs: list[PackedJob]) -> None:
                 raise HfpruneError(f"train_packed: job {index}'s masks are not a MaskedParameters over its own model; "
                                    "build them with MaskedParameters(job.model, masks)")
     dtypes = {param.dtype for param in first.model.parameters() if param.requires_grad}
+    if not dtypes:
+        raise HfpruneError("train_packed: the models have no parameter that requires a gradient; nothing to train")
     if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
         raise HfpruneError(f"train_packed: the trained parameters have dtypes {sorted(map(str, dtypes))}; packed "
                            "training needs one floating dtype (e.g. model.float())")

@@ -75,6 +75,7 @@ class FlatStack:
         weights = self.flat.detach()
         for k, model in enumerate(self.models):
             originals: dict = {"params": {}, "buffers": {}}
+            self._originals.append(originals)  # first: release() restores what a failure part way left bound
             for name, param in model.named_parameters():
                 originals["params"][name] = param.data
                 param.data = (self.row_view(weights, k, name) if name in self.offsets else self.fixed[name][k])
@@ -82,16 +83,19 @@ class FlatStack:
                 module, attribute = _owner(model, name)
                 originals["buffers"][name] = module._buffers[attribute]
                 module._buffers[attribute] = self.buffers[name][k]
-            self._originals.append(originals)
 
     @torch.no_grad()
     def release(self) -> None:
         """Give every job's model its own tensors back, holding its trained values (on the pack's device)."""
         for model, originals in zip(self.models, self._originals):
             for name, param in model.named_parameters():
+                if name not in originals["params"]:
+                    continue
                 original, now = originals["params"][name], param.data
                 param.data = original.copy_(now) if original.device == now.device else now.clone()
             for name, _ in model.named_buffers():
+                if name not in originals["buffers"]:
+                    continue
                 module, attribute = _owner(model, name)
                 original, now = originals["buffers"][name], module._buffers[attribute]
                 module._buffers[attribute] = original.copy_(now) if original.device == now.device else now.clone()
