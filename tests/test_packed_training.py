@@ -29,7 +29,7 @@ from hfprune.pruning.sparse_training.loop import total_steps
 from hfprune.pruning.sparse_training.masks import dense_masks, magnitude_masks, random_masks
 from hfprune.pruning.sparse_training.rigl import RigL, dense_gradients, erk_random_masks, rewire
 from hfprune.pruning.structured.groups import parameter_masks
-from hfprune.train.packed import TOLERANCE, PackedJob, calibrate_pack_size, train_packed
+from hfprune.train.packed import TOLERANCE, PackedJob, calibrate_pack_size, pack_key, train_packed
 from hfprune.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,6 +288,14 @@ def test_bad_packs_are_refused_with_one_line():
     dropout = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 1))
     assert "random" in refused([PackedJob(dropout, _section(), 0)],
                                loss_fn=lambda model, batch: model(batch["inputs"]).square().mean())
+
+
+def test_pack_keys_group_the_jobs_that_may_share_a_pack():
+    sweep = {pack_key(_mlp(k), section) for k, section in enumerate(_sweep())}
+    assert len(sweep) == 1  # lr, momentum, weight decay and schedule may differ within a pack
+    assert pack_key(_mlp(0), _section(batch_size=64)) not in sweep
+    assert pack_key(_mlp(0, (6, 8, 6)), _section()) not in sweep
+    assert pack_key(_mlp(0), _section(name="adam")) not in sweep
 
 
 def test_calibration_measures_every_pack_size_and_picks_the_fastest():

@@ -7,6 +7,6 @@ measures which pack size trains the most jobs per second on a device (1 where on
 
 from hfprune.train.packed.calibrate import PackCalibration, calibrate_pack_size
 from hfprune.train.packed.engine import TOLERANCE, train_packed
-from hfprune.train.packed.jobs import PackedJob
+from hfprune.train.packed.jobs import PackedJob, pack_key
 
-__all__ = ["PackCalibration", "PackedJob", "TOLERANCE", "calibrate_pack_size", "train_packed"]
+__all__ = ["PackCalibration", "PackedJob", "TOLERANCE", "calibrate_pack_size", "pack_key", "train_packed"]

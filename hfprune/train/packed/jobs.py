@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -79,6 +80,13 @@ def _shared(section: TrainingSection) -> dict:
     shared = section.model_dump(exclude={"optimizer", "schedule"})
     optimizer = section.optimizer.model_dump(exclude=set(PER_JOB_OPTIMIZER))
     return {**shared, **{f"optimizer.{key}": value for key, value in optimizer.items()}}
+
+
+def pack_key(model: nn.Module, section: TrainingSection) -> str:
+    """A key two jobs share exactly when they may train in one pack (architecture, shapes, shared settings; not
+    lr, momentum, weight decay, betas or schedule): group trials by it, then cut the groups to the pack size."""
+    return json.dumps([type(model).__qualname__, _shapes(model), _config(model), _shared(section)], sort_keys=True,
+                      default=str)
 
 
 def check_pack(jobs: list[PackedJob]) -> None:
