@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from accelerate import Accelerator
 
 from hfprune.data import TensorImageSet
 from hfprune.evaluation.classification import classification_loss, evaluate_classification
@@ -118,3 +119,73 @@ def test_a_run_cut_into_pieces_equals_the_uninterrupted_run(optimizer):
     assert steps == 5 * 4 and state.schedule["last_epoch"] == 5 * 4
     for (name, a), (_, b) in zip(whole.named_parameters(), pieces.named_parameters()):
         assert torch.equal(a, b), name
+
+
+def _spiral_mlp(seed=0):
+    from hfprune.data.spiral import load_spiral
+
+    torch.manual_seed(seed)
+    adapter = get_adapter("sparse_mlp")
+    model = adapter.build(adapter.config(0, 0, 0, {"hidden_sizes": [6, 6, 6]}))
+    generator = torch.Generator().manual_seed(seed)
+    masks = {name: torch.rand(weight.shape, generator=generator) < 0.4
+             for name, weight in adapter.prunable_weights(model).items()}
+    return model, masks, load_spiral(400).train
+
+
+@pytest.mark.parametrize("family", ["sparse_mlp", "lenet5_mini"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_lean_loop_gives_the_weights_of_the_accelerate_loop_bit_for_bit(family, optimizer, monkeypatch):
+    """One process, fp32, no accumulation: the lean loop (no Accelerate wrappers per step) trains exactly what the
+    loop through Accelerate's prepared optimizer, scheduler and loader trains: weights, masks, losses, steps."""
+    from hfprune.evaluation.classification import binary_loss
+    from hfprune.train import trainer as trainer_module
+
+    if family == "sparse_mlp":
+        model, masks, data = _spiral_mlp()
+        loss_fn = binary_loss
+    else:
+        adapter, model = _model()
+        masks = parameter_masks(adapter.groups(model.config), {"conv1": (0, 1, 2), "conv2": (4, 5, 6)},
+                                dict(model.named_parameters()))
+        data, loss_fn = _blobs(100), classification_loss
+    section = _section(epochs=2, batch_size=32, optimizer={"name": optimizer, "lr": 0.02, "weight_decay": 5e-4},
+                       schedule={"name": "cosine", "warmup_epochs": 0.5}, grad_clip=1.0)
+    runs = {}
+    for lean in (True, False):
+        monkeypatch.setattr(trainer_module, "LEAN_LOOP", lean)
+        if lean:  # the lean loop really skips Accelerate's per-step wrappers
+            monkeypatch.setattr(Accelerator, "backward", _never)
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(trainer_module, "LEAN_LOOP", False)
+        copy = type(model)(model.config)
+        copy.load_state_dict(model.state_dict())
+        steps = []
+        result = train(copy, data, section, loss_fn, seed=5, masks=MaskedParameters(copy, masks), progress=False,
+                       on_step=steps.append)
+        runs[lean] = copy, result, steps
+    (lean, lean_result, lean_steps), (wrapped, wrapped_result, wrapped_steps) = runs[True], runs[False]
+    assert lean_steps == wrapped_steps == list(range(1, lean_result.steps + 1))
+    assert lean_result.last_epoch_loss == wrapped_result.last_epoch_loss
+    for (name, a), (_, b) in zip(lean.named_parameters(), wrapped.named_parameters()):
+        assert torch.equal(a, b), name
+    for name, keep in masks.items():
+        assert torch.all(lean.get_parameter(name)[~keep] == 0), name
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("the lean loop called Accelerate's per-step wrapper")
+
+
+def test_epoch_batches_are_the_loaders_batches_and_leave_its_generator_where_the_loader_does():
+    from hfprune.train.trainer import epoch_batches, make_loader
+
+    data = _blobs(70)
+    ours, theirs = make_loader(data, 16, shuffle=True, seed=4), make_loader(data, 16, shuffle=True, seed=4)
+    for _ in range(3):  # epochs
+        mine, loaders = list(epoch_batches(ours)), list(theirs)
+        assert len(mine) == len(loaders) == 5
+        for a, b in zip(mine, loaders):
+            assert torch.equal(a["labels"], b["labels"]) and torch.equal(a["pixel_values"], b["pixel_values"])
+        assert torch.equal(ours.generator.get_state(), theirs.generator.get_state())

@@ -19,10 +19,10 @@ def build_optimizer(parameters, section: OptimizerSection) -> torch.optim.Optimi
         )
     optimizer_class = torch.optim.Adam if section.name == "adam" else torch.optim.AdamW
     return optimizer_class(params, lr=section.lr, betas=section.betas, weight_decay=section.weight_decay,
-                           fused=_can_fuse(params) or None)
+                           fused=can_fuse(params) or None)
 
 
-def _can_fuse(params: list[torch.Tensor]) -> bool:
+def can_fuse(params: list[torch.Tensor]) -> bool:
     """Whether torch's fused (single-kernel) Adam can take these parameters: floating point, on the CPU or a GPU.
 
     Fused Adam is the fastest on both, and on the CPU it is also the one whose square root is not slowed down

@@ -1,10 +1,15 @@
 """The training loop: Accelerate for devices, mixed precision, accumulation and processes.
 
 One loop for every backend Accelerate launches: one CPU or GPU, DDP, and DeepSpeed ZeRO-1/2/3 (``accelerate
-launch --config_file accelerate_configs/deepspeed_zero2.yaml ...``). Pruning masks stay exact on all of them
-(:mod:`hfprune.pruning.masking`): pruned weights are zeroed before ``accelerator.prepare`` (so DeepSpeed's fp32
-master copies start at zero), gradient hooks mask every gradient before it is accumulated, reduced or
-partitioned, and the masks are re-applied after every optimiser step.
+launch --config_file accelerate_configs/deepspeed_zero2.yaml ...``). A run with nothing for Accelerate to do per
+step (one process, no DeepSpeed, no mixed precision, no accumulation, no compilation) takes the lean loop: the same
+optimizer, schedule, batches and masks, without Accelerate's per-step wrappers (its optimizer step looks a package
+up on disk twice per step, its ``zero_grad`` reads a signature, its loader prefetches), which cost more per step
+than a tiny model's whole forward and backward; the weights it gives are bit for bit those of the wrapped loop.
+
+Pruning masks stay exact on all of them (:mod:`hfprune.pruning.masking`): pruned weights are zeroed before
+``accelerator.prepare`` (so DeepSpeed's fp32 master copies start at zero), gradient hooks mask every gradient
+before it is accumulated, reduced or partitioned, and the masks are re-applied after every optimiser step.
 
 Under DeepSpeed the recipe is the source of truth for what it says: micro-batch size, gradient accumulation,
 gradient clipping and mixed precision are written into the DeepSpeed config of each run; ZeRO stage, offload
@@ -28,7 +33,8 @@ from typing import Callable
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedDataParallelKwargs, DistributedType, InitProcessGroupKwargs
+from accelerate.utils import (DistributedDataParallelKwargs, DistributedType, DynamoBackend, InitProcessGroupKwargs,
+                               send_to_device)
 from tqdm.auto import tqdm
 
 from hfprune.errors import HfpruneError
@@ -87,6 +93,53 @@ def _use_precision(mixed_precision: str) -> None:
 
 def _identity(batch):
     return batch
+
+
+# The lean loop is taken whenever it may be; False sends every run through Accelerate's wrapped objects (kept for
+# the tests and benchmarks that compare the two).
+LEAN_LOOP = True
+
+
+def _is_lean(accelerator: Accelerator, section: TrainingSection) -> bool:
+    """Whether Accelerate has nothing to do per step: one process (no DDP, DeepSpeed or FSDP), no mixed precision
+    or fp8, no gradient accumulation and no torch.compile (the lean loop then computes what the wrapped one does)."""
+    dynamo = getattr(accelerator.state, "dynamo_plugin", None)
+    return (LEAN_LOOP and accelerator.distributed_type == DistributedType.NO and accelerator.num_processes == 1
+            and section.mixed_precision == "no" and not accelerator.native_amp and accelerator.scaler is None
+            and section.gradient_accumulation_steps == 1 and accelerator.gradient_accumulation_steps == 1
+            and (dynamo is None or dynamo.backend == DynamoBackend.NO))
+
+
+def epoch_batches(loader: torch.utils.data.DataLoader):
+    """One pass over a :func:`make_loader` loader: its batches, in its order, drawing from its generator exactly
+    what iterating it draws (the iterator's base seed, the sampler's permutation and its empty remainder), so
+    the generator ends where the loader leaves it; without the DataLoader's per-batch machinery.
+
+    A loader this cannot mirror (workers, another sampler) is iterated as it is.
+    """
+    sampler = loader.sampler
+    if (loader.num_workers or loader.pin_memory or loader.drop_last or loader.batch_sampler is None
+            or type(loader.batch_sampler) is not torch.utils.data.BatchSampler
+            or type(sampler) is not torch.utils.data.RandomSampler or sampler.replacement
+            or sampler.generator is not loader.generator or loader.generator is None
+            or sampler._num_samples is not None or isinstance(loader.dataset, torch.utils.data.IterableDataset)):
+        yield from loader
+        return
+    dataset, collate, size = loader.dataset, loader.collate_fn, loader.batch_size
+    order = shuffled_order(len(dataset), loader.generator)
+    fetch_many = getattr(dataset, "__getitems__", None)
+    for start in range(0, len(order), size):
+        indices = order[start:start + size].tolist()
+        yield collate(fetch_many(indices) if fetch_many else [dataset[index] for index in indices])
+
+
+def shuffled_order(n: int, generator: torch.Generator) -> torch.Tensor:
+    """The order in which one epoch of a shuffling :func:`make_loader` loader visits ``n`` items, drawn from its
+    ``generator`` exactly as iterating the loader draws (base seed, permutation, the sampler's empty remainder)."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # the DataLoader iterator's base seed
+    order = torch.randperm(n, generator=generator)
+    torch.randperm(n, generator=generator)  # RandomSampler draws a last permutation for its (empty) remainder
+    return order
 
 
 def make_loader(dataset, batch_size: int, shuffle: bool, seed: int,
@@ -282,12 +335,18 @@ def train(
             param.requires_grad_(True)
         raise HfpruneError(f"{description}: freeze {section.freeze} leaves no parameter to train; freeze fewer "
                            "parameters, or set epochs: 0")
+    lean = plugin is None and _is_lean(accelerator, section)
+    if lean:  # on its device before the optimizer is built, as prepare leaves it (one process: nothing else)
+        model = accelerator.prepare_model(model)
     optimizer = build_optimizer([param for param in model.parameters() if param.requires_grad], section.optimizer)
     schedule = build_schedule(optimizer, section.schedule, steps_per_epoch, section.epochs)
     if resume is not None:
-        optimizer.load_state_dict(resume.optimizer)
+        optimizer.load_state_dict(resume.optimizer)  # onto the parameters' device
         schedule.load_state_dict(resume.schedule)
-    prepared, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
+    if lean:
+        prepared = model
+    else:
+        prepared, optimizer, loader, schedule = accelerator.prepare(model, optimizer, loader, schedule)
     started, steps, epoch_loss = time.perf_counter(), 0, float("nan")
     try:
         if masks is not None:
@@ -298,23 +357,41 @@ def train(
         prepared.train()
         for _ in bar:
             total, batches = torch.zeros((), device=accelerator.device), 0
-            for batch in loader:
-                with accelerator.accumulate(prepared):
-                    loss = loss_fn(prepared, batch)
-                    accelerator.backward(loss)  # DeepSpeed: also clips and steps at accumulation boundaries
-                    if accelerator.sync_gradients and section.grad_clip and plugin is None:
-                        accelerator.clip_grad_norm_(prepared.parameters(), section.grad_clip)
+            if lean:
+                device = None if accelerator.device.type == "cpu" else accelerator.device
+                for batch in epoch_batches(loader):
+                    loss = loss_fn(prepared, batch if device is None else send_to_device(batch, device))
+                    loss.backward()
+                    if section.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(prepared.parameters(), section.grad_clip)
                     optimizer.step()
                     schedule.step()
                     optimizer.zero_grad(set_to_none=True)
-                    if masks is not None and accelerator.sync_gradients:
+                    if masks is not None:
                         masks.apply()
-                total += loss.detach().float()
-                batches += 1
-                if accelerator.sync_gradients:
+                    total += loss.detach().float()
+                    batches += 1
                     steps += 1
                     if on_step is not None:
                         on_step(first * steps_per_epoch + steps)
+            else:
+                for batch in loader:
+                    with accelerator.accumulate(prepared):
+                        loss = loss_fn(prepared, batch)
+                        accelerator.backward(loss)  # DeepSpeed: also clips and steps at accumulation boundaries
+                        if accelerator.sync_gradients and section.grad_clip and plugin is None:
+                            accelerator.clip_grad_norm_(prepared.parameters(), section.grad_clip)
+                        optimizer.step()
+                        schedule.step()
+                        optimizer.zero_grad(set_to_none=True)
+                        if masks is not None and accelerator.sync_gradients:
+                            masks.apply()
+                    total += loss.detach().float()
+                    batches += 1
+                    if accelerator.sync_gradients:
+                        steps += 1
+                        if on_step is not None:
+                            on_step(first * steps_per_epoch + steps)
             epoch_loss = (total / max(1, batches)).item()
             bar.set_postfix(loss=f"{epoch_loss:.4f}", lr=f"{schedule.get_last_lr()[0]:.2e}")
     finally:
