@@ -35,7 +35,7 @@ from figures import add_json_option, save_figures
 from hfprune.train.sections import TrainingSection
 from hfprune.data.base import TensorImageSet
 from hfprune.data.spiral import load_spiral
-from hfprune.evaluation.binary import binary_loss
+from hfprune.evaluation.classification import binary_loss
 from hfprune.evaluation.classification import classification_loss
 from hfprune.models import get_adapter
 from hfprune.pruning.masking import MaskedParameters

@@ -16,7 +16,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 
 from hfprune.errors import HfpruneError
-from hfprune.train.packed import mlp
+import hfprune.train.packed.mlp as mlp
 from hfprune.train.packed.batches import PackedBatches, RngStreams
 from hfprune.train.packed.generic import VmappedModel
 from hfprune.train.packed.jobs import PackedJob, check_pack
