@@ -18,6 +18,7 @@ from hfprune.study.store import TRIAL_FILES_GLOB, read_trials
 
 MISSING_TEXT = frozenset({"", "nan", "null", "none", "na", "n/a"})
 ALL_SETTINGS = "all"
+NOT_INTEGER_CHARS = frozenset(".eEiInN")  # a decimal point, an exponent, inf or nan: int() would fail
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -37,12 +38,16 @@ def _coerce(text: str) -> Any:
     stripped = text.strip()
     if stripped.lower() in MISSING_TEXT:
         return None
-    for kind in (int, float):
-        try:
-            return kind(stripped)
-        except ValueError:
-            pass
-    return text
+    try:
+        number = float(stripped)
+    except ValueError:
+        return text  # int() reads no text that float() cannot
+    if any(char in NOT_INTEGER_CHARS for char in stripped):
+        return number
+    try:
+        return int(stripped)
+    except ValueError:
+        return number
 
 
 def _read_text(path: Path) -> str:
@@ -142,12 +147,22 @@ def require_columns(rows: list[dict[str, Any]], names: Iterable[str], source: st
         column_values(rows, name, source)
 
 
+def _column_kind(rows: list[dict[str, Any]], name: str) -> str | None:
+    """Column ``name`` as ``_column_kinds`` sees it (None: no row has it), reading that column only."""
+    values = [row[name] for row in rows if name in row]
+    if not values:
+        return None
+    if any(value is not None and not _is_number(value) for value in values):
+        return "text"
+    return "number" if any(value is not None for value in values) else "null"
+
+
 def column_values(rows: list[dict[str, Any]], name: str, source: str) -> np.ndarray:
     """Column ``name`` as floats, NaN where a row lacks a finite value; a clear error for bad columns."""
-    kinds = _column_kinds(rows)
-    if kinds.get(name) != "number":
-        problem = {None: "does not exist", "null": "has no values", "text": "is not numeric"}[kinds.get(name)]
-        available = ", ".join(key for key, kind in kinds.items() if kind == "number") or "none"
+    kind = _column_kind(rows, name)
+    if kind != "number":
+        problem = {None: "does not exist", "null": "has no values", "text": "is not numeric"}[kind]
+        available = ", ".join(numeric_columns(rows)) or "none"
         raise HfpruneError(f"column '{name}' {problem} in {source}; numeric columns: {available}")
     values = np.array([row[name] if _is_number(row.get(name)) else math.nan for row in rows], dtype=float)
     values[~np.isfinite(values)] = math.nan
@@ -165,6 +180,17 @@ class Points:
     n_dropped: int  # rows missing x or y
 
 
+def _group_means(values: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """``values[members].mean()`` of each group, computed for all groups of one size at once (same result)."""
+    means = np.empty(len(groups))
+    by_size: dict[int, list[int]] = {}
+    for g, members in enumerate(groups):
+        by_size.setdefault(len(members), []).append(g)
+    for same_size in by_size.values():
+        means[same_size] = values[np.array([groups[g] for g in same_size])].mean(axis=1)
+    return means
+
+
 def _mean_by_mask(rows: list[dict[str, Any]], kept: list[int], xs: np.ndarray, ys: np.ndarray,
                   average_repeats: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One point per (setting, mask_id) with x and y averaged over its repeats, sorted by id.
@@ -176,13 +202,10 @@ def _mean_by_mask(rows: list[dict[str, Any]], kept: list[int], xs: np.ndarray, y
         mask_id = rows[i].get("mask_id") if average_repeats else None
         key = f"{setting_of(rows[i])}:{mask_id}" if mask_id is not None else i
         groups.setdefault(key, []).append(i)
-    points = []
-    for key, members in groups.items():
-        point_id = rows[members[0]].get("trial_id", key) if len(members) == 1 else key
-        points.append((str(point_id), float(xs[members].mean()), float(ys[members].mean())))
-    points.sort(key=lambda point: point[0])
-    return (np.array([p[1] for p in points], dtype=float), np.array([p[2] for p in points], dtype=float),
-            [p[0] for p in points])
+    members = list(groups.values())
+    ids = [str(rows[m[0]].get("trial_id", key) if len(m) == 1 else key) for key, m in groups.items()]
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return _group_means(xs, members)[order], _group_means(ys, members)[order], [ids[i] for i in order]
 
 
 def setting_of(row: dict[str, Any]) -> str:
