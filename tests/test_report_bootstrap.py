@@ -38,11 +38,11 @@ def test_each_resample_counts_the_discordant_pairs_and_tau_of_its_points_with_ti
     assert _tau_and_discordant(constant, rank_codes(np.arange(5.0)), rank_codes(np.arange(5.0)))[1] == 0
 
 
-@pytest.mark.parametrize("n, expected", [(3, 1000), (10_000, 1000), (20_000, 500), (100_000, MIN_RESAMPLES),
-                                         (10**7, MIN_RESAMPLES)])
+@pytest.mark.parametrize("n, expected", [(3, 1000), (2_000, 1000), (5_000, 400), (20_000, MIN_RESAMPLES),
+                                         (100_000, MIN_RESAMPLES), (10**7, MIN_RESAMPLES)])
 def test_resamples_are_bounded_by_the_point_budget(n, expected):
-    """The docstring's bound: 1,000 resamples up to POINT_BUDGET / 1,000 points, fewer beyond, never under 100."""
-    assert POINT_BUDGET == 10_000_000
+    """The docstring's bound: 1,000 resamples up to 2,000 points, 400 at 5,000, never fewer than 100."""
+    assert (POINT_BUDGET, MIN_RESAMPLES) == (2_000_000, 100)
     assert Bootstrap().resamples_for(n) == expected
     assert Bootstrap(resamples=40).resamples_for(n) == 40  # a smaller request is kept
 

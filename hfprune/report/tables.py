@@ -42,7 +42,7 @@ def _coerce(text: str) -> Any:
         number = float(stripped)
     except ValueError:
         return text  # int() reads no text that float() cannot
-    if any(char in NOT_INTEGER_CHARS for char in stripped):
+    if not NOT_INTEGER_CHARS.isdisjoint(stripped):
         return number
     try:
         return int(stripped)
@@ -186,8 +186,9 @@ def _group_means(values: np.ndarray, groups: list[list[int]]) -> np.ndarray:
     by_size: dict[int, list[int]] = {}
     for g, members in enumerate(groups):
         by_size.setdefault(len(members), []).append(g)
-    for same_size in by_size.values():
-        means[same_size] = values[np.array([groups[g] for g in same_size])].mean(axis=1)
+    for size, same_size in by_size.items():
+        members = np.array([groups[g][0] for g in same_size] if size == 1 else [groups[g] for g in same_size])
+        means[same_size] = values[members] if size == 1 else values[members].mean(axis=1)
     return means
 
 
@@ -223,13 +224,14 @@ def pair_points(rows: list[dict[str, Any]], x: str, y: str, source: str, by_sett
     as in the paper, so that the oracle is a mask rather than its luckiest retraining seed.
     """
     xs, ys = column_values(rows, x, source), column_values(rows, y, source)
-    settings: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        settings.setdefault(setting_of(row) if by_setting else ALL_SETTINGS, []).append(i)
+    both = (np.isfinite(xs) & np.isfinite(ys)).tolist()
+    settings: dict[str, list[int]] = {ALL_SETTINGS: list(range(len(rows)))} if not by_setting else {}
+    for i, row in enumerate(rows if by_setting else ()):
+        settings.setdefault(setting_of(row), []).append(i)
     result = {}
     for setting in sorted(settings):
         members = settings[setting]
-        kept = [i for i in members if np.isfinite(xs[i]) and np.isfinite(ys[i])]
+        kept = [i for i in members if both[i]]
         px, py, ids = _mean_by_mask(rows, kept, xs, ys, average_repeats)
         result[setting] = Points(px, py, ids, n_trials=len(kept), n_dropped=len(members) - len(kept))
     return result
