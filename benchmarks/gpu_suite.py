@@ -11,7 +11,8 @@ masked-step overhead; batched generation at 729 image tokens; trials/hour of LeN
 A step runs in a child process (forked from this one, which imported torch but never touched CUDA, or a fresh
 interpreter with ``--isolation spawn``): a crash, a CUDA out-of-memory error or a timeout ends that step only and
 is reported ``failed`` with why; the others still run. The whole run keeps within ``--budget`` seconds (8 minutes
-by default). Results: ``OUT/gpu_suite.json`` (per step: status ok/failed/skipped, why, figures, seconds),
+by default; ``--cap-scale`` multiplies the budget and every step's own cap, ``inf`` lifting them). Results:
+``OUT/gpu_suite.json`` (per step: status ok/failed/skipped, why, figures, seconds),
 ``OUT/gpu_suite.md`` (a short table) and ``OUT/logs/STEP.log`` (each step's output).
 
     python benchmarks/gpu_suite.py --out gpu-results                  # on one H100/H200, < 8 min
@@ -45,6 +46,7 @@ from isolated import finish, fork_keeps_cuda, one_line, run_forked, run_spawned 
 
 FAIL_ENV = "HFPRUNE_GPU_SUITE_FAIL"  # STEP[:raise|crash|hang],...: inject failures (as --fail does)
 STATUSES = ("ok", "failed", "skipped")
+INFINITY = float("inf")
 
 
 @dataclass
@@ -72,6 +74,11 @@ class Step:
     dry_cap: float = 90.0      # seconds in the CPU dry run
     family: str | None = None  # skipped unless this model family is registered
     target: Callable[[dict], tuple[str, bool]] | None = None  # (target text, met) from the figures
+
+    def cap_for(self, dry: bool, scale: float = 1.0, given: float | None = None) -> float:
+        """The step's cap in seconds: ``given`` (a --cap) as it is, else its own cap times ``scale`` (--cap-scale;
+        infinity: no cap, the step runs to its end)."""
+        return given if given is not None else (self.dry_cap if dry else self.cap) * scale
 
 
 # -- the benchmark scripts, run in the step's process --------------------------------------------------------------
@@ -347,6 +354,9 @@ def main() -> None:
     parser.add_argument("--fail", default="", help="STEP[:raise|crash|hang],...: make these steps fail (raise an "
                         f"error, SIGKILL themselves, or hang past their cap); ${FAIL_ENV} adds more")
     parser.add_argument("--cap", action="append", default=[], help="STEP=SECONDS: another time cap for a step")
+    parser.add_argument("--cap-scale", type=float, default=1.0,
+                        help="multiply every step's own cap and the budget by this (not --cap values); 'inf' runs "
+                             "each step to its end, for a loaded machine where the caps are not what is checked")
     parser.add_argument("--llava-layers", type=int, default=8,
                         help="decoder layers (of Phi-2's shape) of the LLaVA prune checks; 32 is Phi-2's full depth")
     parser.add_argument("--isolation", choices=("auto", "fork", "spawn"), default="auto",
@@ -382,6 +392,8 @@ def main() -> None:
         if name not in by_name or not seconds.replace(".", "", 1).isdigit():
             raise SystemExit(f"--cap {item}: give STEP=SECONDS with a step from --list")
         caps[name] = float(seconds)
+    if not args.cap_scale > 0:
+        raise SystemExit(f"--cap-scale {args.cap_scale}: give a positive factor (or inf)")
 
     started_at, started = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
     logs = out / "logs"
@@ -398,7 +410,7 @@ def main() -> None:
     if isolation == "spawn":
         spawn_args = ["--out", str(out), "--device", device, "--llava-layers", str(args.llava_layers),
                       "--fail", args.fail, *(["--cpu-dry-run"] if args.cpu_dry_run else [])]
-    budget = args.budget or (300.0 if args.cpu_dry_run else 480.0)
+    budget = (args.budget or (300.0 if args.cpu_dry_run else 480.0)) * args.cap_scale
     print(f"gpu suite: {len(names)} steps on {device} ({'dry run' if args.cpu_dry_run else 'full size'}), "
           f"isolation {isolation}, budget {budget:.0f} s; logs in {logs}", flush=True)
     steps = {}
@@ -411,14 +423,16 @@ def main() -> None:
             steps[name] = {"status": "skipped", "why": f"the suite's budget of {budget:.0f} s was spent",
                            "figures": {}, "seconds": 0.0}
         else:
-            cap = min(caps.get(name, step.dry_cap if args.cpu_dry_run else step.cap), left)
+            cap = min(step.cap_for(args.cpu_dry_run, args.cap_scale, caps.get(name)), left)
             steps[name] = run_isolated(step, ctx, cap, logs, failures, spawn_args)
         result = steps[name]
         print(f"{name:<28} {result['status']:<8} {result['seconds']:6.1f} s  "
               f"{result['why'] or key_figures(result['figures'], 3)}", flush=True)
     counts = {status: sum(step["status"] == status for step in steps.values()) for status in STATUSES}
     report = {"mode": "cpu dry run" if args.cpu_dry_run else "gpu", "device": device, "isolation": isolation,
-              "started": started_at, "seconds": time.perf_counter() - started, "budget_s": budget,
+              "started": started_at, "seconds": time.perf_counter() - started,
+              "budget_s": budget if budget != INFINITY else None,
+              "cap_scale": args.cap_scale if args.cap_scale != INFINITY else "inf",
               "counts": counts, "steps": steps}
     (out / "gpu_suite.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "gpu_suite.md").write_text(markdown(report))

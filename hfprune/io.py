@@ -10,17 +10,19 @@ import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
-
-from transformers import PreTrainedModel
-from transformers.utils import logging as hf_logging
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from hfprune.errors import HfpruneError
+
+if TYPE_CHECKING:  # transformers is imported where a model is saved, not by every JSON reader
+    from transformers import PreTrainedModel
 
 
 @contextmanager
 def quiet_hf_progress() -> Iterator[None]:
     """transformers' own progress bars off inside the block (loading/saving shards), as before after."""
+    from transformers.utils import logging as hf_logging
+
     bars_were_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -49,7 +51,7 @@ def _os_errors_as_oserror() -> Iterator[None]:
         raise OSError(number, os.strerror(number)) from error
 
 
-def save_atomically(model: PreTrainedModel, target: Path, extras: Iterable[WriteInto] = ()) -> None:
+def save_atomically(model: "PreTrainedModel", target: Path, extras: Iterable[WriteInto] = ()) -> None:
     """``save_pretrained`` into ``target.partial``, then rename over ``target``.
 
     ``extras`` write what belongs beside the weights (a processor, a model card, a record) into the same

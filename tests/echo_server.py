@@ -8,6 +8,8 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from waiting import patience
+
 
 class EchoServer:
     def __init__(self, status: int = 401):
@@ -34,7 +36,7 @@ class EchoServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            timeout = 10
+            timeout = patience(10)  # a stalled client, not a slow machine
 
             def _answer(self):
                 server.requests += 1

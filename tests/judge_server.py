@@ -19,6 +19,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
 
+from waiting import patience
+
 MAX_BODY = 1 << 20
 
 
@@ -80,7 +82,7 @@ class JudgeServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            timeout = 10
+            timeout = patience(10)  # a stalled client, not a slow machine
 
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length", 0))

@@ -2,12 +2,13 @@
 
 import signal
 import subprocess
-import time
+import tempfile
 from pathlib import Path
 
 import yaml
 
 from hfprune.records.store import read_trials
+from waiting import wait_until
 
 
 def tiny_recipe(**overrides) -> dict:
@@ -36,17 +37,25 @@ def write_recipe(directory: Path, **overrides) -> Path:
     return path
 
 
-def kill_after_records(command: list[str], out: Path, records: int, timeout: float = 240) -> int:
+def kill_after_records(command: list[str], out: Path, records: int, idle_seconds: float = 240) -> int:
     """Start ``hfprune run`` (``command``) into ``out``, SIGKILL it once ``records`` trials are recorded, and
-    return how many were recorded when it died."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return how many were recorded when it died. Waits on the records file and the process, however long the
+    machine takes (``idle_seconds``, what it takes idle, only sets the hang guard); its stderr goes to a file,
+    which no amount of output fills."""
     trials = out / "trials.jsonl"
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        if trials.exists() and trials.read_text().count("\n") >= records:
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "the study finished before it could be killed: " + process.stderr.read().decode()
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            wait_until(lambda: process.poll() is not None or _lines(trials) >= records,
+                       f"{records} trial records in {trials}", idle_seconds)
+            finished_first = process.poll() is not None
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        stderr.seek(0)
+        assert not finished_first, "the study finished before it could be killed: " + stderr.read().decode()[-3000:]
     return len(read_trials(out))
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0

@@ -19,6 +19,7 @@ from hfprune.evaluation.benchmarks.styles import STYLES, get_style
 from hfprune.evaluation.benchmarks.vqa_normalize import normalize_answer, vqa_accuracy
 from hfprune.evaluation.benchmarks.spec import EVAL_DIR
 from judge_server import JudgeServer
+from waiting import patience
 
 OFFICIAL, LMMS = STYLES["official"], STYLES["lmms_eval"]
 
@@ -448,7 +449,7 @@ def test_mmvet_judge_errors_never_show_the_key(tmp_path):
 def test_mmvet_unreachable_judge_is_a_clear_error(tmp_path):
     with JudgeServer() as server:
         url = server.base_url
-    judge = JudgeConfig(url, "judge-model", "sk-key", timeout=2, attempts=2, retry_delay=0)
+    judge = JudgeConfig(url, "judge-model", "sk-key", timeout=patience(2), attempts=2, retry_delay=0)
     with pytest.raises(HfpruneError, match="failed after 2 attempt") as error:
         score_predictions(load_spec("mmvet"), mmvet_predictions()[:1], tmp_path, judge)
     assert "sk-key" not in str(error.value)

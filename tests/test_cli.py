@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 from hfprune.errors import HfpruneError
 
 from study_helpers import tiny_recipe
+from waiting import patience
 
 
 def hfprune(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "hfprune", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, timeout=patience(300))
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -18,6 +18,7 @@ from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.structured.gates import UnitGates
 from hfprune.pruning.structured.groups import expand_ratios, kept_counts, parameter_masks
 from hfprune.pruning.structured.importance import criterion_mask
+from waiting import patience
 
 KINDS = ["resnet_cifar", "vgg_cifar", "hf_resnet18", "hf_resnet50"]
 FAMILY = {"resnet_cifar": "resnet_cifar", "vgg_cifar": "vgg_cifar", "hf_resnet18": "hf_resnet",
@@ -165,7 +166,7 @@ def test_cli_prune_of_a_tiny_checkpoint(kind, structure, widths, tmp_path):
     tiny_model(kind).save_pretrained(tmp_path / "dense")
     result = subprocess.run([sys.executable, "-m", "hfprune", "prune", str(tmp_path / "dense"), "--structure",
                              structure, "--method", "l1", "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=patience(600))
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config[widths[0]] == widths[1]

@@ -7,6 +7,7 @@ import sys
 
 from hfprune.study.environment import differences
 from test_study_state import _recipe
+from waiting import patience
 
 
 def _run(tmp_path, name, threads, *flags):
@@ -17,7 +18,7 @@ def _run(tmp_path, name, threads, *flags):
     out = tmp_path / name
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # torch's default thread count in that process
     result = subprocess.run([sys.executable, "-m", "hfprune", "run", str(path), "--out", str(out), "--no-progress",
-                             *flags], capture_output=True, text=True, env=env, timeout=300)
+                             *flags], capture_output=True, text=True, env=env, timeout=patience(300))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     for record in records:

@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from benchmark_fixtures import write_fixture
 from judge_server import JudgeServer
+from waiting import patience, wait_until
 from hfprune.errors import HfpruneError
 from hfprune.evaluation import benchmark_suite as runner
 from hfprune.evaluation.benchmarks.judge import JudgeConfig
@@ -77,18 +77,17 @@ def test_eval_all_five_benchmarks_killed_and_resumed(setup, tmp_path):
     with JudgeServer(api_key=KEY) as server:
         args = command(model, data, out, server.base_url, "--batch-size", 1, "--max-new-tokens", 12)
         process = subprocess.Popen(args, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while lines_written(out) < 7 and process.poll() is None:
-            assert time.monotonic() < deadline, "no predictions written"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        try:
+            wait_until(lambda: lines_written(out) >= 7 or process.poll() is not None, "7 predictions written", 120)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
         assert process.returncode == -signal.SIGKILL and not (out / "summary.json").exists(), "killed mid-run"
         before = {task: (out / task / "predictions.jsonl").read_text() for task in TASKS
                   if (out / task / "predictions.jsonl").exists()}
         assert 0 < sum(len(text.splitlines()) for text in before.values()) < sum(SAMPLES.values())
 
-        result = subprocess.run(args, env=environment(), capture_output=True, text=True, timeout=300)
+        result = subprocess.run(args, env=environment(), capture_output=True, text=True, timeout=patience(300))
         assert result.returncode == 0, result.stderr
         assert len(server.requests) == SAMPLES["mmvet"]
         summary = json.loads((out / "summary.json").read_text())
@@ -140,7 +139,7 @@ def test_rescore_in_another_style_from_the_command_line(tmp_path):
         (out / task / "predictions.jsonl").write_text("".join(json.dumps(record) + "\n" for record in RECORDS[task]))
     result = subprocess.run([sys.executable, "-m", "hfprune", "eval", str(tmp_path / "no-model"), "--tasks",
                              "sqa_img,pope", "--out", str(out), "--rescore", "--style", "lmms_eval", "--no-progress"],
-                            env=environment(), capture_output=True, text=True, timeout=120)
+                            env=environment(), capture_output=True, text=True, timeout=patience(120))
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["styles"] == {"sqa_img": "lmms_eval", "pope": "lmms_eval"}
@@ -160,7 +159,7 @@ def test_rescore_without_predictions_says_so(tmp_path):
 
 def test_unknown_benchmark_is_one_line_naming_the_known_ones(tmp_path):
     result = subprocess.run([sys.executable, "-m", "hfprune", "eval", str(tmp_path), "--tasks", "gqa,vqav2",
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=patience(120))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "vqav2" in lines[0] and all(task in lines[0] for task in TASKS), result.stderr

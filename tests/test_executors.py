@@ -12,6 +12,7 @@ from hfprune.study.executors.inprocess import InProcessExecutor
 from hfprune.study.tasks.image_classification import ImageClassificationTask
 from hfprune.study.tasks.vision_language import VisionLanguageTask
 from study_helpers import tiny_recipe, write_recipe
+from waiting import patience
 
 
 def test_without_flags_trials_run_in_process_and_ray_is_never_imported():
@@ -20,7 +21,7 @@ def test_without_flags_trials_run_in_process_and_ray_is_never_imported():
             "sys.path.insert(0, 'tests'); from study_helpers import tiny_recipe; "
             "executor = executor_for(parse_recipe(tiny_recipe()), True); "
             "print(type(executor).__name__, 'ray' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=patience(120))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["InProcessExecutor", "False"]
 
@@ -39,7 +40,7 @@ def test_workers_for_trials_that_need_several_gpus_are_refused():
 def test_more_than_one_gpu_per_trial_is_a_recipe_error_that_points_to_accelerate(tmp_path):
     recipe = write_recipe(tmp_path, execution={"gpus_per_trial": 2})
     result = subprocess.run([sys.executable, "-m", "hfprune", "run", str(recipe), "--workers", "2",
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=patience(120))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "execution.gpus_per_trial" in lines[0] and "accelerate launch" in lines[0], lines
@@ -57,7 +58,7 @@ def test_a_ray_address_where_no_cluster_listens_fails_before_any_work(tmp_path):
     pytest.importorskip("ray")
     recipe = write_recipe(tmp_path)
     result = subprocess.run([sys.executable, "-m", "hfprune", "run", str(recipe), "--ray-address", "127.0.0.1:1",
-                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+                             "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=patience(120))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--ray-address 127.0.0.1:1: no Ray cluster answers there" in lines[0], lines

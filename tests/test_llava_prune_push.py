@@ -17,6 +17,7 @@ from hfprune.models.llava.tiny import build_tiny_llava
 from hfprune.oneshot.unstructured import instruction_subset, prune_unstructured_checkpoint
 from hfprune.pruning.unstructured import unstructured_masks
 from hfprune.train.trainer import make_loader
+from waiting import patience
 
 TARGET_SUFFIXES = (".q_proj.weight", ".k_proj.weight", ".v_proj.weight", ".dense.weight", ".fc1.weight", ".fc2.weight")
 
@@ -65,7 +66,7 @@ def test_cli_as_typed_with_pruned_train_loss(dense_dir, tmp_path):
     command = [sys.executable, "-m", "hfprune", "prune", str(dense_dir), "--method", "ump", "--sparsity", "0.4375",
                "--out", str(out), "--calibration-data", str(json_path), "--image-root", str(image_root),
                "--loss-samples", "4", "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+    result = subprocess.run(command, capture_output=True, text=True, timeout=patience(300),
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ump: sparsity 0.43" in result.stdout and "pruned train loss" in result.stdout
@@ -86,7 +87,8 @@ def test_cli_as_typed_with_pruned_train_loss(dense_dir, tmp_path):
 ])
 def test_bad_prune_arguments_are_one_line_errors(dense_dir, tmp_path, args, message):
     result = subprocess.run([sys.executable, "-m", "hfprune", "prune", str(dense_dir), "--out", str(tmp_path / "o"),
-                             *args], capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                             *args], capture_output=True, text=True, timeout=patience(120),
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "o").exists()
 
@@ -132,7 +134,7 @@ def test_cli_prunes_two_of_four_with_wanda_on_conversations_with_images(dense_di
     command = [sys.executable, "-m", "hfprune", "prune", str(dense_dir), "--method", "wanda", "--sparsity", "0.5",
                "--pattern", "2:4", "--calibration-data", str(json_path), "--image-root", str(image_root),
                "--calibration-samples", "4", "--out", str(out), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+    result = subprocess.run(command, capture_output=True, text=True, timeout=patience(300),
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     pruned = LlavaForConditionalGeneration.from_pretrained(out)

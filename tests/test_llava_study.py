@@ -13,8 +13,9 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 from launchers import cpu_ddp_environment, torchrun
 from llava_study_helpers import llava_setup, tiny_llava_recipe, write_llava_recipe
 from hfprune.errors import HfpruneError
-from hfprune.study.registry import parse_recipe
 from hfprune.records.store import read_trials
+from hfprune.study.registry import parse_recipe
+from waiting import patience
 
 TARGET = ("model.language_model.layers.", (".q_proj.weight", ".k_proj.weight", ".v_proj.weight", ".dense.weight",
                                            ".fc1.weight", ".fc2.weight"))
@@ -30,7 +31,7 @@ def environment():
 
 def hfprune_run(recipe, out):
     return subprocess.run([sys.executable, "-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress"],
-                          capture_output=True, text=True, env=environment(), timeout=600)
+                          capture_output=True, text=True, env=environment(), timeout=patience(600))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +170,7 @@ def test_two_processes_run_a_llava_study_data_parallel(setup, compare_study, tmp
     loss and the benchmark answers split between the processes and gathered, one record."""
     recipe = write_llava_recipe(tmp_path, "tinyllava_gmp", setup, export={"checkpoints": "none"})
     command = torchrun("-m", "hfprune", "run", str(recipe), "--out", str(tmp_path / "study"), "--no-progress")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cpu_ddp_environment())
+    result = subprocess.run(command, capture_output=True, text=True, timeout=patience(600), env=cpu_ddp_environment())
     assert result.returncode == 0, result.stderr[-3000:]
     (record,) = read_trials(tmp_path / "study")
     assert record["method"] == "gmp" and record["mask_violations"] == 0 and "final_test_pope_score" in record

@@ -32,6 +32,7 @@ from hfprune.models.llava.tiny import tiny_llava
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.train.sections import TrainingSection
 from hfprune.train.trainer import train
+from waiting import patience
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = re.compile(r"model\.language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|dense)|mlp\.(fc1|fc2))\.weight")
@@ -236,7 +237,7 @@ def _launch(case: str, *launch_args: str, timeout: int = 300) -> list[dict]:
     command = [sys.executable, *launch_args, str(Path(__file__).resolve()), case]
     if launch_args and launch_args[1] == "torch.distributed.run":
         env["ACCELERATE_USE_CPU"] = "true"  # accelerate launch --cpu starts one process whatever --num_processes says
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=patience(timeout), cwd=ROOT, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     summaries = [json.loads(path.read_text()) for path in sorted(out.glob("rank*.json"))]
     shutil.rmtree(out, ignore_errors=True)

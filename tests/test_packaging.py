@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from waiting import patience
+
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "hfprune", "recipes", "eval")
 
 
 def _run(*command, cwd=None, timeout=300):
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True, cwd=cwd,
-                            timeout=timeout)
+                            timeout=patience(timeout))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout
 

@@ -16,6 +16,7 @@ from hfprune.study.registry import parse_recipe
 from hfprune.study.runner import run_study
 from hfprune.records.store import read_trials
 from study_helpers import kill_after_records, tiny_recipe, write_recipe
+from waiting import patience
 
 ray = pytest.importorskip("ray")
 
@@ -113,11 +114,11 @@ def test_a_killed_driver_resumes_on_ray_with_nothing_lost_or_repeated(reference,
     recipe = write_recipe(tmp_path, **SECTIONS)
     out = tmp_path / "study"
     command = [sys.executable, "-m", "hfprune", "run", str(recipe), "--out", str(out), "--workers", "2"]
-    done_at_kill = kill_after_records(command, out, 2, timeout=300)
+    done_at_kill = kill_after_records(command, out, 2, idle_seconds=300)
     assert 2 <= done_at_kill < TRIALS
     trials = out / "trials.jsonl"
 
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=patience(600))
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"{TRIALS - done_at_kill} trials run, {TRIALS} in the study" in finished.stdout
     assert len(_trial_lines(finished.stderr)) == TRIALS - done_at_kill, "one log line per trial run"

@@ -6,11 +6,13 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from hfprune.report.bootstrap import Bootstrap, discordant_pairs, pair_intervals, repeat_spread, within_noise
-from hfprune.study.registry import report_study
-from hfprune.report.stats import anomaly_ratio, count_counterexamples
 from hfprune.records.store import TrialStore
+from hfprune.report.bootstrap import (MIN_RESAMPLES, POINT_BUDGET, Bootstrap, _tau_and_discordant, pair_intervals,
+                                      repeat_spread, within_noise)
+from hfprune.report.stats import anomaly_ratio, count_counterexamples, rank_codes
+from hfprune.study.registry import report_study
 
 RHO = -0.5  # pruned train loss vs. final accuracy: a negative correlation, as a useful criterion has
 TAU = 2 / math.pi * math.asin(RHO)  # Kendall's tau of a bivariate normal (Greiner's relation)
@@ -23,12 +25,57 @@ def _study(rng, n):
 
 
 @pytest.mark.parametrize("n", [60, 450])  # both sides of the direct-comparison limit
-def test_discordant_pairs_equal_the_counterexample_count_with_ties(n):
+def test_each_resample_counts_the_discordant_pairs_and_tau_of_its_points_with_ties(n):
     rng = np.random.default_rng(n)
     for _ in range(5):
         x, y = rng.integers(0, 6, n).astype(float), rng.integers(0, 4, n).astype(float)
-        assert discordant_pairs(x, y) == count_counterexamples(x, y, True, True)
-    assert discordant_pairs(np.ones(5), np.arange(5.0)) == 0
+        index = rng.integers(0, n, n)  # a resample, duplicates and all
+        cx, cy = rank_codes(x), rank_codes(y)
+        tau, discordant = _tau_and_discordant(cx[index], cy[index], rank_codes(cx * 10 + cy)[index])
+        assert discordant == count_counterexamples(x[index], y[index], True, True)
+        assert tau == pytest.approx(stats.kendalltau(x[index], y[index]).statistic)
+    constant = rank_codes(np.ones(5))
+    assert _tau_and_discordant(constant, rank_codes(np.arange(5.0)), rank_codes(np.arange(5.0)))[1] == 0
+
+
+@pytest.mark.parametrize("n, expected", [(3, 1000), (2_000, 1000), (5_000, 400), (20_000, MIN_RESAMPLES),
+                                         (100_000, MIN_RESAMPLES), (10**7, MIN_RESAMPLES)])
+def test_resamples_are_bounded_by_the_point_budget(n, expected):
+    """The docstring's bound: 1,000 resamples up to 2,000 points, 400 at 5,000, never fewer than 100."""
+    assert (POINT_BUDGET, MIN_RESAMPLES) == (2_000_000, 100)
+    assert Bootstrap().resamples_for(n) == expected
+    assert Bootstrap(resamples=40).resamples_for(n) == 40  # a smaller request is kept
+
+
+def test_index_sets_come_one_at_a_time_and_match_the_seeded_draws():
+    bootstrap = Bootstrap(resamples=4, seed=7)
+    drawn = list(bootstrap.indices(9))
+    expected = np.random.default_rng(7).integers(0, 9, size=(4, 9))  # the same stream as one block
+    assert [d.tolist() for d in drawn] == expected.tolist()
+
+
+def test_intervals_say_how_many_resamples_they_used(monkeypatch):
+    monkeypatch.setattr("hfprune.report.bootstrap.POINT_BUDGET", 100_000)
+    monkeypatch.setattr("hfprune.report.bootstrap.MIN_RESAMPLES", 10)
+    x, y = _study(np.random.default_rng(8), 2_000)
+    result = pair_intervals(x.round(2), y.round(2), False, True)
+    assert result["resamples"] == 50
+    assert result["tau_ci"][0] <= stats.kendalltau(x.round(2), y.round(2)).statistic <= result["tau_ci"][1]
+    assert pair_intervals(x[:2], y[:2], False, True)["resamples"] == 0
+
+
+def test_a_resample_of_many_distinct_points_needs_memory_linear_in_them():
+    """100,000 distinct x and y: ties in both are counted without a table of every (x, y) code pair (the old
+    count wanted 74.5 GiB) and without holding every resample at once."""
+    import tracemalloc
+
+    x, y = _study(np.random.default_rng(9), 100_000)
+    tracemalloc.start()
+    result = pair_intervals(x, y, False, True, Bootstrap(resamples=2))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result["resamples"] == 2 and result["tau_ci"] is not None
+    assert peak < 100 * 2**20
 
 
 def test_intervals_cover_the_statistics_of_the_known_distribution_reasonably_often():

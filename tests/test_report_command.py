@@ -14,8 +14,8 @@ from hfprune.cli import app
 from hfprune.report.pairs import report_table
 from hfprune.study.registry import report_study
 from hfprune.report.stats import correlate
-from hfprune.report.tables import load_table
 from hfprune.records.store import TrialStore
+from hfprune.report.tables import load_table, pair_points
 
 SETTINGS = ("conv1@0.5", "conv2 / 0.5|x")  # the second needs a safe file name
 REQUIRED = {"n", "x", "y", "kendall_tau", "p_value", "valid", "anomaly_ratio", "counterexample_ratio",
@@ -223,3 +223,33 @@ def test_average_repeats_can_be_turned_off(tmp_path):
     assert report_table(directory, "pruned_train_loss", "final_test_acc", average_repeats=False)["n"] == 32
     result = report_table(directory, "pruned_train_loss", "final_test_acc")
     assert result["n"] == 16 and not math.isnan(result["kendall_tau"])
+
+
+def test_csv_cells_become_ints_floats_missing_or_text(tmp_path):
+    path = tmp_path / "cells.csv"
+    cells = {"int": " 7 ", "signed": "+5", "grouped": "1_000", "float": "3.0", "exp": "1e3", "inf": "-inf",
+             "nan": "NaN", "null": "null", "empty": "", "hex": "0x10", "text": "conv1@0.5", "spaced": "1 2"}
+    path.write_text(",".join(cells) + "\n" + ",".join(cells.values()) + "\n")
+    (row,) = load_table(path)
+    assert row == {"int": 7, "signed": 5, "grouped": 1000, "float": 3.0, "exp": 1000.0, "inf": -math.inf,
+                   "nan": None, "null": None, "empty": None, "hex": "0x10", "text": "conv1@0.5", "spaced": "1 2"}
+    assert [type(row[k]) for k in ("int", "float", "exp")] == [int, float, float]
+
+
+def test_repeats_of_any_count_average_to_their_mean(tmp_path):
+    """Masks with 1, 2 and 9 repeats: each point is the plain mean of its repeats (nine values take numpy's
+    pairwise path), ids as documented."""
+    rng = np.random.default_rng(11)
+    records, means = [], {}
+    for mask, repeats in (("a", 1), ("b", 2), ("c", 9), ("d", 2)):
+        values = rng.random((repeats, 2)).round(6)
+        means[mask] = values.mean(axis=0)
+        records += [{"trial_id": f"{mask}{r}", "setting": "s", "mask_id": mask, "pruned_train_loss": float(v[0]),
+                     "final_test_acc": float(v[1])} for r, v in enumerate(values)]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(records))
+    (points,) = pair_points(load_table(path), "pruned_train_loss", "final_test_acc", "t").values()
+    assert points.ids == ["a0", "s:b", "s:c", "s:d"]
+    assert points.x.tolist() == [float(np.mean([r["pruned_train_loss"] for r in records if r["mask_id"] == m]))
+                                 for m in "abcd"]
+    assert points.y.tolist() == pytest.approx([means[m][1] for m in "abcd"], abs=1e-15)

@@ -9,14 +9,36 @@ import pytest
 from scipy import stats
 
 from hfprune.errors import HfpruneError
-from hfprune.report.stats import (anomaly_ratio, correlate, count_counterexamples, counterexample_ratio,
-                                  infer_higher_is_better, kendall, validity)
+from hfprune.report.stats import (anomaly_ratio, correlate, count_counterexamples, count_inversions,
+                                  counterexample_ratio, discordant_pairs, infer_higher_is_better, kendall, validity)
+
+
+def _better(a, b, higher_is_better):
+    """a is strictly better than b (STUDY.md: higher accuracy, or lower loss)."""
+    return a > b if higher_is_better else a < b
 
 
 def _brute_counterexamples(x, y, x_higher, y_higher):
-    gx, gy = (np.asarray(x) if x_higher else -np.asarray(x)), (np.asarray(y) if y_higher else -np.asarray(y))
-    return sum(1 for i, j in itertools.combinations(range(len(gx)), 2)
-               if (gx[i] - gx[j]) * (gy[i] - gy[j]) < 0)
+    """STUDY.md §1: unordered pairs where one trial has the better pruned criterion but the strictly worse result."""
+    return sum(1 for i, j in itertools.combinations(range(len(x)), 2)
+               if (_better(x[i], x[j], x_higher) and _better(y[j], y[i], y_higher))
+               or (_better(x[j], x[i], x_higher) and _better(y[i], y[j], y_higher)))
+
+
+def _brute_anomalies(x, y, x_higher, y_higher):
+    """STUDY.md §1 with docs/studies.md's tie rule: the oracle is the best x (among ties, the best y); anomalies
+    are the trials whose y is strictly better than the oracle's."""
+    candidates = [i for i in range(len(x)) if not any(_better(x[j], x[i], x_higher) for j in range(len(x)))]
+    oracle = next(i for i in candidates if not any(_better(y[j], y[i], y_higher) for j in candidates))
+    return sum(1 for i in range(len(x)) if _better(y[i], y[oracle], y_higher)), y[oracle]
+
+
+def _tied_table(rng, n):
+    """A seeded table with many ties (a handful of distinct values) and some negative zeros."""
+    x = rng.integers(-3, 4, n).astype(float) / 2
+    y = rng.integers(-2, 3, n).astype(float) / 4
+    x[x == 0] *= rng.choice([-1.0, 1.0], size=int((x == 0).sum()))
+    return x, y
 
 
 def test_anomaly_ratio_by_hand_with_a_tie_in_y():
@@ -72,13 +94,61 @@ def test_counterexample_ratio_needs_two_trials():
     assert math.isnan(counterexample_ratio([], [], False, True))
 
 
+def test_counterexamples_by_hand_all_reversed_and_all_agreeing():
+    loss = [0.5, 0.4, 0.3, 0.2, 0.1]
+    assert count_counterexamples(loss, [0.5, 0.6, 0.7, 0.8, 0.9], False, True) == 0  # lower loss, higher acc
+    assert count_counterexamples(loss, [0.9, 0.8, 0.7, 0.6, 0.5], False, True) == 10  # every pair
+    assert count_counterexamples(loss, [0.9, 0.8, 0.7, 0.6, 0.5], True, True) == 0  # x now higher-is-better
+    assert count_counterexamples(loss, [0.7] * 5, False, True) == 0  # all tied in y
+    assert count_counterexamples([0.3, 0.1, 0.2], [2.0, 3.0, 1.0], False, False) == 2  # (0.1, 3) vs both others
+
+
 @pytest.mark.parametrize("x_higher, y_higher", [(False, True), (False, False), (True, True), (True, False)])
-def test_chunked_counterexamples_match_brute_force_with_many_ties(x_higher, y_higher):
-    rng = np.random.default_rng(0)
-    x, y = rng.integers(0, 5, 60).astype(float), rng.integers(0, 4, 60).astype(float)
-    expected = _brute_counterexamples(x, y, x_higher, y_higher)
-    for chunk in (1, 7, 60, 10**6):
-        assert count_counterexamples(x, y, x_higher, y_higher, chunk_elements=chunk) == expected
+def test_fast_counts_match_the_brute_force_definitions_with_many_ties(x_higher, y_higher):
+    rng = np.random.default_rng(0 if x_higher else 1)
+    for n in [0, 1, 2, 3, 5, 17, 60, 250]:
+        for _ in range(3):
+            x, y = _tied_table(rng, n)
+            expected = _brute_counterexamples(x, y, x_higher, y_higher)
+            assert count_counterexamples(x, y, x_higher, y_higher) == expected
+            if n == 0:
+                continue
+            result = correlate(x, y, "x", "y", x_higher, y_higher)
+            n_anomalies, oracle_y = _brute_anomalies(x, y, x_higher, y_higher)
+            assert (result["n_counterexamples"], result["n_anomalies"]) == (expected, n_anomalies)
+            assert result["oracle_y"] == oracle_y
+
+
+def test_count_inversions_matches_brute_force_for_any_codes():
+    rng = np.random.default_rng(3)
+    for n in [0, 1, 2, 9, 100, 400]:
+        for k in [1, 2, 3, 8, 1000, 70_000]:  # one code ... codes wider than 16 bits
+            codes = rng.integers(0, k, n)
+            expected = sum(int(codes[i] > codes[j]) for i, j in itertools.combinations(range(n), 2))
+            assert count_inversions(codes) == expected
+    assert count_inversions(np.arange(5)[::-1]) == 10 and count_inversions([2, 2, 2]) == 0
+
+
+def test_discordant_pairs_of_many_points_match_kendall_and_stay_linear_in_memory():
+    """200,000 points: counted without an n × n matrix (the old code wanted tens of GiB), and C − D agrees with
+    scipy's tau-b, which counts the same pairs."""
+    import tracemalloc
+
+    rng = np.random.default_rng(4)
+    n = 200_000
+    x, y = rng.integers(0, 50_000, n).astype(float), rng.random(n).round(3)  # ties in both
+    tracemalloc.start()
+    discordant = discordant_pairs(x, y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100 * 2**20
+    pairs = n * (n - 1) // 2
+    tie_pairs = lambda v: int(sum(c * (c - 1) // 2 for c in np.unique(v, return_counts=True)[1]))  # noqa: E731
+    joint = tie_pairs(x * 10_000 + y * 1000)  # x integer, y three decimals: one value per (x, y)
+    untied = pairs - tie_pairs(x) - tie_pairs(y) + joint
+    tau = stats.kendalltau(x, y).statistic
+    concordant_minus_discordant = tau * math.sqrt((pairs - tie_pairs(x)) * (pairs - tie_pairs(y)))
+    assert untied - 2 * discordant == pytest.approx(concordant_minus_discordant, abs=0.5)
 
 
 def test_counterexamples_of_twenty_thousand_trials_match_kendall_concordance():

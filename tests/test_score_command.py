@@ -13,6 +13,7 @@ from hfprune.errors import HfpruneError
 from hfprune.evaluation import benchmark_suite as runner
 from hfprune.evaluation.benchmarks import JudgeConfig, Prediction, load_samples, load_spec
 from hfprune.evaluation.score_command import run_score_command, score_file
+from waiting import patience
 
 OUTPUTS = {  # raw answers on which the styles disagree, one per fixture sample
     "gqa": ["Red.", "yes", "Dog...", "cup .", "NO"],
@@ -85,7 +86,7 @@ def test_the_command_line(tmp_path):
     path.write_text(json.dumps(rows[0]) + "\n\n" + "".join(json.dumps(row) + "\n" for row in rows[1:]))
     per_sample = tmp_path / "scores" / "per_sample.jsonl"
     result = subprocess.run([sys.executable, "-m", "hfprune", "score", "textvqa", str(path), "--json", "--per-sample",
-                             str(per_sample)], capture_output=True, text=True, timeout=120)
+                             str(per_sample)], capture_output=True, text=True, timeout=patience(120))
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed["benchmark"] == "textvqa" and printed["style"] == "official"
@@ -93,7 +94,7 @@ def test_the_command_line(tmp_path):
     written = [json.loads(line) for line in per_sample.read_text().splitlines()]
     assert [(r["row"], r["sample_id"], r["score"]) for r in written] == [(1, "7", 1.0), (3, "3", 1.0), (4, "4", 0.0)]
     human = subprocess.run([sys.executable, "-m", "hfprune", "score", "textvqa", str(path), "--style", "lmms_eval"],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=patience(120))
     assert human.returncode == 0 and human.stdout.startswith("textvqa (lmms_eval scoring): 66.67 over 3 samples")
 
 
@@ -141,12 +142,12 @@ def test_bad_files_and_flags_are_one_line_errors(tmp_path):
         score_file("vqav2", good)
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"prediction": 1, "answer": "a"}])
     result = subprocess.run([sys.executable, "-m", "hfprune", "score", "gqa", str(bad)], capture_output=True,
-                            text=True, timeout=120)
+                            text=True, timeout=patience(120))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {bad} row 1: field 'prediction' is 1; it must be the "
                                                   "model's raw output, a string"]
     result = subprocess.run([sys.executable, "-m", "hfprune", "score", "gqa", str(good), "--style", "llava"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=patience(120))
     assert result.returncode == 2 and "unknown scoring style 'llava'" in result.stderr
 
 

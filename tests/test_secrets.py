@@ -15,6 +15,7 @@ from echo_server import EchoServer
 from hfprune.errors import reason
 from hfprune.secrets import redact, register_secret
 from judge_server import JudgeServer
+from waiting import patience
 
 HF_TOKEN = "hf_" + "Zq8" * 12  # 39 characters, shaped like a real one
 JUDGE_KEY = "sk-" + "k3y" * 120  # a key so long that a 300-character cut would land inside it
@@ -33,7 +34,7 @@ def _hfprune(*args, env_extra: dict, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1",
            "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5", **env_extra}
     return subprocess.run([sys.executable, "-m", "hfprune", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=240)
+                          env=env, cwd=cwd, timeout=patience(240))
 
 
 def test_reason_redacts_before_it_cuts(monkeypatch):

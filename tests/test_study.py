@@ -13,6 +13,7 @@ from hfprune.records.store import read_trials
 from hfprune.study.runner import run_study
 from launchers import cpu_ddp_environment, torchrun
 from study_helpers import kill_after_records, tiny_recipe, write_recipe
+from waiting import patience
 
 NUMBERS = ("pruned_train_loss", "pruned_train_acc", "short_test_acc", "final_test_acc", "final_test_loss")
 
@@ -99,7 +100,7 @@ def test_killed_process_resumes_without_loss_or_repeats(reference, tmp_path):
     assert 3 <= done_at_kill < 12
     trials = out / "trials.jsonl"
 
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=patience(600))
     assert finished.returncode == 0, finished.stderr
     assert f"{12 - done_at_kill} trials run, 12 in the study" in finished.stdout
     lines = [json.loads(line) for line in trials.read_text().splitlines() if line.strip()]
@@ -124,7 +125,7 @@ def test_two_processes_train_each_trial_data_parallel(tmp_path):
                                                             "candidates": {"mode": "random", "num": 3}}]})
     out = tmp_path / "ddp"
     command = torchrun("-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=cpu_ddp_environment())
+    result = subprocess.run(command, capture_output=True, text=True, timeout=patience(600), env=cpu_ddp_environment())
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert len(lines) == len({line["trial_id"] for line in lines}) == 3, "only the main process writes records"

@@ -10,11 +10,12 @@ import torch
 import yaml
 
 from vit_fixtures import make_imagenet_like, save_tiny_vit, tiny_vit_recipe
+from waiting import patience
 
 
 def hfprune(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "hfprune", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+                          cwd=cwd, timeout=patience(600))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from hfprune.report.bootstrap import Bootstrap, pair_intervals, repeat_spread
 from hfprune.report.plots import plot_file_name, scatter_plot
 from hfprune.report.format import fmt
 from hfprune.report.stats import correlate, infer_higher_is_better
-from hfprune.report.tables import column_values, load_table, numeric_columns, pair_points, require_columns, setting_of
+from hfprune.report.tables import (ALL_SETTINGS, column_values, load_table, numeric_columns, pair_points,
+                                   require_columns, setting_of)
 
 DEFAULT_X, DEFAULT_Y = "pruned_train_loss", "final_test_acc"
 Y_FLAG = "--higher-is-better / --lower-is-better"
@@ -87,7 +88,9 @@ def report_table(path: str | Path, x: str, y: str, y_higher_is_better: bool | No
     (overall,) = analyse_pair(*args, by_setting=False, average_repeats=average_repeats)
     if overall["n"] == 0:
         raise HfpruneError(f"no row of {source} has values for both '{x}' and '{y}'")
-    overall["settings"] = analyse_pair(*args, by_setting=True, average_repeats=average_repeats)
+    one_group = {setting_of(row) for row in rows} == {ALL_SETTINGS}  # no settings: the same points again
+    overall["settings"] = [dict(overall)] if one_group else analyse_pair(*args, by_setting=True,
+                                                                          average_repeats=average_repeats)
     overall["source"] = source
     return overall
 

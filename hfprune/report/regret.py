@@ -47,7 +47,7 @@ def _draw(gy: np.ndarray, chosen: np.ndarray) -> dict:
     if len(chosen) == 0:
         return {"regret": math.nan, "top": math.nan}
     best = gy.max()
-    better = (gy[None, :] > gy[chosen, None]).sum(axis=1)
+    better = len(gy) - np.searchsorted(np.sort(gy), gy[chosen], side="right")  # strictly better, O(n log n)
     return {"regret": float(np.mean(best - gy[chosen])), "top": float(np.mean((1 + better) / len(gy)))}
 
 

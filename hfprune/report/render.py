@@ -22,7 +22,8 @@ DEFINITION = (
 
 BOOTSTRAP_NOTE = (
     "**Confidence intervals** (CI) are {level:.0%} percentile bootstrap intervals over the candidates "
-    "({resamples} resamples with replacement, seed {seed}). A finding is *within noise* when its interval "
+    "({resamples} resamples with replacement, fewer for settings over 2,000 points (their `resamples`), seed "
+    "{seed}). A finding is *within noise* when its interval "
     "reaches the line it is judged by: validity when the tau interval reaches the ±0.2 line, an anomaly or "
     "counterexample ratio when its interval reaches 50%."
 )

@@ -70,23 +70,62 @@ def anomaly_ratio(x: np.ndarray, y: np.ndarray, x_higher_is_better: bool,
     return float(anomalies.sum()) / len(gx), oracle, anomalies
 
 
-def count_counterexamples(x: np.ndarray, y: np.ndarray, x_higher_is_better: bool, y_higher_is_better: bool,
-                          chunk_elements: int = 4_000_000) -> int:
+def rank_codes(values: np.ndarray) -> np.ndarray:
+    """Dense ranks 0..k-1 of ``values``: equal values (0.0 and -0.0 too) share a code, larger values get larger ones."""
+    return np.unique(np.asarray(values, dtype=float), return_inverse=True)[1].ravel().astype(np.int64)
+
+
+def _inversions_at_bit(high: np.ndarray, bit: np.ndarray) -> int:
+    """Pairs i < j inside one run of equal ``high`` (runs are contiguous) where ``bit`` is 1 at i and 0 at j."""
+    n = len(high)
+    run_starts = np.empty(n, dtype=bool)
+    run_starts[0] = True
+    np.not_equal(high[1:], high[:-1], out=run_starts[1:])
+    first = np.maximum.accumulate(np.where(run_starts, np.arange(n), 0))  # where each element's run starts
+    ones_before = np.cumsum(bit) - bit  # set bits before each element in the whole array ...
+    ones_before -= ones_before[first]  # ... and in its own run
+    return int(np.dot(1 - bit, ones_before))
+
+
+def count_inversions(codes: np.ndarray) -> int:
+    """Pairs i < j with ``codes[i] > codes[j]`` (strictly), for integer codes 0..k-1, in O(n log n) time and O(n)
+    memory.
+
+    Radix counting from the highest bit down, a merge sort on the bits: a pair is out of order exactly at the
+    highest bit where its codes differ, so at each bit, among codes that agree on every higher bit (kept in their
+    original order), each 1 that comes before a 0 is one inversion. Equal codes are never counted.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    if len(codes) < 2:
+        return 0
+    top = int(codes.max()).bit_length()
+    total = 0
+    for bit in range(top - 1, -1, -1):
+        high = codes >> (bit + 1)
+        # a stable sort groups equal high bits in their original order (a linear radix sort for 16-bit keys)
+        order = np.argsort(high.astype(np.uint16) if top - bit - 1 <= 16 else high, kind="stable")
+        total += _inversions_at_bit(high[order], (codes[order] >> bit) & 1)
+    return total
+
+
+def discordant_pairs(gx: np.ndarray, gy: np.ndarray) -> int:
+    """Unordered pairs where one point has the strictly larger ``gx`` and the strictly smaller ``gy``, in
+    O(n log n) time and O(n) memory.
+
+    Sorted by ``gx`` with ties broken by ascending ``gy``, a pair is discordant exactly when its ``gy`` values are
+    strictly out of order (a pair tied in ``gx`` is in order, one tied in ``gy`` is not strictly out of order).
+    """
+    gx, gy = np.asarray(gx, dtype=float), np.asarray(gy, dtype=float)
+    return count_inversions(rank_codes(gy)[np.lexsort((gy, gx))])
+
+
+def count_counterexamples(x: np.ndarray, y: np.ndarray, x_higher_is_better: bool, y_higher_is_better: bool) -> int:
     """Unordered pairs where one trial has the strictly better x but the strictly worse y.
 
-    Ties in x or in y are never counterexamples. Works in row chunks of about ``chunk_elements``
-    comparisons, so 20,000 trials never allocate an n×n matrix.
+    Ties in x or in y are never counterexamples. O(n log n) time and O(n) memory (:func:`discordant_pairs` of
+    the values oriented so that larger is better).
     """
-    gx, gy = _goodness(x, x_higher_is_better), _goodness(y, y_higher_is_better)
-    rows = max(1, chunk_elements // max(len(gx), 1))
-    count = 0
-    for start in range(0, len(gx), rows):
-        # Ordered pairs (i, j) where i has the strictly better x and the strictly worse y:
-        # each unordered counterexample appears in exactly one order.
-        better_x = gx[start:start + rows, None] > gx[None, :]
-        worse_y = gy[start:start + rows, None] < gy[None, :]
-        count += int(np.count_nonzero(better_x & worse_y))
-    return count
+    return discordant_pairs(_goodness(x, x_higher_is_better), _goodness(y, y_higher_is_better))
 
 
 def counterexample_ratio(x: np.ndarray, y: np.ndarray, x_higher_is_better: bool, y_higher_is_better: bool) -> float:

@@ -18,6 +18,7 @@ from hfprune.records.store import TRIAL_FILES_GLOB, read_trials
 
 MISSING_TEXT = frozenset({"", "nan", "null", "none", "na", "n/a"})
 ALL_SETTINGS = "all"
+NOT_INTEGER_CHARS = frozenset(".eEiInN")  # a decimal point, an exponent, inf or nan: int() would fail
 
 
 def flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -37,12 +38,16 @@ def _coerce(text: str) -> Any:
     stripped = text.strip()
     if stripped.lower() in MISSING_TEXT:
         return None
-    for kind in (int, float):
-        try:
-            return kind(stripped)
-        except ValueError:
-            pass
-    return text
+    try:
+        number = float(stripped)
+    except ValueError:
+        return text  # int() reads no text that float() cannot
+    if not NOT_INTEGER_CHARS.isdisjoint(stripped):
+        return number
+    try:
+        return int(stripped)
+    except ValueError:
+        return number
 
 
 def _read_text(path: Path) -> str:
@@ -142,12 +147,22 @@ def require_columns(rows: list[dict[str, Any]], names: Iterable[str], source: st
         column_values(rows, name, source)
 
 
+def _column_kind(rows: list[dict[str, Any]], name: str) -> str | None:
+    """Column ``name`` as ``_column_kinds`` sees it (None: no row has it), reading that column only."""
+    values = [row[name] for row in rows if name in row]
+    if not values:
+        return None
+    if any(value is not None and not _is_number(value) for value in values):
+        return "text"
+    return "number" if any(value is not None for value in values) else "null"
+
+
 def column_values(rows: list[dict[str, Any]], name: str, source: str) -> np.ndarray:
     """Column ``name`` as floats, NaN where a row lacks a finite value; a clear error for bad columns."""
-    kinds = _column_kinds(rows)
-    if kinds.get(name) != "number":
-        problem = {None: "does not exist", "null": "has no values", "text": "is not numeric"}[kinds.get(name)]
-        available = ", ".join(key for key, kind in kinds.items() if kind == "number") or "none"
+    kind = _column_kind(rows, name)
+    if kind != "number":
+        problem = {None: "does not exist", "null": "has no values", "text": "is not numeric"}[kind]
+        available = ", ".join(numeric_columns(rows)) or "none"
         raise HfpruneError(f"column '{name}' {problem} in {source}; numeric columns: {available}")
     values = np.array([row[name] if _is_number(row.get(name)) else math.nan for row in rows], dtype=float)
     values[~np.isfinite(values)] = math.nan
@@ -165,6 +180,18 @@ class Points:
     n_dropped: int  # rows missing x or y
 
 
+def _group_means(values: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """``values[members].mean()`` of each group, computed for all groups of one size at once (same result)."""
+    means = np.empty(len(groups))
+    by_size: dict[int, list[int]] = {}
+    for g, members in enumerate(groups):
+        by_size.setdefault(len(members), []).append(g)
+    for size, same_size in by_size.items():
+        members = np.array([groups[g][0] for g in same_size] if size == 1 else [groups[g] for g in same_size])
+        means[same_size] = values[members] if size == 1 else values[members].mean(axis=1)
+    return means
+
+
 def _mean_by_mask(rows: list[dict[str, Any]], kept: list[int], xs: np.ndarray, ys: np.ndarray,
                   average_repeats: bool) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One point per (setting, mask_id) with x and y averaged over its repeats, sorted by id.
@@ -176,13 +203,10 @@ def _mean_by_mask(rows: list[dict[str, Any]], kept: list[int], xs: np.ndarray, y
         mask_id = rows[i].get("mask_id") if average_repeats else None
         key = f"{setting_of(rows[i])}:{mask_id}" if mask_id is not None else i
         groups.setdefault(key, []).append(i)
-    points = []
-    for key, members in groups.items():
-        point_id = rows[members[0]].get("trial_id", key) if len(members) == 1 else key
-        points.append((str(point_id), float(xs[members].mean()), float(ys[members].mean())))
-    points.sort(key=lambda point: point[0])
-    return (np.array([p[1] for p in points], dtype=float), np.array([p[2] for p in points], dtype=float),
-            [p[0] for p in points])
+    members = list(groups.values())
+    ids = [str(rows[m[0]].get("trial_id", key) if len(m) == 1 else key) for key, m in groups.items()]
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return _group_means(xs, members)[order], _group_means(ys, members)[order], [ids[i] for i in order]
 
 
 def setting_of(row: dict[str, Any]) -> str:
@@ -200,13 +224,14 @@ def pair_points(rows: list[dict[str, Any]], x: str, y: str, source: str, by_sett
     as in the paper, so that the oracle is a mask rather than its luckiest retraining seed.
     """
     xs, ys = column_values(rows, x, source), column_values(rows, y, source)
-    settings: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        settings.setdefault(setting_of(row) if by_setting else ALL_SETTINGS, []).append(i)
+    both = (np.isfinite(xs) & np.isfinite(ys)).tolist()
+    settings: dict[str, list[int]] = {ALL_SETTINGS: list(range(len(rows)))} if not by_setting else {}
+    for i, row in enumerate(rows if by_setting else ()):
+        settings.setdefault(setting_of(row), []).append(i)
     result = {}
     for setting in sorted(settings):
         members = settings[setting]
-        kept = [i for i in members if np.isfinite(xs[i]) and np.isfinite(ys[i])]
+        kept = [i for i in members if both[i]]
         px, py, ids = _mean_by_mask(rows, kept, xs, ys, average_repeats)
         result[setting] = Points(px, py, ids, n_trials=len(kept), n_dropped=len(members) - len(kept))
     return result
