@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from hfprune.models.llava.adapter import PHI_DECODER_LINEARS
+from hfprune.models.llava.layout import PHI_DECODER_LINEARS
 from hfprune.pruning.structured.groups import num_pruned
 from hfprune.pruning.unstructured import select_targets, unstructured_masks
 

@@ -17,7 +17,8 @@ from transformers import PretrainedConfig
 
 from tiny_models import ARCHITECTURES, UNSEEN, build_unseen
 from hfprune.errors import HfpruneError
-from hfprune.models.llava.adapter import PHI_DECODER_LINEARS, LlavaAdapter
+from hfprune.models.generic.vision_language import VisionLanguageAdapter
+from hfprune.models.llava.layout import PHI_DECODER_LINEARS
 from hfprune.models.llava.tiny import build_tiny_llava
 from hfprune.models.structure import (
     ATTENTION_ROLES,
@@ -208,7 +209,7 @@ def test_user_regexes_win_over_the_walk():
 
 def test_a_tiny_llava_gets_todays_targets(tmp_path):
     """A TinyLLaVA (Phi LM in a Llava): the walk finds exactly the Phi decoder's q, k, v, dense, fc1, fc2."""
-    model = LlavaAdapter().load_pretrained(str(build_tiny_llava(tmp_path / "llava", num_layers=3)))
+    model = VisionLanguageAdapter().load_pretrained(str(build_tiny_llava(tmp_path / "llava", num_layers=3)))
     walked = select_targets(model)
     assert list(walked) == list(select_targets(model, PHI_DECODER_LINEARS))
     assert len(walked) == 3 * 6

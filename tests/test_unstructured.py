@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hfprune.errors import HfpruneError
-from hfprune.models.llava.adapter import PHI_DECODER_LINEARS
+from hfprune.models.llava.layout import PHI_DECODER_LINEARS
 from hfprune.models.llava.tiny import tiny_llava
 from hfprune.pruning.structured.groups import num_pruned
 from hfprune.pruning.unstructured import (

@@ -21,15 +21,16 @@ from hfprune.evaluation.benchmarks.base import BenchmarkSample, Prediction
 
 
 def load_model(name_or_path: str | Path, device: str | None = None, dtype: str = "auto"):
-    """``(model, processor)`` of a LLaVA checkpoint (local directory or Hub id); the model in eval mode."""
+    """``(model, processor)`` of a vision-language checkpoint (local directory or Hub id; any model
+    ``AutoModelForImageTextToText`` loads, e.g. TinyLLaVA converted to Llava); the model in eval mode."""
     from hfprune.models import adapter_for_checkpoint
-    from hfprune.models.llava.adapter import LlavaAdapter
+    from hfprune.models.generic.vision_language import VisionLanguageAdapter
 
     source = str(name_or_path)
     adapter = adapter_for_checkpoint(source, dtype)
-    if not isinstance(adapter, LlavaAdapter):
-        raise HfpruneError(f"'{source}' is a {adapter.name} model; evaluation needs a LLaVA checkpoint "
-                           "(LlavaForConditionalGeneration, e.g. TinyLLaVA converted to it)")
+    if not isinstance(adapter, VisionLanguageAdapter):
+        raise HfpruneError(f"'{source}' is a {adapter.name} model; benchmark evaluation needs a vision-language "
+                           "checkpoint (one AutoModelForImageTextToText loads, e.g. TinyLLaVA converted to Llava)")
     processor = adapter.load_processor(source)
     model = adapter.load_pretrained(source)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

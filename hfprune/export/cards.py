@@ -109,7 +109,7 @@ def unstructured_card(facts: dict[str, Any], adapter: ModelAdapter) -> Card:
                 made_by, facts=bullets,
                 sections=[("Metrics", metric_rows(facts.get("metrics") or {}, facts.get("higher_is_better"))),
                           ("Sparsity per layer", render_layer_table(projection_table(record_counts(facts))))],
-                loading=adapter.loading_code(),
+                loading=adapter.loading_code(facts.get("auto_class")),
                 notes=["Pruned weights are stored as zeros: the checkpoint has the dense shapes and loads with plain "
                        "`transformers`."])
 

@@ -1,4 +1,9 @@
-"""Model families: one module each (model code + adapter), registered here with one line per family."""
+"""Model families: one package each (model code + adapter), registered here with one line per family.
+
+Hand-written families come first (the CNNs, the MLP, ViT with its per-layer-width model code); the families found by
+structure (:mod:`hfprune.models.generic`: any causal LM, vision-language model or ViT-like encoder transformers
+loads) take every other checkpoint their kind covers.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from hfprune.errors import HfpruneError, reason
 from hfprune.models.base import ModelAdapter, StructuredAdapter, UnstructuredAdapter
 from hfprune.models.hf_resnet.adapter import HFResNetAdapter
 from hfprune.models.lenet.adapter import LeNetAdapter
-from hfprune.models.llava.adapter import LlavaAdapter
+from hfprune.models.generic.causal_lm import CausalLMAdapter
+from hfprune.models.generic.vision_encoder import VisionEncoderAdapter
+from hfprune.models.generic.vision_language import VisionLanguageAdapter
 from hfprune.models.resnet_cifar.adapter import ResNetCifarAdapter
 from hfprune.models.sparse_mlp.adapter import SparseMLPAdapter
 from hfprune.models.vgg_cifar.adapter import VGGCifarAdapter
@@ -17,12 +24,17 @@ from hfprune.models.vit.adapter import ViTAdapter
 FAMILIES: dict[str, type[ModelAdapter]] = {adapter.name: adapter for adapter in (
     LeNetAdapter,
     ViTAdapter,
-    LlavaAdapter,
     ResNetCifarAdapter,
     VGGCifarAdapter,
     HFResNetAdapter,
     SparseMLPAdapter,
+    # found by structure, after the hand-written families
+    CausalLMAdapter,
+    VisionLanguageAdapter,
+    VisionEncoderAdapter,
 )}
+# earlier names of a family, still read in recipes (a TinyLLaVA converted to Llava is a vision-language model)
+FAMILIES["llava"] = VisionLanguageAdapter
 
 __all__ = ["FAMILIES", "ModelAdapter", "StructuredAdapter", "UnstructuredAdapter", "adapter_for_checkpoint",
            "adapter_for_model_type", "get_adapter", "model_type_of"]
@@ -38,7 +50,7 @@ def get_adapter(family: str, dtype: str = "auto") -> ModelAdapter:
 
 def adapter_for_model_type(model_type: str | None, dtype: str = "auto") -> ModelAdapter | None:
     """The adapter of the family that loads checkpoints of ``model_type``, or None."""
-    family = next((adapter for adapter in FAMILIES.values() if model_type in adapter.model_types), None)
+    family = next((adapter for adapter in FAMILIES.values() if adapter.handles(model_type)), None)
     return family(dtype) if family is not None else None
 
 
@@ -64,6 +76,7 @@ def adapter_for_checkpoint(source: str, dtype: str = "auto") -> ModelAdapter:
     adapter = adapter_for_model_type(model_type, dtype)
     if adapter is None:
         known = ", ".join(t for family in FAMILIES.values() for t in family.model_types)
-        raise HfpruneError(f"model '{source}' is of type '{model_type}', which no hfprune family loads; "
-                           f"supported types: {known}")
+        raise HfpruneError(f"model '{source}' is of type '{model_type}', which no hfprune family loads: it is not "
+                           f"a causal LM, a vision-language model or a ViT-like encoder in transformers' Auto "
+                           f"mappings, nor one of {known}")
     return adapter

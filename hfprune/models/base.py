@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from hfprune.errors import HfpruneError
+from hfprune.models.overrides import override_problems
 from hfprune.pruning.structured.groups import Group, StructuredMask
 from hfprune.pruning.structured.surgery import shrink
 
@@ -70,11 +71,22 @@ class ModelAdapter(ABC):
         """Markdown lines a model card shows about a model's widths (none by default)."""
         return []
 
-    def loading_code(self) -> list[str]:
-        """Python lines that load a saved checkpoint of this family from ``PATH``."""
+    def loading_code(self, auto_class: str | None = None) -> list[str]:
+        """Python lines that load a saved checkpoint of this family from ``PATH`` (``auto_class``: the class that
+        loads this particular model, where the family's models differ)."""
+        auto_class = auto_class or self.auto_class
         trust = ", trust_remote_code=True" if self.remote_code else ""
-        return [f"from transformers import {self.auto_class}",
-                f"model = {self.auto_class}.from_pretrained(PATH{trust})"]
+        return [f"from transformers import {auto_class}", f"model = {auto_class}.from_pretrained(PATH{trust})"]
+
+    @classmethod
+    def handles(cls, model_type: str | None) -> bool:
+        """Whether checkpoints of ``model_type`` belong to this family."""
+        return model_type in cls.model_types
+
+    @classmethod
+    def config_problems(cls, overrides: dict[str, Any]) -> list[str]:
+        """Every problem of a recipe's ``model.config`` overrides for this family's config, one phrase each."""
+        return override_problems(cls.name, cls.config_class, overrides)
 
 
 class StructuredAdapter(ModelAdapter):
@@ -102,10 +114,11 @@ class StructuredAdapter(ModelAdapter):
 
 
 class UnstructuredAdapter(ModelAdapter):
-    """A family pruned weight by weight: masks keep every shape, so the masked model is the checkpoint."""
+    """A family pruned weight by weight: masks keep every shape, so the masked model is the checkpoint. Its
+    default targets are the Linears of its transformer blocks, found by walking the model
+    (:func:`hfprune.pruning.unstructured.targets.default_targets`)."""
 
     structure: ClassVar[str] = "unstructured"
-    default_targets: ClassVar[tuple[str, ...]]  # regexes (full match) of the Linear modules pruned by default
 
     def config(self, num_labels, channels, image_size, overrides):
         raise HfpruneError(f"model.family '{self.name}' is not pretrained by hfprune; give model.pretrained")

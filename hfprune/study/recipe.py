@@ -15,7 +15,6 @@ from pydantic import Field, field_validator, model_validator
 from hfprune.config.schema import Section, one_of
 from hfprune.data.registry import DATASETS, KNOWN_DATASETS, TASK_DATA
 from hfprune.models import FAMILIES
-from hfprune.models.overrides import override_problems
 from hfprune.train.sections import Count
 
 
@@ -34,7 +33,7 @@ class ModelSection(Section):
 
     @model_validator(mode="after")
     def _overrides_fit_family(self) -> "ModelSection":
-        problems = override_problems(self.family, FAMILIES[self.family].config_class, self.config)
+        problems = FAMILIES[self.family].config_problems(self.config)
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -19,7 +19,7 @@ from torch.utils.data import Subset
 
 from hfprune.data.llava import check_images, load_llava_instructions, subsample
 from hfprune.errors import HfpruneError, reason
-from hfprune.models.llava.adapter import LlavaAdapter
+from hfprune.models.generic.vision_language import VisionLanguageAdapter
 from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss
 from hfprune.study.recipe import StudyRecipe
 from hfprune.train.sections import TrainingSection
@@ -46,7 +46,7 @@ class VisionLanguageTask:
 
     def __init__(self, recipe: StudyRecipe, progress: bool = True, calibration_samples: int = 128):
         source = recipe.model.pretrained
-        adapter = LlavaAdapter()
+        adapter = VisionLanguageAdapter()
         try:
             self.processor = adapter.load_processor(source)
             config = adapter.load_config(source)
