@@ -61,7 +61,7 @@ def run(
     log_with: Optional[str] = typer.Option(None, "--log-with", help="experiment trackers, comma-separated: "
                                            "tensorboard, wandb, mlflow (one run per trial, grouped by study)"),
     deterministic: bool = typer.Option(False, "--deterministic", help="deterministic torch kernels and a fixed "
-                                       "thread count (execution.threads_per_trial, else 1): the same numbers on "
+                                       "thread count (execution.threads_per_trial): the same numbers on "
                                        "machines of one kind, whatever their core counts; slower"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""

@@ -22,11 +22,10 @@ ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.slow
 
-# One thread per trial in-process and on Ray: the same arithmetic, so the same numbers to the last bit.
+# One thread per trial in-process and on Ray (the default): the same arithmetic, so the same numbers to the bit.
 SECTIONS = {
     "pruning": {"settings": [{"ratios": {"conv1": 0.8}, "candidates": {"mode": "random", "num": 4}},
                              {"ratios": {"conv2": 0.5, "conv3": 0.5}, "candidates": {"num": 2}}]},
-    "execution": {"threads_per_trial": 1},
 }
 TRIALS = 6
 
@@ -125,3 +124,23 @@ def test_a_killed_driver_resumes_on_ray_with_nothing_lost_or_repeated(reference,
     ids = [json.loads(line)["trial_id"] for line in trials.read_text().splitlines() if line.strip()]
     assert len(ids) == len(set(ids)) == TRIALS, "a trial was repeated or lost"
     assert _without_timings(read_trials(out)) == _without_timings(reference[1].records)
+
+
+def test_at_default_settings_and_the_quickstarts_batch_sizes_workers_give_the_in_process_records(tmp_path, local_ray):
+    """No execution section: the default thread policy alone makes the two runs agree to the last bit, with the
+    quickstart's own batch sizes (pretrain 128, retrain and evaluation 256) on a subset of its data."""
+    import yaml
+
+    from hfprune.resources import shipped_recipes
+
+    recipe = yaml.safe_load(shipped_recipes()["quickstart"].read_text())
+    assert "execution" not in recipe
+    recipe["data"].update(train_limit=768, test_limit=256)
+    recipe["pretrain"]["epochs"], recipe["retrain"]["epochs"] = 1, 1
+    recipe["retrain"]["schedule"] = {"name": "constant"}
+    recipe["pruning"]["settings"][0]["candidates"] = {"mode": "random", "num": 3}
+    recipe["export"] = {"checkpoints": "none"}
+    in_process = run_study(parse_recipe(recipe), tmp_path / "in_process", progress=False)
+    fanned = run_study(parse_recipe(recipe), tmp_path / "ray", progress=False, workers=2)
+    assert len(in_process.records) == 3
+    assert _without_timings(fanned.records) == _without_timings(in_process.records)

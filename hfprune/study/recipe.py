@@ -116,9 +116,10 @@ class ExecutionSection(Section):
     gpus_per_trial: float = Field(1.0, gt=0, description="GPUs one trial takes (a fraction packs several trials on "
                                                          "one GPU, e.g. 0.25 = four); ignored where there is no GPU")
     cpus_per_trial: float = Field(1.0, gt=0, description="CPU cores Ray reserves for one trial")
-    threads_per_trial: Optional[int] = Field(
-        None, gt=0, description="torch threads of one trial [default: on Ray, cpus_per_trial rounded up; "
-                                "in-process, torch's default]")
+    threads_per_trial: int = Field(
+        1, gt=0, le=1024, description="torch threads of one trial, in this process and on Ray alike, so that a "
+                                      "study's records are the same however its trials run; for speed on many "
+                                      "cores run trials side by side (--workers N) rather than raising it")
     max_retries: int = Field(3, ge=0, description="times a trial whose Ray worker died is run again")
 
     @field_validator("gpus_per_trial")

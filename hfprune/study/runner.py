@@ -35,13 +35,13 @@ class StudyResult:
 
 
 def use_determinism(recipe: StudyRecipe, deterministic: bool, workers: int | None, ray_address: str | None) -> None:
-    """``--deterministic``: deterministic kernels and ``execution.threads_per_trial`` (else 1) threads for the
-    whole run, which runs its trials in this process."""
+    """``--deterministic``: deterministic kernels and ``execution.threads_per_trial`` threads for the whole run,
+    which runs its trials in this process."""
     if not deterministic:
         return
     if workers is not None or ray_address is not None:
         raise HfpruneError("--deterministic runs trials in this process; drop --workers/--ray-address")
-    make_deterministic(recipe.execution.threads_per_trial or 1)
+    make_deterministic(recipe.execution.threads_per_trial)
 
 
 def run_study(recipe: StudyRecipe, directory: str | Path, progress: bool = True, workers: int | None = None,
@@ -53,7 +53,7 @@ def run_study(recipe: StudyRecipe, directory: str | Path, progress: bool = True,
     ``progress``: on a terminal, bars (one over trials, nested ones per epoch in this process); elsewhere one
     line per finished trial on stderr. ``log_with``: Accelerate trackers (tensorboard, wandb, mlflow) that get
     one run per trial. ``deterministic``: deterministic kernels and a fixed thread count
-    (``execution.threads_per_trial``, else 1) for the whole run, in this process (not with Ray).
+    (``execution.threads_per_trial``) for the whole run, in this process (not with Ray).
     """
     directory = Path(directory)
     use_determinism(recipe, deterministic, workers, ray_address)

@@ -17,8 +17,8 @@ class InProcessExecutor:
     def __exit__(self, *exc) -> None:
         pass
 
-    def __init__(self, threads: int | None = None):
-        self.threads = threads  # torch threads of a trial (None: as they are)
+    def __init__(self, threads: int = 1):
+        self.threads = threads  # torch threads of a trial: the same as on Ray, so records do not depend on where
 
     def run(self, runner: TrialRunner, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
         for spec in specs:

@@ -91,7 +91,7 @@ class RayExecutor:
         if not specs:
             return
         execution = self.execution
-        threads = execution.threads_per_trial or max(1, math.ceil(execution.cpus_per_trial))
+        threads = execution.threads_per_trial
         remote, runner_ref = self._remote(), ray.put(runner)
         queue, pending = iter(specs), {}
         limit = self.workers or len(specs)
