@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,7 +12,7 @@ import typer
 import yaml
 
 from hfprune.cli_prune import app as prune_app
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, Interrupted
 
 app = typer.Typer(
     help="Prune Hugging Face models and run oracle-pruning studies.",
@@ -75,9 +77,7 @@ def run(
         result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
                            log_with=trackers, deterministic=deterministic)
     except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted; finished trials are saved in {directory}. Run the same command to resume.",
-                   err=True)
-        raise typer.Exit(130) from None
+        raise Interrupted(f"finished trials are saved in {directory}. Run the same command to resume.") from None
     from accelerate import PartialState
 
     if PartialState().is_main_process:  # the state run_study set up, whatever its mixed precision
@@ -165,8 +165,7 @@ def eval_command(
                                  judge=judge, rescore=rescore, lm_eval_tasks=lm_tasks, lm_eval_include=lm_eval_include,
                                  max_new_tokens=max_new_tokens, progress=progress, style=style)
     except KeyboardInterrupt:
-        typer.echo(f"\ninterrupted; finished answers are saved in {out}. Run the same command to resume.", err=True)
-        raise typer.Exit(130) from None
+        raise Interrupted(f"finished answers are saved in {out}. Run the same command to resume.") from None
     Console().print(summary_table(summary))
     typer.echo(f"results in {out}/summary.md and {out}/summary.json")
 
@@ -308,14 +307,41 @@ def diagnose(
                f"removable nonzeros {connectivity.removable:,}" + (f"; drawing in {plot}" if plot else ""))
 
 
+INTERRUPTED_AGAIN = "interrupted three times: stopping at once (everything recorded so far is kept)"
+NOTHING_HALF_WRITTEN = "nothing is left half-written (hfprune writes whole files or none). Run the same command again."
+
+
+def _stop_on_interrupts() -> None:
+    """Ctrl-C and SIGTERM stop the command once: the first raises KeyboardInterrupt (the command closes what it
+    has open and says what is kept), further ones while it closes are ignored, the third stops at once."""
+    count = [0]
+
+    def interrupt(signum, frame):
+        count[0] += 1
+        if count[0] == 1:
+            raise KeyboardInterrupt
+        if count[0] >= 3:
+            sys.stderr.write(f"\n{INTERRUPTED_AGAIN}\n")
+            sys.stderr.flush()
+            os._exit(130)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+
+
 def main() -> None:
-    """Entry point: user errors print one line on stderr and exit with status 2; secrets never print."""
+    """Entry point: user errors print one line on stderr and exit with status 2; an interrupt one line saying what
+    is kept and how to resume, status 130; secrets never print."""
     from hfprune.errors import storage_problem
     from hfprune.secrets import redact, redact_standard_streams
 
     redact_standard_streams()  # no secret in any output: ours, libraries', tracebacks
+    _stop_on_interrupts()
     try:
         app()
+    except Interrupted as stop:
+        typer.secho(f"\ninterrupted; {redact(str(stop))}", fg=typer.colors.YELLOW, err=True)
+        sys.exit(130)
     except HfpruneError as error:
         typer.secho(f"error: {redact(str(error))}", fg=typer.colors.RED, err=True)
         sys.exit(2)
@@ -325,3 +351,7 @@ def main() -> None:
             raise
         typer.secho(f"error: {redact(line)}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except SystemExit as exiting:
+        if exiting.code == 130:  # a command that says nothing of its own: typer turned the interrupt into 130
+            typer.secho(f"\ninterrupted; {NOTHING_HALF_WRITTEN}", fg=typer.colors.YELLOW, err=True)
+        raise

@@ -20,7 +20,7 @@ import typer
 import yaml
 from typer.core import TyperGroup
 
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, Interrupted
 
 MODES = {"structured": "--structure", "unstructured": "--sparsity", "select": "--select"}
 
@@ -183,12 +183,16 @@ def select(
 ) -> None:
     """Choose the structured mask by retraining candidates on a validation split (successive halving); saves the
     chosen mask's fully retrained, physically pruned model."""
-    from hfprune.oneshot.halving import select_checkpoint
+    from hfprune.oneshot.halving import select_checkpoint, selection_directory
 
-    facts = select_checkpoint(model, structure, out, select=select, candidates=candidates, train_data=train_data,
-                              train_path=train_path, train_limit=train_limit, epochs=epochs, lr=lr,
-                              batch_size=batch_size, eta=eta, min_fraction=min_fraction,
-                              validation_fraction=validation_fraction, seed=seed, progress=progress)
+    try:
+        facts = select_checkpoint(model, structure, out, select=select, candidates=candidates, train_data=train_data,
+                                  train_path=train_path, train_limit=train_limit, epochs=epochs, lr=lr,
+                                  batch_size=batch_size, eta=eta, min_fraction=min_fraction,
+                                  validation_fraction=validation_fraction, seed=seed, progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted(f"the candidates retrained so far are saved in {selection_directory(out)}. Run the same "
+                          "command to resume.") from None
     spent = facts["selection"]
     typer.echo(f"{select}: chose mask {facts['mask_id']} of {spent['candidates']} candidates in "
                f"{spent['epochs_spent']} retraining epochs ({spent['epochs_spent'] / spent['exhaustive_epochs']:.0%} "

@@ -10,6 +10,11 @@ class HfpruneError(Exception):
     """
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a command; ``str(stop)`` says what is kept and the command that resumes. The
+    CLI prints it as one line and exits with status 130."""
+
+
 def reason(error: BaseException, limit: int = 300, kind: bool = False) -> str:
     """A library error as one line of at most ``limit`` characters, to quote inside an HfpruneError, with every
     known secret redacted first; ``kind`` puts the error's class first (``OSError: ...``), where the text alone

@@ -99,3 +99,35 @@ def test_prune_mode_mistakes_are_one_line_before_any_work(tmp_path, args, messag
 
     result = CliRunner().invoke(app, ["prune", *args])
     assert isinstance(result.exception, HfpruneError) and message in str(result.exception), result.output
+
+
+@pytest.mark.parametrize("signals", [("SIGINT", "SIGINT"), ("SIGTERM",)])
+def test_interrupts_end_in_one_line_saying_what_is_kept_and_how_to_resume(tmp_path, signals):
+    """Ctrl-C (or SIGTERM), even twice, during a study: status 130, one 'interrupted;' line that says the
+    finished trials are kept and the command that resumes, no traceback; the same command then resumes."""
+    import signal
+    import tempfile
+
+    from study_helpers import write_recipe
+    from waiting import wait_until
+
+    recipe, out = write_recipe(tmp_path), tmp_path / "out"
+    command = [sys.executable, "-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress"]
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            wait_until(lambda: process.poll() is not None or (out / "trials.jsonl").exists(),
+                       "a first trial record", idle_seconds=120)
+            assert process.poll() is None, "the study finished before it could be interrupted"
+            for name in signals:
+                process.send_signal(getattr(signal, name))
+            process.wait()
+        finally:
+            if process.poll() is None:
+                process.kill()
+        stderr.seek(0)
+        text = stderr.read().decode()
+    assert process.returncode == 130, text[-2000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    lines = [line for line in text.splitlines() if line.startswith("interrupted;")]
+    assert lines == [f"interrupted; finished trials are saved in {out}. Run the same command to resume."]

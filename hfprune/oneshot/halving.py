@@ -41,6 +41,12 @@ def selection_recipe(source: str, family: str, ratios: dict[str, float], *, cand
     }
 
 
+def selection_directory(out: str | Path) -> Path:
+    """Where the selection study of ``hfprune prune select ... --out OUT`` runs: ``OUT.selection``."""
+    out = Path(out)
+    return out.with_name(out.name + ".selection")
+
+
 def select_checkpoint(source: str, structure: str, out: str | Path, *, select: str, candidates: int,
                       train_data: str | None, train_path: str | None = None, train_limit: int | None = None,
                       image_size: int | None = None,
@@ -68,7 +74,7 @@ def select_checkpoint(source: str, structure: str, out: str | Path, *, select: s
         source, adapter.name, ratios, candidates=candidates, train_data=train_data, train_path=train_path,
         train_limit=train_limit, image_size=image_size, epochs=epochs, lr=lr, batch_size=batch_size, eta=eta, min_fraction=min_fraction,
         validation_fraction=validation_fraction, seed=seed), source="--select options")
-    study = out.with_name(out.name + ".selection")
+    study = selection_directory(out)
     result = run_study(recipe, study, progress=progress)
     (chosen,) = result.records
     facts = {"source": source, "family": adapter.name, "structure": ratios, "select": select,
