@@ -203,3 +203,20 @@ def test_prune_structure_that_prunes_nothing_or_everything_is_refused(tmp_path):
         with pytest.raises(HfpruneError, match=expected):
             prune_checkpoint(str(tmp_path / "dense"), structure, "l1", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["../../escaped_study", "/tmp/absolute_study", "a/b", "..", "~study", "x\\y"])
+def test_a_recipe_name_that_is_a_path_is_refused_and_nothing_is_written(tmp_path, monkeypatch, name):
+    """Without --out a study goes to runs/<name>: a name that is a path would write outside runs/."""
+    from typer.testing import CliRunner
+
+    from hfprune.cli import app
+
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    path = work / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny_recipe(name=name)))
+    result = CliRunner().invoke(app, ["run", str(path), "--no-progress"])
+    assert isinstance(result.exception, HfpruneError) and "not a plain name" in str(result.exception)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "recipe.yaml", "work"]

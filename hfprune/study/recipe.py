@@ -148,6 +148,16 @@ class StudyRecipe(Section):
     report: ReportSection = ReportSection()
     execution: ExecutionSection = ExecutionSection()
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        """The study's folder is ``runs/<name>`` when no --out is given: a name that is a path could write elsewhere."""
+        if not name.strip() or name in (".", "..") or any(part in name for part in ("/", "\\", "\0")) \
+                or name.startswith("~"):
+            raise ValueError(f"{name!r} is not a plain name (it becomes the folder runs/<name>); use letters, digits, "
+                             "'-', '_' or '.', without '/' or '\\'")
+        return name
+
     @model_validator(mode="after")
     def _data_of_family(self) -> "StudyRecipe":
         task, dataset = FAMILIES[self.model.family].task, DATASETS[self.data.dataset]
