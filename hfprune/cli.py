@@ -274,11 +274,14 @@ def diagnose(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object (per-layer rows and totals)"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="MLP checkpoints: draw the network, disconnected "
                                         "weights marked, to this PNG"),
+    input_size: Optional[int] = typer.Option(None, "--input-size", min=1, max=4096, help="image models whose config "
+                                             "gives no image size (e.g. an HF ResNet): the side of the images, "
+                                             "e.g. 224"),
 ) -> None:
     """Disconnected paths and effective sparsity: which nonzero weights lie on no input→output path."""
     from hfprune.diagnose import diagnose_checkpoint, mlp_weights
 
-    connectivity, model, checkpoint = diagnose_checkpoint(path, trial)
+    connectivity, model, checkpoint = diagnose_checkpoint(path, trial, input_size)
     if plot is not None:
         from hfprune.report.connectivity_plot import draw_mlp
 

@@ -47,9 +47,11 @@ def _best_trial(best_json: Path) -> str | None:
         return None
 
 
-def diagnose_checkpoint(path: str | Path, trial: str | None = None) -> tuple[Connectivity, nn.Module, Path]:
+def diagnose_checkpoint(path: str | Path, trial: str | None = None,
+                        input_size: int | None = None) -> tuple[Connectivity, nn.Module, Path]:
     """Load the checkpoint of ``path`` (see :func:`resolve_checkpoint`) with its family's adapter and analyse
-    every Linear/Conv weight; returns the analysis, the model and the checkpoint directory."""
+    every Linear/Conv weight; returns the analysis, the model and the checkpoint directory. ``input_size``: the
+    side of the square images the model sees, where its config does not say (e.g. an HF ResNet)."""
     from hfprune.models import FAMILIES, adapter_for_checkpoint
 
     checkpoint = resolve_checkpoint(path, trial)
@@ -59,13 +61,31 @@ def diagnose_checkpoint(path: str | Path, trial: str | None = None) -> tuple[Con
         raise HfpruneError(f"diagnose: model family '{adapter.name}' has layers the connectivity analysis cannot "
                            f"follow (it needs Linear/Conv, ReLU, BatchNorm, pooling and residual adds only); "
                            f"supported families: {supported}")
+    from safetensors import SafetensorError
+
+    from hfprune.errors import reason
+
     try:
         model = adapter.load_pretrained(str(checkpoint))
-    except (OSError, ValueError, RuntimeError) as error:
-        from hfprune.errors import reason
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise HfpruneError(f"diagnose: cannot load the checkpoint in '{checkpoint}' ({reason(error)}); give a "
+                           "directory written by save_pretrained whose weights are whole") from None
+    except HfpruneError as error:
+        raise HfpruneError(f"diagnose: {error}") from None
+    return analyse(model, example_input=_example_input(model, input_size)), model, checkpoint
 
-        raise HfpruneError(f"diagnose: cannot load the checkpoint in '{checkpoint}' ({reason(error)})") from None
-    return analyse(model), model, checkpoint
+
+def _example_input(model: nn.Module, input_size: int | None):
+    """One input of the shape the model reads: its config's own size, else ``input_size`` for image models."""
+    import torch
+
+    config = getattr(model, "config", None)
+    if input_size is None or getattr(config, "input_size", None) is not None:
+        return None
+    channels = getattr(config, "num_channels", None)
+    if channels is None:
+        raise HfpruneError("diagnose: --input-size applies to image models; this model's config gives its own input")
+    return torch.zeros(1, channels, input_size, input_size)
 
 
 def mlp_weights(model: nn.Module, connectivity: Connectivity) -> tuple[list, list]:

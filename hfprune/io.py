@@ -32,6 +32,20 @@ def quiet_hf_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+@contextmanager
+def quiet_hf_warnings() -> Iterator[None]:
+    """transformers' warnings off inside the block (e.g. its report of weights it initialised, which hfprune turns
+    into one error line of its own), as before after."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 WriteInto = Callable[[Path], None]
 
 

@@ -320,3 +320,52 @@ def test_oracle_study_records_and_reports_nominal_and_effective_nonzeros(tmp_pat
     report = (tmp_path / "report.md").read_text()
     assert "## Nominal vs effective nonzero weights" in report
     assert f"| conv1@0.5 | 2 | {n:,.1f} | {n:,.1f} | 0 | 0 |" in report
+
+
+def test_an_hf_resnet_checkpoint_is_diagnosed_at_the_input_size_given(tmp_path):
+    from convnet_fixtures import tiny_model
+
+    model = tiny_model("hf_resnet18")
+    model.save_pretrained(tmp_path / "resnet")
+    without = CliRunner().invoke(app, ["diagnose", str(tmp_path / "resnet")])
+    assert isinstance(without.exception, HfpruneError) and "--input-size" in str(without.exception)
+    result = CliRunner().invoke(app, ["diagnose", str(tmp_path / "resnet"), "--input-size", "32", "--json"])
+    assert result.exit_code == 0, result.output
+    totals = json.loads(result.stdout.strip().splitlines()[-1])["totals"]
+    from hfprune.models import get_adapter
+
+    expected = analyse(get_adapter("hf_resnet").load_pretrained(str(tmp_path / "resnet")),
+                       example_input=torch.zeros(1, 3, 32, 32)).totals()
+    assert totals == expected and totals["nonzeros"] > 0
+
+
+def _mlp_checkpoint(folder, hidden_sizes):
+    from hfprune.models import get_adapter
+
+    adapter = get_adapter("sparse_mlp")
+    adapter.build(adapter.config(2, 2, 0, {"hidden_sizes": hidden_sizes})).save_pretrained(folder)
+    return folder
+
+
+def test_weights_of_another_model_are_an_error_never_a_wrong_analysis(tmp_path):
+    """A folder whose config and weights do not belong together (weights of a smaller MLP under a config of a
+    larger one): transformers would initialise the rest at random, which hfprune refuses to analyse."""
+    import shutil
+
+    target = _mlp_checkpoint(tmp_path / "wide", [4, 4, 4])
+    other = _mlp_checkpoint(tmp_path / "narrow", [2, 2])
+    shutil.copy(other / "model.safetensors", target / "model.safetensors")
+    result = CliRunner().invoke(app, ["diagnose", str(target)])
+    assert isinstance(result.exception, HfpruneError), result.output
+    assert "do not load exactly" in str(result.exception) or "do not fit its config" in str(result.exception)
+    assert "sparsity" not in result.output
+
+
+@pytest.mark.parametrize("content", [b"", b"not a safetensors file at all", b"\xff" * 64,
+                                     (2**60).to_bytes(8, "little") + b"{}"])
+def test_garbage_or_truncated_weights_are_one_line(tmp_path, content):
+    target = _mlp_checkpoint(tmp_path / "mlp", [3, 3, 3])
+    (target / "model.safetensors").write_bytes(content)
+    result = CliRunner().invoke(app, ["diagnose", str(target)])
+    assert isinstance(result.exception, HfpruneError), result.output
+    assert "\n" not in str(result.exception) and "diagnose" in str(result.exception)

@@ -16,10 +16,29 @@ from typing import Any, ClassVar
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from hfprune.errors import HfpruneError
+from hfprune.errors import HfpruneError, reason
+from hfprune.io import quiet_hf_warnings
 from hfprune.models.overrides import override_problems
 from hfprune.pruning.structured.groups import Group, StructuredMask
 from hfprune.pruning.structured.surgery import shrink
+
+
+def load_exactly(model_class, source: str, **kwargs) -> PreTrainedModel:
+    """``model_class.from_pretrained(source, **kwargs)``, refusing weights that do not load exactly: a parameter the
+    checkpoint lacks (transformers would draw it at random) or one of another shape would make a model that is not
+    the one saved, and hfprune never prunes or analyses such a model as if it were trained. One HfpruneError line."""
+    try:
+        with quiet_hf_warnings():
+            model, info = model_class.from_pretrained(source, output_loading_info=True, **kwargs)
+    except RuntimeError as error:  # transformers' multi-line report of weights of other shapes
+        raise HfpruneError(f"the weights in '{source}' do not fit its config ({reason(error, 200)}); give the "
+                           "checkpoint these weights were saved with") from None
+    missing = list(info.get("missing_keys") or []) + [str(key) for key in info.get("mismatched_keys") or []]
+    if missing:
+        raise HfpruneError(f"the weights in '{source}' do not load exactly into a {model_class.__name__}: "
+                           f"{len(missing)} parameter(s) missing or of another shape (e.g. {missing[0]}), which "
+                           "would be initialised at random; give the checkpoint these weights were saved with")
+    return model
 
 
 class ModelAdapter(ABC):
@@ -55,7 +74,7 @@ class ModelAdapter(ABC):
 
     def load_pretrained(self, source: str) -> PreTrainedModel:
         """A dense model of this family from a local directory or Hub id."""
-        return self.model_class.from_pretrained(source, dtype=self.dtype)
+        return load_exactly(self.model_class, source, dtype=self.dtype)
 
     def prunable_weights(self, model: PreTrainedModel) -> dict[str, nn.Parameter]:
         """The weight matrices sparse-training methods prune, by parameter name, in model order: every Linear and

@@ -178,8 +178,8 @@ def _probe_input(model: nn.Module, example_input: torch.Tensor | None, device: t
     channels, image = getattr(config, "num_channels", None), getattr(config, "image_size", None)
     if isinstance(channels, int) and isinstance(image, int):
         return torch.ones(1, channels, image, image, dtype=torch.float64, device=device)
-    raise HfpruneError("connectivity: the model's config gives no input_size nor num_channels + image_size; pass "
-                       "example_input (one batch of inputs)")
+    raise HfpruneError("connectivity: the model's config gives no input_size nor num_channels + image_size; give "
+                       "the image side with --input-size (hfprune diagnose), or pass example_input")
 
 
 @contextlib.contextmanager

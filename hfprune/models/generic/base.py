@@ -11,7 +11,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from hfprune.errors import HfpruneError, reason
 from hfprune.io import quiet_hf_progress
-from hfprune.models.base import UnstructuredAdapter
+from hfprune.models.base import UnstructuredAdapter, load_exactly
 from hfprune.models.overrides import override_problems
 from hfprune.models.structure import auto_class_name, model_kind
 
@@ -73,7 +73,7 @@ class AutoFamily(UnstructuredAdapter):
         try:
             config = self.load_config(source)
             with quiet_hf_progress():
-                return self.auto_class_for(config).from_pretrained(source, dtype=self.dtype).eval()
+                return load_exactly(self.auto_class_for(config), source, dtype=self.dtype).eval()
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             raise HfpruneError(f"cannot load model '{source}' as a {self.name} checkpoint ({reason(error)})") from None
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import PretrainedConfig, PreTrainedModel, ResNetConfig, ResNetForImageClassification
 
-from hfprune.models.base import StructuredAdapter
+from hfprune.models.base import StructuredAdapter, load_exactly
 from hfprune.models.hf_resnet.modeling_pruned_resnet import (
     PrunedResNetConfig,
     PrunedResNetForImageClassification,
@@ -57,7 +57,7 @@ class HFResNetAdapter(StructuredAdapter):
 
     def load_pretrained(self, source: str) -> PrunedResNetForImageClassification:
         """A HF ResNet (``model_type: resnet``, e.g. microsoft/resnet-18) or an hfprune pruned ResNet."""
-        return to_pruned_resnet(self._checkpoint_class(source)[1].from_pretrained(source, dtype=self.dtype))
+        return to_pruned_resnet(load_exactly(self._checkpoint_class(source)[1], source, dtype=self.dtype))
 
     @staticmethod
     def _checkpoint_class(source: str) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel, ViTConfig, ViTForImageClassification
 
-from hfprune.models.base import StructuredAdapter
+from hfprune.models.base import StructuredAdapter, load_exactly
 from hfprune.models.vit.modeling_pruned_vit import PrunedViTConfig, PrunedViTForImageClassification
 from hfprune.pruning.structured.groups import Group, ParamSlice, StructuredMask
 
@@ -81,7 +81,7 @@ class ViTAdapter(StructuredAdapter):
 
     def load_pretrained(self, source: str) -> PrunedViTForImageClassification:
         """A HF ViT (``model_type: vit``, e.g. google/vit-base-patch16-224) or an hfprune pruned ViT."""
-        return to_pruned_vit(self._checkpoint_class(source)[1].from_pretrained(source))
+        return to_pruned_vit(load_exactly(self._checkpoint_class(source)[1], source))
 
     @staticmethod
     def _checkpoint_class(source: str) -> tuple[type[PretrainedConfig], type[PreTrainedModel]]:
