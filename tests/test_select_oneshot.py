@@ -41,3 +41,22 @@ def test_select_needs_training_data_and_structure(tmp_path):
     assert missing.exit_code != 0 and "--train-data" in str(missing.exception or missing.output)
     unstructured = CliRunner().invoke(app, [*base, "--sparsity", "0.5"])
     assert unstructured.exit_code != 0 and "--structure" in str(unstructured.exception or unstructured.output)
+
+
+def test_select_with_too_little_data_or_data_the_model_cannot_read_is_one_line_before_training(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from hfprune.errors import HfpruneError
+    from vit_fixtures import TINY_VIT
+
+    adapter = get_adapter("lenet5_mini")
+    adapter.build(adapter.config(10, 1, 32, {})).save_pretrained(tmp_path / "lenet")
+    ViTForImageClassification(ViTConfig(**TINY_VIT, num_labels=10)).save_pretrained(tmp_path / "vit")
+    common = ["--select", "successive-halving", "--train-data", "mnist_sample", "--no-progress"]
+    tiny = CliRunner().invoke(app, ["prune", str(tmp_path / "lenet"), "--structure", "conv1=0.5", "--train-limit",
+                                    "1", "--out", str(tmp_path / "a"), *common])
+    assert isinstance(tiny.exception, HfpruneError) and "at least 2" in str(tiny.exception), tiny.output
+    vit = CliRunner().invoke(app, ["prune", str(tmp_path / "vit"), "--structure", "heads=0.5", "--out",
+                                   str(tmp_path / "b"), *common])
+    assert isinstance(vit.exception, HfpruneError) and "1-channel images" in str(vit.exception), vit.output
+    assert not (tmp_path / "b.selection" / "trials.jsonl").exists()

@@ -7,10 +7,14 @@ import dataclasses
 import torch
 
 from hfprune.data import ImageClassificationData, TensorImageSet
+from hfprune.errors import HfpruneError
 
 
 def validation_indices(n: int, fraction: float, seed: int) -> torch.Tensor:
     """Sorted indices of round(fraction · n) train rows (at least one, at most n − 1), drawn with ``seed``."""
+    if n < 2:
+        raise HfpruneError(f"the train split has {n} row(s): holding a validation split out needs at least 2 (one to "
+                           "train on, one to rank by); use more training data")
     size = min(n - 1, max(1, round(fraction * n)))
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return order[:size].sort().values

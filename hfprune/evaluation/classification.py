@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from hfprune.errors import HfpruneError
 from hfprune.train.trainer import make_loader
 
 # (model, batch on the model's device) -> (summed loss, correct predictions, examples)
@@ -48,6 +49,9 @@ def evaluate_dataset(model: torch.nn.Module, dataset, batch_size: int, score: Ba
         batch_loss, batch_correct, batch_count = score(model, {key: value.to(device) for key, value in batch.items()})
         loss_sum, correct, count = loss_sum + batch_loss, correct + batch_correct, count + batch_count
     model.train(was_training)
+    if not count:
+        raise HfpruneError("nothing to evaluate: the split is empty; use more data (a larger data.train_limit / "
+                           "--train-limit, or a smaller validation fraction)")
     return {"loss": loss_sum / count, "acc": correct / count}
 
 

@@ -32,9 +32,11 @@ def dense_config(recipe: StudyRecipe, adapter: ModelAdapter, task: Task) -> Pret
     builds for the task's data with the recipe's ``model.config`` overrides."""
     if recipe.model.pretrained:
         try:
-            return adapter.load_config(recipe.model.pretrained)
+            config = adapter.load_config(recipe.model.pretrained)
         except (OSError, ValueError) as error:
             raise _cannot_load(adapter, recipe.model.pretrained, error) from None
+        _check_data_fits(recipe, config, task)
+        return config
     try:
         config = adapter.config(*task.data_shape(), recipe.model.config)
     except (TypeError, ValueError) as error:
@@ -42,6 +44,21 @@ def dense_config(recipe: StudyRecipe, adapter: ModelAdapter, task: Task) -> Pret
                            "override") from None
     check_buildable(adapter.model_class, config)
     return config
+
+
+def _check_data_fits(recipe: StudyRecipe, config: PretrainedConfig, task: Task) -> None:
+    """A pretrained image model and the recipe's dataset must agree on channels and have room for its labels."""
+    labels, channels, _ = task.data_shape()
+    reads = getattr(config, "num_channels", None)
+    if channels and isinstance(reads, int) and reads != channels:
+        raise HfpruneError(f"data.dataset '{recipe.data.dataset}' has {channels}-channel images but model.pretrained "
+                           f"'{recipe.model.pretrained}' reads {reads}-channel images; choose a dataset of "
+                           f"{reads}-channel images or another model")
+    classes = getattr(config, "num_labels", None)
+    if labels and isinstance(classes, int) and classes < labels:
+        raise HfpruneError(f"data.dataset '{recipe.data.dataset}' has {labels} classes but model.pretrained "
+                           f"'{recipe.model.pretrained}' predicts {classes}; choose a model with a head of at least "
+                           f"{labels} classes")
 
 
 def _load_pretrained(adapter: ModelAdapter, source: str, progress: bool) -> PreTrainedModel:
