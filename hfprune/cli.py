@@ -16,6 +16,7 @@ from hfprune.errors import HfpruneError, Interrupted
 
 app = typer.Typer(
     help="Prune Hugging Face models and run oracle-pruning studies.",
+    rich_markup_mode=None,  # plain help: option names never cut, wrapped to the terminal
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -50,13 +51,13 @@ def _resolve_recipe(recipe: str) -> Path:
 
 @app.command()
 def run(
-    recipe: str = typer.Argument(..., help="recipe YAML path, or the name of a shipped recipe"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study directory \\[default: runs/<recipe name>]"),
+    recipe: str = typer.Argument(..., metavar="RECIPE", help="recipe YAML path, or the name of a shipped recipe"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="study directory [default: runs/<recipe name>]"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress: bars on a terminal, "
                                   "else one line per finished trial"),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="run up to N trials at once on Ray (a "
                                           "local instance, or the cluster of --ray-address); pip install "
-                                          "'hfprune\\[ray]'"),
+                                          "'hfprune[ray]'"),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join a running Ray cluster: auto or "
                                               "HOST:PORT (`ray start --head`); trials take the recipe's "
                                               "execution resources"),
@@ -94,9 +95,9 @@ def run(
 
 @app.command()
 def report(
-    path: Path = typer.Argument(..., help="a study directory, or a CSV/JSONL/JSON table of trials"),
-    x: Optional[str] = typer.Option(None, "--x", help="criterion column \\[default: pruned_train_loss]"),
-    y: Optional[str] = typer.Option(None, "--y", help="outcome column \\[default: final_test_acc]"),
+    path: Path = typer.Argument(..., metavar="PATH", help="a study directory, or a CSV/JSONL/JSON table of trials"),
+    x: Optional[str] = typer.Option(None, "--x", help="criterion column [default: pruned_train_loss]"),
+    y: Optional[str] = typer.Option(None, "--y", help="outcome column [default: final_test_acc]"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object for the (x, y) pair"),
     higher_is_better: Optional[bool] = typer.Option(
         None, "--higher-is-better/--lower-is-better", help="direction of --y (inferred from its name if omitted)"),
@@ -128,21 +129,22 @@ def report(
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Argument(..., help="LLaVA model: a local directory (save_pretrained) or a Hub id"),
+    model: str = typer.Argument(..., metavar="MODEL", help="vision-language model: a local directory "
+                                "(save_pretrained) or a Hub id"),
     tasks: str = typer.Option("", "--tasks", help="comma-separated benchmarks, e.g. gqa,sqa_img,textvqa,pope,mmvet"),
     out: Path = typer.Option(..., "--out", "-o", help="output directory: <task>/predictions.jsonl, summary.md"),
     limit: Optional[int] = typer.Option(None, "--limit", help="only the first N samples of each benchmark"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="samples per generation batch"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="local copies of the benchmarks as DIR/<task>"),
     judge_base_url: Optional[str] = typer.Option(
-        None, "--judge-base-url", help="OpenAI-compatible endpoint of the MM-Vet judge \\[env HFPRUNE_JUDGE_BASE_URL]; "
+        None, "--judge-base-url", help="OpenAI-compatible endpoint of the MM-Vet judge [env HFPRUNE_JUDGE_BASE_URL]; "
         "its key only from the environment: HFPRUNE_JUDGE_API_KEY"),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model \\[env HFPRUNE_JUDGE_MODEL]"),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="judge model [env HFPRUNE_JUDGE_MODEL]"),
     rescore: bool = typer.Option(False, "--rescore", help="score the saved predictions again without generating"),
     style: Optional[str] = typer.Option(None, "--style", help="scoring style: official (LLaVA's scripts) or "
-                                        "lmms_eval \\[default: each spec's scoring.style, official]"),
+                                        "lmms_eval [default: each spec's scoring.style, official]"),
     lm_eval_tasks: Optional[str] = typer.Option(None, "--lm-eval-tasks", help="comma-separated lm-eval tasks run "
-                                                "on the language model alone (pip install 'hfprune\\[lmeval]')"),
+                                                "on the language model alone (pip install 'hfprune[lmeval]')"),
     lm_eval_include: Optional[Path] = typer.Option(None, "--lm-eval-include", help="directory of extra lm-eval "
                                                    "task YAMLs (e.g. over local data files)"),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="cap on the new tokens "
@@ -181,7 +183,8 @@ def methods() -> None:
         needs = " (needs --calibration-data)" if importance.needs_calibration else ""
         typer.echo(f"{name:<12} structured criterion{needs}")
     for name, method in METHODS.items():
-        options = [f"{key}={field.default!r}" for key, field in method.model_fields.items() if key not in ("name", "label")]
+        options = [f"{key}={field.default!r}" for key, field in method.model_fields.items()
+                   if key not in ("name", "label")]
         needs = " (needs --calibration-data)" if method().needs_calibration else ""
         typer.echo(f"{name:<12} unstructured method{needs}; options: {', '.join(options) or 'none'}")
     from hfprune.pruning.sparse_training.registry import SPARSE_METHODS
@@ -195,7 +198,7 @@ def methods() -> None:
 
 @app.command()
 def convert(
-    family: str = typer.Argument(..., help="checkpoint family to convert: tinyllava"),
+    family: str = typer.Argument(..., metavar="FAMILY", help="checkpoint family to convert: tinyllava"),
     source: str = typer.Argument(..., metavar="SRC", help="the public checkpoint: a local directory or a Hub id"),
     out: Path = typer.Option(..., "--out", "-o", help="new or empty output directory"),
     layout: str = typer.Option("auto", "--layout", help="auto, legacy (bczhou/TinyLLaVA-3.1B) or factory "
@@ -231,10 +234,11 @@ def recipes() -> None:
 
 @app.command()
 def push(
-    directory: Path = typer.Argument(..., help="checkpoint folder: hfprune prune's --out, or a study's best/"),
-    repo_id: str = typer.Argument(..., help="Hub repository, NAMESPACE/NAME (created if missing)"),
+    directory: Path = typer.Argument(..., metavar="DIRECTORY", help="checkpoint folder: hfprune prune's --out, or a "
+                                     "study's best/"),
+    repo_id: str = typer.Argument(..., metavar="REPO_ID", help="Hub repository, NAMESPACE/NAME (created if missing)"),
     private: bool = typer.Option(False, "--private", help="create the repository as private"),
-    revision: Optional[str] = typer.Option(None, "--revision", help="branch to push to \\[default: main]"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="branch to push to [default: main]"),
     message: Optional[str] = typer.Option(None, "--message", "-m", help="commit message"),
 ) -> None:
     """Upload a pruned checkpoint with its model card; the token comes from `hf auth login` or HF_TOKEN."""
@@ -246,11 +250,12 @@ def push(
 
 @app.command()
 def score(
-    benchmark: str = typer.Argument(..., help="gqa, sqa_img, textvqa, textvqa_ocr, pope, mmvet, or a spec YAML"),
-    file: Path = typer.Argument(..., help="JSONL, one row per sample: 'prediction' (the raw model output) and the "
-                                "benchmark's reference fields (see the README)"),
+    benchmark: str = typer.Argument(..., metavar="BENCHMARK", help="gqa, sqa_img, textvqa, textvqa_ocr, pope, "
+                                    "mmvet, or a spec YAML"),
+    file: Path = typer.Argument(..., metavar="FILE", help="JSONL, one row per sample: 'prediction' (the raw model "
+                                "output) and the benchmark's reference fields (see the README)"),
     style: Optional[str] = typer.Option(None, "--style", help="official (LLaVA's scripts) or lmms_eval "
-                                        "\\[default: the spec's scoring.style, official]"),
+                                        "[default: the spec's scoring.style, official]"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object: the headline and the other metrics"),
     per_sample: Optional[Path] = typer.Option(None, "--per-sample", help="write one JSONL row per input row, in "
                                               "input order, with its score and what was parsed"),
@@ -267,8 +272,8 @@ def score(
 
 @app.command()
 def diagnose(
-    path: Path = typer.Argument(..., help="a checkpoint directory (save_pretrained) of any hfprune family, or a "
-                                "study directory with --trial"),
+    path: Path = typer.Argument(..., metavar="PATH", help="a checkpoint directory (save_pretrained) of any hfprune "
+                                "family, or a study directory with --trial"),
     trial: Optional[str] = typer.Option(None, "--trial", help="with a study directory: the trial whose checkpoint "
                                         "(checkpoints/<trial>, or best/) to analyse; 'best' for best/"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object (per-layer rows and totals)"),

@@ -29,6 +29,12 @@ def _flags(args: list[str]) -> set[str]:
     return {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
 
 
+def _options(command) -> set[str]:
+    """Every option name of a command (``--progress`` and ``--no-progress`` alike)."""
+    return {name for param in command.params for name in [*getattr(param, "opts", []),
+                                                          *getattr(param, "secondary_opts", [])]}
+
+
 class ModeGroup(TyperGroup):
     """Dispatches ``hfprune prune MODEL --flags`` to the mode its flags name; an option of another mode is one
     line saying which."""
@@ -55,25 +61,25 @@ class ModeGroup(TyperGroup):
             raise HfpruneError("--method needs --structure (a structured criterion) or --sparsity (an unstructured "
                                "method); `hfprune methods` lists both")
         raise HfpruneError("say how to prune: hfprune prune structured|unstructured|select MODEL ... (or give "
-                           "--structure, --sparsity or --select); `hfprune prune MODE --help` lists each mode's options")
+                           "--structure, --sparsity or --select); `hfprune prune MODE --help` lists each mode's "
+                           "options")
 
     def _refuse_foreign(self, mode: str, args: list[str]) -> None:
         command = self.commands[mode]
-        own = {name for param in command.params for name in getattr(param, "opts", []) + getattr(param, "secondary_opts", [])}
-        for flag in sorted(_flags(args) - own - {"--help"}):
-            others = [name for name, other in self.commands.items() if name != mode and flag in
-                      {n for p in other.params for n in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}]
+        for flag in sorted(_flags(args) - _options(command) - {"--help"}):
+            others = [name for name, other in self.commands.items() if name != mode and flag in _options(other)]
             if others:
                 raise HfpruneError(f"{flag} applies to `hfprune prune {' / '.join(others)}`, not to pruning {mode}; "
                                    f"drop it (`hfprune prune {mode} --help` lists this mode's options)")
 
 
 app = typer.Typer(cls=ModeGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Prune a checkpoint: structured (physically smaller), unstructured (weights zeroed) or by "
                        "selecting the structured mask that retrains best. The mode word may be left out: "
                        "--structure, --sparsity or --select says it.")
 
-MODEL = typer.Argument(..., help="model to prune: a local directory (save_pretrained) or a Hub id")
+MODEL = typer.Argument(..., metavar="MODEL", help="model to prune: a local directory (save_pretrained) or a Hub id")
 OUT = typer.Option(..., "--out", "-o", help="output directory for the pruned checkpoint")
 SEED = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="seed of random choices and the calibration subset")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show progress")
@@ -114,15 +120,15 @@ def unstructured(
     option: Optional[list[str]] = typer.Option(None, "--option", help="any option of the method as KEY=VALUE "
                                                "(repeat for several), e.g. --option lam=0.1"),
     lam: Optional[float] = typer.Option(None, "--lambda", help="onp/pnp option lam: layer sparsities spread over "
-                                        "[S-lambda, S+lambda] \\[default: 0.08]"),
+                                        "[S-lambda, S+lambda] [default: 0.08]"),
     outlier_m: Optional[float] = typer.Option(None, "--outlier-m", help="onp option outlier_m: outlier when score > "
-                                              "M x the layer's mean \\[default: 5]"),
+                                              "M x the layer's mean [default: 5]"),
     score: Optional[str] = typer.Option(None, "--score", help="onp option score: 'weight' (|w|) or 'activation' "
-                                        "(|w|*||x||, needs --calibration-data) \\[default: weight]"),
+                                        "(|w|*||x||, needs --calibration-data) [default: weight]"),
     variance: Optional[float] = typer.Option(None, "--variance", help="pnp option variance: share of variance the "
-                                             "principal components explain \\[default: 0.9]"),
+                                             "principal components explain [default: 0.9]"),
     target: Optional[list[str]] = typer.Option(None, "--target", help="regex (full match) of Linear modules to prune; "
-                                               "repeat for several \\[default: the model family's]"),
+                                               "repeat for several [default: the model family's]"),
     ignore: Optional[list[str]] = typer.Option(None, "--ignore", help="regex of Linear modules to keep dense"),
     calibration_data: Optional[str] = typer.Option(None, "--calibration-data", help="a LLaVA-1.5 conversations "
                                                    "JSON, images included (wanda, owl, sparsegpt, --score "
@@ -134,7 +140,7 @@ def unstructured(
                                      "--calibration-data conversations"),
     seed: int = SEED,
     device: Optional[str] = typer.Option(None, "--device", help="where the method scores, calibrates and masks, "
-                                         "e.g. cuda \\[default: cpu]"),
+                                         "e.g. cuda [default: cpu]"),
     progress: bool = PROGRESS,
 ) -> None:
     """Zero single weights of Linear layers (UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT; N:M with --pattern)."""

@@ -131,3 +131,15 @@ def test_interrupts_end_in_one_line_saying_what_is_kept_and_how_to_resume(tmp_pa
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
     lines = [line for line in text.splitlines() if line.startswith("interrupted;")]
     assert lines == [f"interrupted; finished trials are saved in {out}. Run the same command to resume."]
+
+
+def test_help_is_plain_text_whose_option_names_are_never_cut():
+    from hfprune.cli import app
+
+    for command in (["prune", "unstructured", "--help"], ["prune", "structured", "--help"], ["run", "--help"],
+                    ["--help"]):
+        text = CliRunner().invoke(app, command, env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"}).output
+        assert "…" not in text and "╭" not in text, text
+        assert "--help <bool>" not in text
+    unstructured = CliRunner().invoke(app, ["prune", "unstructured", "--help"], env={"COLUMNS": "80"}).output
+    assert "--calibration-data" in unstructured and "--calibration-samples" in unstructured
