@@ -253,3 +253,24 @@ def test_repeats_of_any_count_average_to_their_mean(tmp_path):
     assert points.x.tolist() == [float(np.mean([r["pruned_train_loss"] for r in records if r["mask_id"] == m]))
                                  for m in "abcd"]
     assert points.y.tolist() == pytest.approx([means[m][1] for m in "abcd"], abs=1e-15)
+
+
+def test_a_report_says_what_is_unfinished_what_the_oracle_pruned_and_how_best_was_chosen(tmp_path):
+    """A study still running: its report counts the planned trials; the oracle point names its kept units; the
+    note on best/ says it was chosen on the test split."""
+    directory = tmp_path / "study"
+    store = TrialStore(directory)
+    for index, (loss, acc) in enumerate([(0.3, 0.8), (0.2, 0.7), (0.5, 0.9)]):
+        store.append({"trial_id": f"conv1@0.5:m{index}:r0", "setting": "conv1@0.5", "mask_id": f"m{index}",
+                      "repeat": 0, "mask": {"conv1": [index, 9]}, "pruned_train_loss": loss, "final_test_acc": acc,
+                      "higher_is_better": {"pruned_train_loss": False, "final_test_acc": True}})
+    (directory / "study.json").write_text(json.dumps({"name": "running", "trials_planned": 252}))
+    (directory / "best.json").write_text(json.dumps({"trial_id": "conv1@0.5:m2:r0", "metric": "final_test_acc",
+                                                     "value": 0.9}))
+    summary = report_study(directory, plots=False)
+    text = (directory / "report.md").read_text()
+    assert summary["trials_planned"] == 252 and "3 of 252 planned trials" in text
+    (oracle,) = [r for r in summary["results"] if r["y"] == "final_test_acc"]
+    assert oracle["oracle_id"] == "conv1@0.5:m1:r0" and oracle["oracle_pruned"] == "conv1 keeps 1, 9"  # lowest loss
+    assert "conv1 keeps 1, 9" in text
+    assert "`best/` holds the retrained model of trial `conv1@0.5:m2:r0`" in text and "test split" in text

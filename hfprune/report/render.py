@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from hfprune.report.format import dumps, fmt, fmt_ci
+from hfprune.report.grids import render_ratio_layer_grid, render_rounds
 from hfprune.report.sparsity import render_connectivity, render_sparsity
 from hfprune.report.stats import VALID_P, VALID_TAU
 
@@ -71,7 +72,7 @@ def _pair_section(pair: dict, results: list[dict], level: float | None = None) -
         cells = [_cell(r["setting"]), str(r["n"]), fmt(r["kendall_tau"]), fmt_ci(r.get("tau_ci")),
                  fmt(r["p_value"], "p"), fmt(r["valid"]), fmt(r["anomaly_ratio"], "ratio"),
                  fmt_ci(r.get("anomaly_ci"), "ratio"), fmt(r["counterexample_ratio"], "ratio"),
-                 fmt_ci(r.get("counterexample_ci"), "ratio"), _cell(r["oracle_id"] or "—"), str(r["n_dropped"])]
+                 fmt_ci(r.get("counterexample_ci"), "ratio"), _oracle_cell(r), str(r["n_dropped"])]
         lines.append("| " + " | ".join(cells) + " |")
     noise = noise_lines(results, level)
     if noise:
@@ -81,6 +82,14 @@ def _pair_section(pair: dict, results: list[dict], level: float | None = None) -
         lines.append("")
         lines.extend(f"![{r['setting']}: {r['x']} vs. {r['y']}]({r['plot']})" for r in plots)
     return lines + [""]
+
+
+def _oracle_cell(result: dict) -> str:
+    """The oracle point's id and what it pruned (kept units, or method)."""
+    if not result.get("oracle_id"):
+        return "—"
+    pruned = result.get("oracle_pruned")
+    return _cell(f"{result['oracle_id']} ({pruned})" if pruned else result["oracle_id"])
 
 
 def _epochs(value: float | None) -> str:
@@ -122,9 +131,12 @@ def _halving_section(rows: list[dict]) -> list[str]:
 
 def render_markdown(summary: dict) -> str:
     """The human-readable report."""
-    settings = summary["settings"]
-    lines = [f"# Oracle-pruning report: {summary['study']}", "",
-             f"{summary['n_trials']} trials in {len(settings)} setting(s): {', '.join(settings)}."]
+    settings, planned = summary["settings"], summary.get("trials_planned")
+    count = f"{summary['n_trials']} trials" if not planned or planned == summary["n_trials"] else \
+        f"{summary['n_trials']} of {planned} planned trials (the study is not finished: the same `hfprune run` " \
+        "completes it)"
+    lines = [f"# Oracle-pruning report: {summary['study']}", "", f"{count} in {len(settings)} setting(s): "
+             f"{', '.join(settings)}."]
     if summary["average_repeats"]:
         lines.append("Repeats of one mask (different retraining seeds) are averaged into one point; "
                      "n counts masks, 'dropped' counts trials missing x or y.")
@@ -134,8 +146,6 @@ def render_markdown(summary: dict) -> str:
         lines += [f"| {key} | {fmt(value) if isinstance(value, (int, float)) else value} |"
                   for key, value in dense.items()]
     lines += ["", DEFINITION, ""]
-    from hfprune.report.grids import render_ratio_layer_grid, render_rounds  # they format cells with fmt
-
     lines += render_ratio_layer_grid(summary) + render_rounds(summary)
     bootstrap = summary.get("bootstrap")
     if bootstrap:
@@ -153,6 +163,12 @@ def render_markdown(summary: dict) -> str:
         lines += render_sparsity(summary["sparsity"])
     if summary.get("connectivity"):
         lines += render_connectivity(summary["connectivity"])
+    best = summary.get("best")
+    if best:
+        lines += ["", f"`best/` holds the retrained model of trial `{best['trial_id']}`, the best by "
+                      f"{best.get('metric')} ({fmt(best.get('value'))}). It is chosen on the test split: a look at the "
+                      "best pruned model, not a way to choose one (pruning.selection chooses on a validation split).",
+                  ""]
     return "\n".join(lines)
 
 

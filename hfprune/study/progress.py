@@ -1,19 +1,24 @@
 """Watching a study from its driver: one bar over trials on a terminal, else one log line per finished trial.
 
 Both show the running best by the task's selection metric, in the direction its record declares, and an
-estimate of the time left from the trials finished in this run (whatever their order or concurrency).
+estimate of the time left from the pace of the last trials finished in this run (whatever their order or
+concurrency; recent ones only, so the estimate follows a machine whose load changes). A resumed study says so.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from datetime import timedelta
 from typing import Callable, TextIO
 
 from tqdm.auto import tqdm
 
 from hfprune.records.record import TrialRecord
+
+
+RECENT = 10  # trials whose pace the time left is estimated from
 
 
 class TrialProgress:
@@ -27,6 +32,10 @@ class TrialProgress:
         for record in recorded:
             self._consider(TrialRecord.from_json(record))
         self.started, self.finished_here = time.monotonic(), 0
+        self.recent: deque[float] = deque([self.started], maxlen=RECENT + 1)  # when the last trials finished
+        if mode is not None and self.done:
+            print(f"resuming: {self.done} of {total} trials already recorded; running the other {total - self.done}",
+                  file=self.stream, flush=True)
         self.bar = tqdm(total=total, initial=self.done, desc="trials", file=self.stream) if mode == "bar" else None
         if self.bar is not None and self.best is not None:
             self.bar.set_postfix_str(self._best_text())
@@ -47,16 +56,17 @@ class TrialProgress:
         return f"best {metric} {self.best.metrics[metric]:.4f} ({self.best.trial_id})"
 
     def eta(self) -> timedelta | None:
-        """Time left at this run's pace so far (None before its first trial)."""
+        """Time left at the pace of this run's last :data:`RECENT` trials (None before its first trial)."""
         if not self.finished_here:
             return None
-        pace = (time.monotonic() - self.started) / self.finished_here
+        pace = (self.recent[-1] - self.recent[0]) / (len(self.recent) - 1)
         return timedelta(seconds=round(pace * (self.total - self.done)))
 
     def finished(self, record: TrialRecord) -> None:
         """Count one finished trial and show it."""
         self.done += 1
         self.finished_here += 1
+        self.recent.append(time.monotonic())
         self._consider(record)
         if self.bar is not None:
             self.bar.update(1)

@@ -4,6 +4,7 @@ selection criterion; successive halving's rungs; sparsity per layer; nominal vs 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -86,11 +87,14 @@ def report_oracle_study(directory: str | Path, pairs: Iterable[tuple[str, str]] 
     pairs = list(pairs)
     require_columns(rows, {column for pair in pairs for column in pair}, source)
     manifest = read_manifest(directory)
+    planned = manifest.get("trials_planned")
     summary: dict[str, Any] = {
         "study": manifest.get("name") or directory.resolve().name,
         "directory": source,
         "dense": manifest["dense"] if isinstance(manifest.get("dense"), dict) else None,
         "n_trials": len(rows),
+        "trials_planned": planned if isinstance(planned, int) else None,
+        "best": _best(directory),
         "settings": sorted({setting_of(row) for row in rows}),
         "average_repeats": average_repeats,
         "bootstrap": None if bootstrap is None else vars(bootstrap),
@@ -102,6 +106,8 @@ def report_oracle_study(directory: str | Path, pairs: Iterable[tuple[str, str]] 
         summary["pairs"].append({"x": x, "y": y, "x_higher_is_better": x_higher, "higher_is_better": y_higher})
         summary["results"] += analyse_pair(rows, x, y, x_higher, y_higher, source, average_repeats=average_repeats,
                                            plot_dir=directory if plots else None, bootstrap=bootstrap)
+    for result in summary["results"]:
+        result["oracle_pruned"] = _what_it_pruned(rows, result.get("oracle_id"))
     outcome = next((c for c in SELECTION_OUTCOMES if has_values(rows, c, source)), None)
     summary["selection"] = [] if outcome is None else regret_table(
         rows, directions, source, outcome, *retrain_epochs(directory), bootstrap=bootstrap)
@@ -111,6 +117,26 @@ def report_oracle_study(directory: str | Path, pairs: Iterable[tuple[str, str]] 
     summary["connectivity"] = connectivity_by_setting(records)
     write_report(directory, summary)
     return summary
+
+
+def _what_it_pruned(rows: list[dict[str, Any]], point: str | None) -> str | None:
+    """What the trial (or mask) behind a point pruned, in words: its kept units per group, or its method."""
+    row = next((row for row in rows if point in (row.get("trial_id"), f"{setting_of(row)}:{row.get('mask_id')}")),
+               None)
+    if row is None:
+        return None
+    if isinstance(row.get("mask"), dict):
+        return "; ".join(f"{group} keeps {', '.join(map(str, units))}" for group, units in row["mask"].items())
+    return row.get("method")
+
+
+def _best(directory: Path) -> dict[str, Any] | None:
+    """What ``best/`` holds (from best.json): the trial and the metric it was chosen by."""
+    try:
+        best = json.loads((directory / "best.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return best if isinstance(best, dict) and "trial_id" in best else None
 
 
 def print_oracle_summary(summary: dict[str, Any], console: Console) -> None:
