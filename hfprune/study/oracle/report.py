@@ -106,12 +106,12 @@ def report_oracle_study(directory: str | Path, pairs: Iterable[tuple[str, str]] 
         summary["pairs"].append({"x": x, "y": y, "x_higher_is_better": x_higher, "higher_is_better": y_higher})
         summary["results"] += analyse_pair(rows, x, y, x_higher, y_higher, source, average_repeats=average_repeats,
                                            plot_dir=directory if plots else None, bootstrap=bootstrap)
+    records = read_trials(directory)
     for result in summary["results"]:
-        result["oracle_pruned"] = _what_it_pruned(rows, result.get("oracle_id"))
+        result["oracle_pruned"] = _what_it_pruned(records, result.get("oracle_id"))
     outcome = next((c for c in SELECTION_OUTCOMES if has_values(rows, c, source)), None)
     summary["selection"] = [] if outcome is None else regret_table(
         rows, directions, source, outcome, *retrain_epochs(directory), bootstrap=bootstrap)
-    records = read_trials(directory)
     summary["halving"] = halving_rows(records)
     summary["sparsity"] = sparsity_by_layer(records)
     summary["connectivity"] = connectivity_by_setting(records)
@@ -119,10 +119,10 @@ def report_oracle_study(directory: str | Path, pairs: Iterable[tuple[str, str]] 
     return summary
 
 
-def _what_it_pruned(rows: list[dict[str, Any]], point: str | None) -> str | None:
+def _what_it_pruned(records: list[dict[str, Any]], point: str | None) -> str | None:
     """What the trial (or mask) behind a point pruned, in words: its kept units per group, or its method."""
-    row = next((row for row in rows if point in (row.get("trial_id"), f"{setting_of(row)}:{row.get('mask_id')}")),
-               None)
+    row = next((record for record in records
+                if point in (record.get("trial_id"), f"{setting_of(record)}:{record.get('mask_id')}")), None)
     if row is None:
         return None
     if isinstance(row.get("mask"), dict):
