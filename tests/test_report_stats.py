@@ -217,3 +217,12 @@ def test_direction_is_inferred_from_the_column_name(column, higher):
 def test_unknown_or_ambiguous_direction_asks_for_the_flag(column):
     with pytest.raises(HfpruneError, match=rf"'{column}'.*--higher-is-better / --lower-is-better"):
         infer_higher_is_better(column)
+
+
+def test_points_on_one_spot_are_counted_for_the_scatter_plot():
+    from hfprune.report.plots import multiplicity
+
+    x = np.array([0.1, 0.1, 0.2, 0.1, 0.3])
+    y = np.array([0.5, 0.5, 0.5, 0.6, 0.5])
+    assert multiplicity(x, y).tolist() == [2, 2, 1, 1, 1]
+    assert multiplicity(np.array([]), np.array([])).tolist() == []
