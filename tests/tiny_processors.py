@@ -18,7 +18,7 @@ import transformers as tf
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from hfprune.models.generic.vision_language import lenient_video_check, video_stand_in
-from tiny_models import ARCHITECTURES, BOS, EOS, PAD, VOCAB
+from tiny_models import ARCHITECTURES, BOS, EOS, PAD, UNSEEN, VOCAB, build_unseen
 
 # Chat templates of public checkpoints (their chat_template.json), by architecture.
 LLAVA_TEMPLATE = (  # llava-hf/llava-1.5-7b-hf
@@ -98,14 +98,17 @@ def tokenizer(named: dict[str, int], bos: str = "<s>", eos: str = "</s>", pad: s
     used = set(specials.values())
     free = [index for index in range(VOCAB) if index not in used]
     vocab = dict(specials)
-    vocab.update((word, index) for word, index in zip(dict.fromkeys(WORDS), free))
+    words = list(dict.fromkeys(WORDS))
+    assert len(words) <= len(free), (len(words), len(free))
+    words += [f"<unused{index}>" for index in range(len(free) - len(words))]  # every id used: added tokens go after
+    vocab.update(zip(words, free))
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     built = tf.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos, pad_token=pad,
                                        unk_token="<unk>", extra_special_tokens=extra or {}, chat_template=template)
     built.add_special_tokens({"additional_special_tokens": [token for token in specials if token not in
                                                             (bos, eos, pad, "<unk>")]})
-    assert len(built) <= VOCAB, len(built)
+    assert len(built) == VOCAB, len(built)
     return built
 
 
@@ -116,7 +119,11 @@ def _pil(name: str) -> type:
 
 
 def _square(name: str, size: int = 32, **kwargs):
-    return _pil(name)(size={"height": size, "width": size}, **kwargs)
+    """The image processor of ``name`` making ``size``-px squares (resized, and center-cropped where it crops)."""
+    processor = _pil(name)(size={"height": size, "width": size}, **kwargs)
+    if getattr(processor, "crop_size", None) is not None:
+        processor.crop_size = {"height": size, "width": size}
+    return processor
 
 
 def _llava(config):
@@ -216,8 +223,13 @@ PROCESSORS: dict[str, Callable] = {
 
 
 def tiny_processor(name: str, config: tf.PretrainedConfig):
-    """The tokenizer, processor or image processor of architecture ``name`` for a model of ``config``."""
-    return PROCESSORS[name](config)
+    """The tokenizer, processor or image processor of architecture ``name`` (or of a causal LM of :data:`UNSEEN`)
+    for a model of ``config``."""
+    return _text(config) if name in UNSEEN else PROCESSORS[name](config)
+
+
+def kind_of(name: str) -> str:
+    return "causal_lm" if name in UNSEEN else ARCHITECTURES[name].kind
 
 
 def end_of_turn(processor) -> int | None:
@@ -233,11 +245,12 @@ def end_of_turn(processor) -> int | None:
 
 
 def save_checkpoint(name: str, directory: str | Path, seed: int = 0) -> Path:
-    """A tiny random model of architecture ``name`` with its processor, saved as a Hub checkpoint is."""
+    """A tiny random model of architecture ``name`` (or a causal LM of :data:`UNSEEN`) with its processor, saved as
+    a Hub checkpoint is."""
     directory = Path(directory)
-    model = ARCHITECTURES[name].build(seed)
+    model = build_unseen(name, seed) if name in UNSEEN else ARCHITECTURES[name].build(seed)
     processor = tiny_processor(name, model.config)
-    if getattr(model, "generation_config", None) is not None and ARCHITECTURES[name].kind != "vision_encoder":
+    if getattr(model, "generation_config", None) is not None and kind_of(name) != "vision_encoder":
         stop = end_of_turn(processor)
         model.generation_config.eos_token_id = EOS if stop is None else sorted({EOS, stop})
         model.generation_config.pad_token_id = PAD

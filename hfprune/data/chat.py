@@ -195,6 +195,24 @@ def answer_labels(tokenizer, rendered: Rendered, replacements: list[dict], input
             for token, (begin, finish) in zip(input_ids, encoded["offset_mapping"])]
 
 
+def processed(processor, **inputs) -> tuple[dict, list[list[dict]]]:
+    """The processor's batch of ``inputs`` as tensors, and where it expanded placeholders in each row's text
+    (``text_replacement_offsets``; none for rows without images)."""
+    from transformers import BatchFeature
+
+    try:
+        batch = processor(**inputs, return_tensors="pt", return_text_replacement_offsets=True)
+    except ValueError as error:  # a processor that tries to make a tensor of the offsets too (Idefics3's)
+        if "tensor" not in str(error):
+            raise
+        batch = processor(**inputs, return_tensors=None, return_text_replacement_offsets=True)
+        offsets = batch.pop("text_replacement_offsets", None)
+        batch = BatchFeature(dict(batch), tensor_type="pt")
+        batch["text_replacement_offsets"] = offsets
+    offsets = batch.pop("text_replacement_offsets", None)
+    return batch, offsets or [[] for _ in inputs["text"]]
+
+
 class ChatInstructionDataset(torch.utils.data.Dataset):
     """LLaVA-1.5 conversations rendered for any vision-language processor (module docstring).
 
@@ -231,13 +249,11 @@ class ChatInstructionDataset(torch.utils.data.Dataset):
         add_special = not (bos is not None and texts[0].startswith(bos))
         with padded(self.tokenizer):
             try:
-                batch = self.processor(text=texts, images=images if any(images) else None, padding=True,
-                                       padding_side="right", add_special_tokens=add_special, return_tensors="pt",
-                                       return_text_replacement_offsets=True)
+                batch, offsets = processed(self.processor, text=texts, images=images if any(images) else None,
+                                           padding=True, padding_side="right", add_special_tokens=add_special)
             except (ValueError, TypeError, IndexError) as error:
                 ids = ", ".join(record.id for record in records)
                 raise HfpruneError(f"the model's processor cannot process conversations {ids} ({error})") from None
-        offsets = batch.pop("text_replacement_offsets", None) or [[] for _ in texts]
         batch.pop("labels", None)  # a processor's own labels (PaliGemma's suffix) are not the answers'
         input_ids, attention = batch["input_ids"], batch["attention_mask"]
         labels = torch.full_like(input_ids, IGNORE_INDEX)

@@ -1,0 +1,183 @@
+"""``hfprune prune unstructured`` end to end on every architecture of tests/tiny_models.py and on a causal LM hfprune
+names nowhere: each a tiny random checkpoint saved with its tokenizer or processor (tests/tiny_processors.py), pruned
+through the CLI with one method per architecture — the methods in turn within each kind of model, calibration-aware
+ones on the data of the model's kind (text, LLaVA-1.5 conversations with images, an image folder), the pruned train
+loss of every language model with conversations or text — then reloaded in one fresh process with plain
+transformers' Auto class the model card names: same class, same zeros, same outputs, generation runs. Untargeted
+parameters are bit-identical to the dense checkpoint's; every target Linear is as sparse as its method asked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fresh_process import assert_reload_in_fresh_process
+from llava_fixtures import write_llava_fixture
+from tiny_models import ARCHITECTURES, UNSEEN, calibration_batches, tiny_model, token_ids
+from tiny_processors import kind_of, save_checkpoint
+from hfprune.cli import app
+from hfprune.pruning.counts import num_pruned
+from hfprune.pruning.unstructured import method_from
+
+S = 0.5
+METHODS = {"ump": {}, "gmp": {}, "onp": {}, "pnp": {}, "wanda": {}, "owl": {}, "sparsegpt": {},
+           "wanda-2:4": {"granularity": "2:4"}, "sparsegpt-2:4": {"granularity": "2:4"}}
+LABELS = list(METHODS)
+OFFSET = {"causal_lm": 0, "vision_language": 4, "vision_encoder": 2}  # each kind starts its turn elsewhere
+NAMES = [*ARCHITECTURES, UNSEEN[0]]
+NO_DATA = {"paligemma"}  # PaliGemma ships no chat template: no conversations, methods that need no data
+
+
+def method_of(label: str):
+    return method_from(label.split("-")[0], **METHODS[label])
+
+
+def rotation() -> dict[str, str]:
+    """One method per architecture: the methods in turn within each kind; an architecture without data of its
+    kind takes the next method that needs none."""
+    chosen, seen = {}, {kind: 0 for kind in OFFSET}
+    for name in NAMES:
+        kind = kind_of(name)
+        position = OFFSET[kind] + seen[kind]
+        seen[kind] += 1
+        while name in NO_DATA and method_of(LABELS[position % len(LABELS)]).needs_calibration:
+            position += 1
+        chosen[name] = LABELS[position % len(LABELS)]
+    return chosen
+
+
+ROTATION = rotation()
+
+
+def test_the_rotation_runs_every_method_and_calibrates_every_kind():
+    assert set(ROTATION.values()) == set(LABELS)
+    for kind in OFFSET:
+        assert any(method_of(ROTATION[name]).needs_calibration for name in NAMES if kind_of(name) == kind)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    json_path, image_root = write_llava_fixture(root / "llava", n=6)
+    text = root / "wiki.txt"
+    text.write_text(" ".join(["The dog is sitting on a blue mat and the cat is looking at the camera ."] * 30))
+    images = root / "images"
+    images.mkdir()
+    for index in range(5):
+        Image.new("RGB", (24 + 3 * index, 30), (40 * index, 120, 200 - 30 * index)).save(images / f"{index}.png")
+    return {"causal_lm": ["--calibration-data", str(text), "--seqlen", "16"],
+            "vision_language": ["--calibration-data", str(json_path), "--image-root", str(image_root)],
+            "vision_encoder": ["--calibration-data", str(images)]}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def prune(name: str, dense, out, data) -> dict:
+    label, kind = ROTATION[name], kind_of(name)
+    method = method_of(label)
+    args = ["prune", "unstructured", str(dense), "--method", method.name, "--sparsity", str(S), "--out", str(out),
+            "--calibration-samples", "4", "--batch-size", "2", "--no-progress"]
+    if method.pattern:
+        args += ["--pattern", method.pattern]
+    if name not in NO_DATA and (method.needs_calibration or kind != "vision_encoder"):
+        args += data[kind]
+    if name not in NO_DATA and kind != "vision_encoder":
+        args += ["--loss-samples", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (name, label, result.output, result.exception)
+    assert f"{method.name}: sparsity" in result.output
+    return json.loads((out / "hfprune_pruning.json").read_text())
+
+
+def check_sparsity(label: str, facts: dict, tensors: dict[str, torch.Tensor]) -> None:
+    """Zeros of each target as its method allocated them: S per Linear (per row for Wanda, exactly N of M for N:M),
+    the global budget for GMP, the recorded per-block ratios (mean S) for ONP, PNP and OWL."""
+    method = method_of(label)
+    row = method.options().get("granularity") == "row"
+    total = 0
+    for name, ratio in facts["layer_sparsity"].items():
+        weight = tensors[name]
+        zeros = int((weight == 0).sum())
+        total += zeros
+        rows, columns = weight.shape
+        if method.pattern:
+            assert bool(((weight == 0).reshape(rows, columns // 4, 4).sum(-1) >= 2).all()), name
+        elif row:
+            assert zeros >= rows * num_pruned(columns, ratio), name
+        else:
+            assert zeros >= round(ratio * weight.numel()), name
+        if method.name in ("ump", "wanda", "sparsegpt"):
+            assert ratio == S, name
+    weights = facts["target_weights"]
+    rounding = sum(tensors[name].shape[0] if row else 1 for name in facts["layer_sparsity"])  # per row or Linear
+    assert facts["sparsity"] == pytest.approx(S, abs=rounding / weights), label
+    assert total >= round(facts["sparsity"] * weights)
+
+
+def check_untouched(label: str, facts: dict, dense: dict, pruned: dict) -> None:
+    """Parameters outside the targets bit-identical; kept target weights too, except SparseGPT's updates."""
+    assert set(dense) == set(pruned)
+    for name, tensor in pruned.items():
+        if name in facts["layer_sparsity"]:
+            kept = tensor != 0
+            if not method_of(label).updates_weights:
+                assert torch.equal(tensor[kept], dense[name][kept]), name
+        else:
+            assert torch.equal(tensor.view(torch.uint8), dense[name].view(torch.uint8)), name
+
+
+def test_every_architecture_through_the_cli_reloads_with_plain_transformers(tmp_path, data, one_thread):
+    checkpoints = []
+    for name in NAMES:
+        dense = save_checkpoint(name, tmp_path / name)
+        out = tmp_path / f"{name}-pruned"
+        facts = prune(name, dense, out, data)
+        label, kind = ROTATION[name], kind_of(name)
+        pruned_model = _loaded(out, facts["auto_class"])
+        dense_tensors, pruned_tensors = _parameters(_loaded(dense, facts["auto_class"])), _parameters(pruned_model)
+        check_untouched(label, facts, dense_tensors, pruned_tensors)
+        check_sparsity(label, facts, pruned_tensors)
+        assert set(facts["layer_blocks"]) == set(facts["layer_sparsity"])
+        assert sorted(set(facts["layer_blocks"].values())) == list(range(len(set(facts["layer_blocks"].values()))))
+        if name not in NO_DATA and kind != "vision_encoder":
+            assert facts["metrics"]["pruned_train_loss"] > 0 and facts["metrics"]["pruned_train_tokens"] > 0
+        card = (out / "README.md").read_text()
+        assert f"from transformers import {facts['auto_class']}" in card and "| **overall** |" in card
+        assert any(path.name in ("tokenizer.json", "preprocessor_config.json") for path in out.iterdir())
+        inputs = _inputs(name)
+        with torch.no_grad():
+            first = pruned_model(**inputs)
+        outputs = first.logits if getattr(first, "logits", None) is not None else first.last_hidden_state
+        zeros = {key: int((tensor == 0).sum()) for key, tensor in pruned_tensors.items() if key in facts["layer_sparsity"]}
+        checkpoints.append({"path": out, "auto_class": facts["auto_class"], "model_class": facts["model_class"],
+                            "zeros": zeros, "inputs": inputs, "outputs": outputs,
+                            "generate": 2 if kind != "vision_encoder" else 0})
+    assert_reload_in_fresh_process(tmp_path, checkpoints)
+
+
+def _inputs(name: str) -> dict:
+    if name in UNSEEN:
+        ids, mask = token_ids(2, 8)
+        return {"input_ids": ids, "attention_mask": mask}
+    return calibration_batches(ARCHITECTURES[name], tiny_model(name))[0]
+
+
+def _loaded(path, auto_class: str):
+    import transformers
+
+    return getattr(transformers, auto_class).from_pretrained(path).eval()
+
+
+def _parameters(model) -> dict[str, torch.Tensor]:
+    return {name: parameter.detach() for name, parameter in model.named_parameters()}
