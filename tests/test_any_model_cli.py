@@ -19,6 +19,7 @@ from llava_fixtures import write_llava_fixture
 from tiny_models import ARCHITECTURES, UNSEEN, calibration_batches, tiny_model, token_ids
 from tiny_processors import kind_of, save_checkpoint
 from hfprune.cli import app
+from hfprune.errors import HfpruneError
 from hfprune.pruning.counts import num_pruned
 from hfprune.pruning.unstructured import method_from
 
@@ -181,3 +182,71 @@ def _loaded(path, auto_class: str):
 
 def _parameters(model) -> dict[str, torch.Tensor]:
     return {name: parameter.detach() for name, parameter in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {name: save_checkpoint(name, root / name) for name in ("llama", "qwen2_vl", "dinov2", "paligemma")}
+
+
+def test_list_targets_prints_name_shape_block_role_without_reading_weights(checkpoints, tmp_path):
+    import shutil
+
+    from hfprune.pruning.unstructured import list_targets
+
+    for name in ("dinov2", "qwen2_vl"):
+        bare = tmp_path / name
+        shutil.copytree(checkpoints[name], bare, ignore=shutil.ignore_patterns("*.safetensors"))
+        result = CliRunner().invoke(app, ["prune", "unstructured", str(bare), "--list-targets"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        lines = result.output.strip().splitlines()
+        assert lines[0].split() == ["name", "shape", "block", "role"]
+        expected = list_targets(tiny_model(name))
+        rows = [line.split() for line in lines[1:-1]]
+        assert rows == [[target.name, "x".join(map(str, target.shape)), str(target.block), target.role or "-"]
+                        for target in expected]
+        weights = sum(target.shape[0] * target.shape[1] for target in expected)
+        assert lines[-1] == f"{len(expected)} target Linears in {len({t.block for t in expected})} blocks, {weights:,} " \
+                            "weights"
+        assert {row[3] for row in rows} >= {"q", "k", "v", "o", "up", "down"}
+    assert all(row[0].startswith("model.language_model.layers.") for row in rows)  # a VLM: its language model only
+    only = CliRunner().invoke(app, ["prune", "unstructured", str(checkpoints["llama"]), "--list-targets",
+                                    "--target", r".*\.mlp\..*", "--ignore", r".*down_proj"])
+    assert [line.split()[3] for line in only.output.strip().splitlines()[1:-1]] == ["gate", "up"] * 3
+
+
+@pytest.mark.parametrize("name, args, message", [
+    ("llama", ["--method", "wanda", "--image-root", "IMAGES", "--calibration-data", "TEXT"],
+     "--image-root is the image folder of vision-language conversations; this causal_lm model calibrates on TEXT "
+     "(a .txt"),
+    ("qwen2_vl", ["--method", "ump", "--seqlen", "16"], "--seqlen sets the token blocks of a causal LM's text"),
+    ("dinov2", ["--method", "ump", "--loss-samples", "2", "--calibration-data", "IMAGES"],
+     "a vision encoder has none to measure"),
+    ("llama", ["--method", "wanda"], "calibrates on data: give --calibration-data TEXT (a .txt"),
+    ("llama", ["--method", "wanda", "--calibration-data", "nowhere.txt"], "--calibration-data 'nowhere.txt' not found"),
+    ("qwen2_vl", ["--method", "wanda", "--calibration-data", "JSON"], "needs --image-root"),
+    ("llama", ["--method", "wanda", "--calibration-data", "TEXT", "--seqlen", "999"],
+     "--seqlen 999 exceeds the model's context of 256 tokens"),
+    ("paligemma", ["--method", "wanda", "--calibration-data", "JSON", "--image-root", "IMAGES"], "no chat template"),
+    ("dinov2", ["--method", "wanda", "--calibration-data", "EMPTY"], "no image files"),
+    ("dinov2", ["--method", "wanda", "--calibration-data", "mnist_sample"], "1-channel images; the model reads 3"),
+    ("llama", ["--method", "ump", "--target", r"nothing\.matches"], "no Linear layer matches"),
+])
+def test_bad_input_is_one_line_naming_the_flag_before_anything_is_written(checkpoints, data, tmp_path, name, args,
+                                                                           message):
+    places = {"TEXT": data["causal_lm"][1], "JSON": data["vision_language"][1],
+              "IMAGES": data["vision_language"][3], "EMPTY": str(tmp_path)}
+    args = [places.get(arg, arg) for arg in args]
+    result = CliRunner().invoke(app, ["prune", "unstructured", str(checkpoints[name]), "--sparsity", "0.5",
+                                      "--out", str(tmp_path / "out"), "--no-progress", *args])
+    assert isinstance(result.exception, HfpruneError), (result.output, result.exception)
+    assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_out_or_method_pruning_says_what_it_needs(checkpoints):
+    for args, message in ((["--method", "ump", "--sparsity", "0.5"], "needs --out DIR"),
+                          (["--sparsity", "0.5", "--out", "o"], "needs --method")):
+        result = CliRunner().invoke(app, ["prune", "unstructured", str(checkpoints["llama"]), *args])
+        assert isinstance(result.exception, HfpruneError) and message in str(result.exception)
