@@ -250,3 +250,23 @@ def test_without_out_or_method_pruning_says_what_it_needs(checkpoints):
                           (["--sparsity", "0.5", "--out", "o"], "needs --method")):
         result = CliRunner().invoke(app, ["prune", "unstructured", str(checkpoints["llama"]), *args])
         assert isinstance(result.exception, HfpruneError) and message in str(result.exception)
+
+
+def test_an_encoder_saved_without_a_head_is_pruned_as_saved(tmp_path, data):
+    """``facebook/dinov2-base`` is a Dinov2Model: it is pruned, saved and named as one, never given a random head."""
+    import transformers
+
+    from tiny_processors import tiny_processor
+
+    model = transformers.Dinov2Model(tiny_model("dinov2").config).eval()
+    model.save_pretrained(tmp_path / "dense")
+    tiny_processor("dinov2", model.config).save_pretrained(tmp_path / "dense")
+    result = CliRunner().invoke(app, ["prune", "unstructured", str(tmp_path / "dense"), "--method", "wanda",
+                                      "--sparsity", "0.5", "--out", str(tmp_path / "out"), "--no-progress",
+                                      *data["vision_encoder"]])
+    assert result.exit_code == 0, (result.output, result.exception)
+    facts = json.loads((tmp_path / "out" / "hfprune_pruning.json").read_text())
+    assert facts["model_class"] == "Dinov2Model" and facts["auto_class"] == "AutoModel"
+    pruned = transformers.AutoModel.from_pretrained(tmp_path / "out")
+    assert type(pruned).__name__ == "Dinov2Model"
+    assert set(_parameters(pruned)) == set(_parameters(model))
