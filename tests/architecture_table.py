@@ -26,8 +26,8 @@ def architecture_table() -> str:
     """The markdown table (header, rows), one row per architecture of the CLI test."""
     from hfprune.models.structure import auto_class_name, find_blocks
 
-    lines = ["| model_type | kind | transformers class (tiny model) | loads with | blocks (the walk) | roles in a block "
-             "| CLI test |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model_type | kind | transformers class (tiny model) | loads with | blocks (the walk) "
+             "| roles in a block | CLI test |", "|---|---|---|---|---|---|---|"]
     for name in NAMES:
         model = build_unseen(name) if name in UNSEEN else ARCHITECTURES[name].build()
         blocks = find_blocks(model)

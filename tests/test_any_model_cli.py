@@ -160,7 +160,8 @@ def test_every_architecture_through_the_cli_reloads_with_plain_transformers(tmp_
         with torch.no_grad():
             first = pruned_model(**inputs)
         outputs = first.logits if getattr(first, "logits", None) is not None else first.last_hidden_state
-        zeros = {key: int((tensor == 0).sum()) for key, tensor in pruned_tensors.items() if key in facts["layer_sparsity"]}
+        zeros = {key: int((tensor == 0).sum()) for key, tensor in pruned_tensors.items()
+                 if key in facts["layer_sparsity"]}
         checkpoints.append({"path": out, "auto_class": facts["auto_class"], "model_class": facts["model_class"],
                             "zeros": zeros, "inputs": inputs, "outputs": outputs,
                             "generate": 2 if kind != "vision_encoder" else 0})
@@ -207,8 +208,8 @@ def test_list_targets_prints_name_shape_block_role_without_reading_weights(check
         assert rows == [[target.name, "x".join(map(str, target.shape)), str(target.block), target.role or "-"]
                         for target in expected]
         weights = sum(target.shape[0] * target.shape[1] for target in expected)
-        assert lines[-1] == f"{len(expected)} target Linears in {len({t.block for t in expected})} blocks, {weights:,} " \
-                            "weights"
+        blocks = len({target.block for target in expected})
+        assert lines[-1] == f"{len(expected)} target Linears in {blocks} blocks, {weights:,} weights"
         assert {row[3] for row in rows} >= {"q", "k", "v", "o", "up", "down"}
     assert all(row[0].startswith("model.language_model.layers.") for row in rows)  # a VLM: its language model only
     only = CliRunner().invoke(app, ["prune", "unstructured", str(checkpoints["llama"]), "--list-targets",
