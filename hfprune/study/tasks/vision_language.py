@@ -3,8 +3,9 @@
 Any vision-language model transformers loads: the conversations are rendered with the model's own processor and
 chat template, answers supervised (:func:`hfprune.data.chat.load_conversations`; TinyLLaVA's Phi template as
 :mod:`hfprune.data.llava` renders it). The pruned train loss is the token-weighted mean loss over
-``evaluation.loss_samples`` training conversations (docs/studies.md §4); the test metrics are the benchmark scores (``final_test_<name>_score`` and
-their mean) and, with ``data.test_limit``, the loss on that many held-out conversations.
+``evaluation.loss_samples`` training conversations (docs/studies.md §4); the test metrics are the benchmark scores
+(``final_test_<name>_score`` and their mean) and, with ``data.test_limit``, the loss on that many held-out
+conversations.
 """
 
 from __future__ import annotations
