@@ -185,7 +185,11 @@ def answer_labels(tokenizer, rendered: Rendered, replacements: list[dict], input
                   add_special_tokens: bool) -> list[int]:
     """Labels of one row: its ids where a token overlaps an answer span, −100 elsewhere."""
     text, shifts = _expanded(rendered.text, replacements)
-    encoded = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+    try:
+        encoded = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
+    except NotImplementedError:
+        raise HfpruneError("locating answers needs the character offsets of a fast tokenizer (tokenizer.json); the "
+                           "model's tokenizer has none") from None
     if encoded["input_ids"] != list(input_ids):
         raise HfpruneError("the model's processor changes the rendered conversation beyond expanding image "
                            "placeholders (its tokens differ from the text's), so its answers cannot be located "
