@@ -12,6 +12,7 @@ structured), so ``hfprune prune MODEL --structure ...`` and ``hfprune prune MODE
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -112,9 +113,10 @@ def structured(
 @app.command()
 def unstructured(
     model: str = MODEL,
-    out: Path = OUT,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output directory for the pruned checkpoint"),
     method: Optional[str] = typer.Option(None, "--method", help="unstructured method (`hfprune methods`)"),
-    sparsity: float = typer.Option(..., "--sparsity", help="fraction of the target weights to zero, e.g. 0.4375"),
+    sparsity: Optional[float] = typer.Option(None, "--sparsity", help="fraction of the target weights to zero, "
+                                             "e.g. 0.4375"),
     pattern: Optional[str] = typer.Option(None, "--pattern", help="N:M semi-structured sparsity (ump, wanda, "
                                           "sparsegpt), e.g. 2:4; --sparsity must be N/M; option granularity"),
     option: Optional[list[str]] = typer.Option(None, "--option", help="any option of the method as KEY=VALUE "
@@ -128,37 +130,69 @@ def unstructured(
     variance: Optional[float] = typer.Option(None, "--variance", help="pnp option variance: share of variance the "
                                              "principal components explain [default: 0.9]"),
     target: Optional[list[str]] = typer.Option(None, "--target", help="regex (full match) of Linear modules to prune; "
-                                               "repeat for several [default: the model family's]"),
+                                               "repeat for several [default: the Linears of the model's blocks]"),
     ignore: Optional[list[str]] = typer.Option(None, "--ignore", help="regex of Linear modules to keep dense"),
-    calibration_data: Optional[str] = typer.Option(None, "--calibration-data", help="a LLaVA-1.5 conversations "
-                                                   "JSON, images included (wanda, owl, sparsegpt, --score "
-                                                   "activation, --loss-samples)"),
-    image_root: Optional[str] = typer.Option(None, "--image-root", help="folder the JSON's images are under"),
-    calibration_samples: int = typer.Option(128, "--calibration-samples", min=1, help="calibration samples"),
+    list_targets: bool = typer.Option(False, "--list-targets", help="print what would be pruned (name, shape, "
+                                      "block, role) and the totals, and exit without pruning"),
+    calibration_data: Optional[str] = typer.Option(None, "--calibration-data", help="data of the model's kind (wanda, "
+                                                   "owl, sparsegpt, --score activation, --loss-samples): a causal "
+                                                   "LM's text (.txt, .jsonl/.json with 'text', a save_to_disk "
+                                                   "dataset); a VLM's LLaVA-1.5 conversations JSON; a vision "
+                                                   "encoder's image folder or registered image dataset"),
+    image_root: Optional[str] = typer.Option(None, "--image-root", help="folder the conversations' images are under"),
+    calibration_path: Optional[str] = typer.Option(None, "--calibration-path", help="local copy of a registered "
+                                                   "image dataset (vision encoders)"),
+    calibration_samples: int = typer.Option(128, "--calibration-samples", min=1, help="calibration samples "
+                                            "(token blocks, conversations or images)"),
+    seqlen: Optional[int] = typer.Option(None, "--seqlen", min=1, help="tokens per block of a causal LM's text "
+                                         "[default: 2048, at most the model's context]"),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="calibration batch size"),
-    loss_samples: int = typer.Option(0, "--loss-samples", min=0, help="measure the pruned train loss on this many "
-                                     "--calibration-data conversations"),
+    loss_samples: int = typer.Option(0, "--loss-samples", min=0, help="measure the pruned train loss of a language "
+                                     "model on this many more samples of --calibration-data"),
     seed: int = SEED,
     device: Optional[str] = typer.Option(None, "--device", help="where the method scores, calibrates and masks, "
                                          "e.g. cuda [default: cpu]"),
     progress: bool = PROGRESS,
 ) -> None:
-    """Zero single weights of Linear layers (UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT; N:M with --pattern)."""
+    """Zero single weights of Linear layers (UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT; N:M with --pattern) of any causal
+    LM, vision-language model or ViT-like vision encoder."""
     from hfprune.oneshot.unstructured import prune_unstructured_checkpoint
     from hfprune.pruning.unstructured import METHODS
 
-    if method is None:
-        raise HfpruneError(f"--sparsity needs --method {'|'.join(METHODS)}")
+    if list_targets:
+        _print_targets(model, target, ignore)
+        return
+    if method is None or sparsity is None:
+        raise HfpruneError(f"pruning needs --method {'|'.join(METHODS)} and --sparsity S (or --list-targets to see "
+                           "what would be pruned)")
+    if out is None:
+        raise HfpruneError("pruning needs --out DIR, the directory of the pruned checkpoint")
     flags = {"lam": lam, "outlier_m": outlier_m, "score": score, "variance": variance, "granularity": pattern}
     options = {**{key: value for key, value in flags.items() if value is not None}, **_key_values(option or [])}
     facts = prune_unstructured_checkpoint(
         model, method, sparsity, out, options=options, targets=target or None, ignore=ignore or (),
-        calibration_data=calibration_data, image_root=image_root, calibration_samples=calibration_samples,
-        loss_samples=loss_samples, batch_size=batch_size, seed=seed, progress=progress, device=device)
+        calibration_data=calibration_data, image_root=image_root, calibration_path=calibration_path,
+        calibration_samples=calibration_samples, loss_samples=loss_samples, seqlen=seqlen, batch_size=batch_size,
+        seed=seed, progress=progress, device=device)
     loss = (f", pruned train loss {facts['metrics']['pruned_train_loss']:.4f}"
             if "pruned_train_loss" in facts["metrics"] else "")
     typer.echo(f"{method}: sparsity {facts['sparsity']:.4f} over {facts['target_weights']:,} target weights"
                f"{loss}; saved to {out}")
+
+
+def _print_targets(model: str, target: Optional[list[str]], ignore: Optional[list[str]]) -> None:
+    """``--list-targets``: one row per target Linear, then the totals."""
+    from hfprune.oneshot.unstructured import listed_targets
+
+    listed = listed_targets(model, target or None, ignore or ())
+    rows = [(item.name, "x".join(map(str, item.shape)), "-" if item.block is None else str(item.block),
+             item.role or "-") for item in listed]
+    widths = [max(len(row[column]) for row in [("name", "shape", "block", "role"), *rows]) for column in range(4)]
+    for row in [("name", "shape", "block", "role"), *rows]:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    weights = sum(math.prod(item.shape) for item in listed)
+    blocks = len({item.block for item in listed if item.block is not None})
+    typer.echo(f"{len(listed)} target Linears in {blocks} blocks, {weights:,} weights")
 
 
 @app.command()

@@ -36,7 +36,8 @@ def assert_reload_in_fresh_process(work: Path, checkpoints: list[dict]) -> None:
     ``auto_class`` (e.g. ``AutoModelForCausalLM``) as ``model_class``, with ``zeros`` (parameter name → count)
     exactly, and giving ``outputs`` (logits, else the last hidden state) for ``inputs`` (atol 1e-5).
 
-    A checkpoint is ``{"path", "auto_class", "model_class", "zeros", "inputs": dict of tensors, "outputs"}``."""
+    A checkpoint is ``{"path", "auto_class", "model_class", "zeros", "inputs": dict of tensors, "outputs"}``, and
+    optionally ``"generate": n``: greedy generation from the inputs then makes exactly n new tokens."""
     specs = []
     for index, checkpoint in enumerate(checkpoints):
         tensors = work / f"io_{index}.pt"
@@ -57,6 +58,10 @@ def assert_reload_in_fresh_process(work: Path, checkpoints: list[dict]) -> None:
                 out = model(**io["inputs"])
             first = out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
             torch.testing.assert_close(first, io["outputs"], atol=1e-5, rtol=0, msg=spec["path"])
+            if spec.get("generate"):
+                new = spec["generate"]
+                ids = model.generate(**io["inputs"], max_new_tokens=new, min_new_tokens=new, do_sample=False)
+                assert ids.shape[1] == io["inputs"]["input_ids"].shape[1] + new, (spec["path"], ids.shape)
         assert 'hfprune' not in sys.modules, 'loading must not need hfprune'
         print('OK')
     """)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hfprune.models.base import ModelAdapter, StructuredAdapter
-from hfprune.report.sparsity import projection_table, record_counts, render_layer_table
+from hfprune.report.sparsity import projection_table, record_blocks, record_counts, render_layer_table
 
 CARD = "README.md"
 
@@ -102,13 +102,16 @@ def unstructured_card(facts: dict[str, Any], adapter: ModelAdapter) -> Card:
         bullets.append(f"parameters: {facts['parameters']:,} in all, {facts['nonzero_parameters']:,} nonzero")
     if facts.get("targets"):
         bullets.append("targets: " + ", ".join(f"`{target}`" for target in facts["targets"]))
+    if facts.get("calibration"):
+        bullets.append(f"calibration data: {facts['calibration']}")
     made_by = f"Pruned with `{facts['command']}`." if facts.get("command") else "Pruned with hfprune."
     tags = ["hfprune", "pruned", "unstructured-pruning", facts["method"]]
     tags += ["semi-structured-sparsity", f"{facts['pattern']}-sparsity"] if facts.get("pattern") else []
     return Card(facts["title"], facts.get("source"), tags,
                 made_by, facts=bullets,
                 sections=[("Metrics", metric_rows(facts.get("metrics") or {}, facts.get("higher_is_better"))),
-                          ("Sparsity per layer", render_layer_table(projection_table(record_counts(facts))))],
+                          ("Sparsity per layer",
+                           render_layer_table(projection_table(record_counts(facts), record_blocks(facts))))],
                 loading=adapter.loading_code(facts.get("auto_class")),
                 notes=["Pruned weights are stored as zeros: the checkpoint has the dense shapes and loads with plain "
                        "`transformers`."])

@@ -1,8 +1,11 @@
 """The task of a vision-language model: instruction tuning on LLaVA-1.5 data, scored on VQA benchmarks.
 
-The pruned train loss is the token-weighted mean loss over ``evaluation.loss_samples`` training
-conversations (docs/studies.md §4); the test metrics are the benchmark scores (``final_test_<name>_score`` and
-their mean) and, with ``data.test_limit``, the loss on that many held-out conversations.
+Any vision-language model transformers loads: the conversations are rendered with the model's own processor and
+chat template, answers supervised (:func:`hfprune.data.chat.load_conversations`; TinyLLaVA's Phi template as
+:mod:`hfprune.data.llava` renders it). The pruned train loss is the token-weighted mean loss over
+``evaluation.loss_samples`` training conversations (docs/studies.md §4); the test metrics are the benchmark scores
+(``final_test_<name>_score`` and their mean) and, with ``data.test_limit``, the loss on that many held-out
+conversations.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from accelerate import PartialState
 from accelerate.utils import reduce
 from torch.utils.data import Subset
 
-from hfprune.data.llava import check_images, load_llava_instructions, subsample
+from hfprune.data.chat import load_conversations
+from hfprune.data.llava import check_images, subsample
 from hfprune.errors import HfpruneError, reason
 from hfprune.models.generic.vision_language import VisionLanguageAdapter
 from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss
@@ -37,7 +41,7 @@ def split_indices(total: int, train_limit: int | None, test_limit: int | None, s
 
 
 class VisionLanguageTask:
-    """LLaVA-style instruction data for a ``LlavaForConditionalGeneration``: causal-LM loss, benchmarks."""
+    """LLaVA-style instruction data for any vision-language model: causal-LM loss, benchmarks."""
 
     pruned_splits = ("train",)  # benchmarks before retraining would cost a full evaluation per trial
     find_unused_parameters = True  # a text-only batch leaves the vision tower and connector without gradients
@@ -54,9 +58,9 @@ class VisionLanguageTask:
             raise HfpruneError(f"model.pretrained: {error}") from None
         except (OSError, ValueError) as error:
             raise HfpruneError(f"model.pretrained: cannot load the config of '{source}' ({reason(error)})") from None
-        data = load_llava_instructions(recipe.data.path, recipe.data.image_root, self.processor,
-                                       max_length=recipe.data.max_length, verify_images=False,
-                                       image_seq_length=getattr(config, "image_seq_length", None))
+        data = load_conversations(recipe.data.path, recipe.data.image_root, self.processor,
+                                  max_length=recipe.data.max_length, verify_images=False,
+                                  image_seq_length=getattr(config, "image_seq_length", None))
         train, test = split_indices(len(data), recipe.data.train_limit, recipe.data.test_limit, recipe.seed)
         check_images([data.records[index] for index in (*train, *test)], recipe.data.image_root)  # only those used
         evaluation = recipe.evaluation
