@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 
 from hfprune.errors import HfpruneError, Interrupted
 
-MODES = {"structured": "--structure", "unstructured": "--sparsity", "select": "--select"}
+MODES = {"structured": ("--structure",), "unstructured": ("--sparsity", "--list-targets"), "select": ("--select",)}
 
 
 def _flags(args: list[str]) -> set[str]:
@@ -56,7 +56,7 @@ class ModeGroup(TyperGroup):
         if "--sparsity" in flags and "--select" in flags:
             raise HfpruneError("--select chooses among structured masks: use it with --structure, not --sparsity")
         for mode in ("select", "unstructured", "structured"):
-            if MODES[mode] in flags:
+            if flags & set(MODES[mode]):
                 return mode
         if "--method" in flags:
             raise HfpruneError("--method needs --structure (a structured criterion) or --sparsity (an unstructured "

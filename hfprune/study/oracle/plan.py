@@ -18,7 +18,7 @@ from hfprune.models.base import StructuredAdapter
 from hfprune.pruning.structured.importance import MASK_CRITERIA, PrunedTaylorFO
 from hfprune.pruning.structured.groups import Group, expand_kinds, parameter_masks
 from hfprune.pruning.structured.samplers import MaskCandidate, candidates_for
-from hfprune.pruning.unstructured import UnstructuredMethod
+from hfprune.pruning.unstructured import UnstructuredMethod, list_targets
 from hfprune.report.sparsity import mask_counts, sparsity_facts
 from hfprune.study.spec import TrialSpec
 
@@ -126,7 +126,9 @@ class UnstructuredPlan:
         # and the trial measures and retrains those weights.
         result = method.masks(model, pruning.sparsity, targets=pruning.targets, ignore=pruning.ignore,
                               calibration=calibration)
-        return result.masks, sparsity_facts(mask_counts(result.masks))
+        blocks = {f"{target.name}.weight": target.block
+                  for target in list_targets(model, pruning.targets, pruning.ignore)}
+        return result.masks, sparsity_facts(mask_counts(result.masks), blocks)
 
     def exported(self, spec: TrialSpec, model: PreTrainedModel) -> PreTrainedModel:
         return model  # unstructured masks keep every shape: the masked model is the checkpoint
