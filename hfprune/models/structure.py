@@ -227,14 +227,24 @@ def _hidden_size(linears: Mapping[str, nn.Linear], config: PretrainedConfig) -> 
     return max(set(widths), key=widths.count)
 
 
+def _own_config(block: nn.Module, config: PretrainedConfig) -> PretrainedConfig:
+    """The config that holds a block's head counts: ``config``, or the block's attention module's own config where a
+    per-layer-width model gave it one (a config with ``own_widths`` naming ``num_attention_heads``)."""
+    for module in block.modules():
+        own = getattr(module, "config", None)
+        if own is not config and "num_attention_heads" in (getattr(own, "own_widths", None) or {}):
+            return own
+    return config
+
+
 def block_roles(block: nn.Module, config: PretrainedConfig, index: int = 0) -> BlockRoles:
     """The role of every Linear of ``block`` (one transformer block), with the head counts of ``config``, the config
-    of the sub-model the block belongs to (e.g. a VLM's ``text_config``)."""
+    of the sub-model the block belongs to (e.g. a VLM's ``text_config``), or of the block's own where it has them."""
     linears = {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
     if not linears:
         return BlockRoles(index, {}, (), getattr(config, "hidden_size", 0) or 0, None, None)
     hidden = _hidden_size(linears, config)
-    heads = Heads.from_config(config, hidden)
+    heads = Heads.from_config(_own_config(block, config), hidden)
     children: dict[str, dict[str, nn.Linear]] = {}
     for name, linear in linears.items():
         children.setdefault(name.split(".", 1)[0], {})[name] = linear
