@@ -12,6 +12,9 @@ blocks themselves (depth).
 
 Fused projections (``qkv``, ``gate_up``) are sliced with offsets. Group names are relative to the blocks, so a
 VLM's language model has the same names as a causal LM's.
+
+An attention module with a parameter that spans several heads outside its projections (OLMo-2's q/k norms
+normalise over all heads together) cannot lose heads exactly: its blocks offer no heads or KV groups.
 """
 
 from __future__ import annotations
@@ -35,9 +38,23 @@ def _columns(module: str, span: int) -> ParamSlice:
     return ParamSlice(f"{module}.weight", 1, span)
 
 
+def _spans_heads(blocks: Blocks, roles: BlockRoles) -> bool:
+    """Whether the attention module (the child of the block holding the projections) has a parameter, outside its
+    projections, as wide as several heads."""
+    children = {name.split(".", 1)[0] for name in roles.attention.values()}
+    if len(children) != 1 or not all("." in name for name in roles.attention.values()):
+        return False
+    child = children.pop()
+    projections = {name.split(".", 1)[1] for name in roles.attention.values()}
+    module = blocks.layers[roles.index].get_submodule(child)
+    dim = roles.heads.dim
+    return any(param.numel() > dim and param.numel() % dim == 0 for name, param in module.named_parameters()
+               if name.rpartition(".")[0] not in projections)
+
+
 def _attention_groups(blocks: Blocks, roles: BlockRoles, params: set[str]) -> list[Group]:
     heads, attention = roles.heads, roles.attention
-    if heads is None or "o" not in attention:
+    if heads is None or "o" not in attention or _spans_heads(blocks, roles):
         return []
     name = lambda role: blocks.name(roles.index, attention[role])  # noqa: E731
     h, k, d = heads.attention, heads.key_value, heads.dim

@@ -96,6 +96,20 @@ def criterion_scores(method: str | Importance, model: nn.Module, groups: Mapping
     return importance.scores(model, groups, names, batches=reiterable(batches), loss_fn=loss_fn or token_loss)
 
 
+def _check_overlaps(groups: Mapping[str, Group], names: list[str]) -> None:
+    """Two groups that slice the same weights along the same dimension (a block's query heads and its key/value
+    groups) cannot both be pruned."""
+    owner: dict[tuple[str, int], str] = {}
+    for name in names:
+        for piece in groups[name].owned:
+            if piece.unit is not None:  # whole parameters of a layer: pruning inside it as well is fine
+                continue
+            other = owner.setdefault((piece.param, piece.dim), name)
+            if other != name:
+                raise HfpruneError(f"{other} and {name} prune the same weights ({piece.param}); prune one of them "
+                                   f"(e.g. heads=... or kv_groups=..., not both)")
+
+
 def check_request(groups: Mapping[str, Group], ratios: Mapping[str, float], importance: Importance,
                   allocation: str, has_calibration: bool) -> list[str]:
     """The groups a request prunes; an HfpruneError for anything wrong with it, before any work."""
@@ -103,6 +117,7 @@ def check_request(groups: Mapping[str, Group], ratios: Mapping[str, float], impo
     names = [name for name, ratio in expand_ratios(groups, ratios).items() if ratio]
     if not names:
         raise HfpruneError("the structure prunes nothing (every ratio is 0); give a ratio above 0, e.g. heads=0.25")
+    _check_overlaps(groups, names)
     importance.check(groups, names, has_calibration=has_calibration)
     if allocation == "owl" and not has_calibration:
         raise HfpruneError("--allocation owl needs calibration data (its outlier ratios are Wanda scores)")
