@@ -221,3 +221,17 @@ def test_heads_normalised_together_are_not_offered():
     head changes the others, so no head can go exactly; its FFN neurons and layers still can."""
     groups = block_groups(_dense("olmo2"))
     assert {group.kind for group in groups.values()} == {"ffn", "layers"}
+
+
+def test_study_masks_keep_gqa_heads_even_per_key_value_group():
+    from hfprune.pruning.structured.samplers import count_combinations, exhaustive, sample
+
+    groups = block_groups(_dense("llama"))
+    ratios = {"layers.0.heads": 0.5}  # 4 query heads in 2 key/value groups: one of each pair of heads stays
+    assert count_combinations(groups, ratios) == 4
+    everything = [candidate.mask["layers.0.heads"] for candidate in exhaustive(groups, ratios, "s")]
+    assert everything == [(0, 2), (0, 3), (1, 2), (1, 3)]
+    for candidate in sample(groups, {"heads": 0.5, "ffn": 0.5}, "s", num=5, seed=2):
+        for i in range(3):
+            kept = candidate.mask[f"layers.{i}.heads"]
+            assert len(kept) == 2 and kept[0] in (0, 1) and kept[1] in (2, 3)

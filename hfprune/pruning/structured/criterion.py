@@ -23,9 +23,10 @@ LossFn = Callable[[nn.Module, dict], torch.Tensor]
 ElementScore = Callable[[str, torch.Tensor], "torch.Tensor | None"]  # (parameter name, parameter) -> per element
 
 
-def _order(score: torch.Tensor, units: Iterable[int]) -> list[int]:
-    """``units`` best first (ties: lower index first)."""
-    return sorted(units, key=lambda i: (-score[i].item(), i))
+def _order(score: torch.Tensor, units: range) -> list[int]:
+    """``units`` (a range) best first (ties: lower index first)."""
+    part = score[units.start:units.stop]
+    return (torch.sort(-part, stable=True).indices + units.start).tolist()
 
 
 def select_top(scores: Mapping[str, torch.Tensor], counts: Mapping[str, int],

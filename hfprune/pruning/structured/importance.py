@@ -27,7 +27,7 @@ from hfprune.pruning.structured.criterion import Importance, LossFn, select_top
 from hfprune.pruning.structured.groups import Group, StructuredMask, kept_counts
 from hfprune.pruning.structured.influence import BlockInfluence
 from hfprune.pruning.structured.magnitude import L1Importance, L2Importance, l1_scores, l2_scores
-from hfprune.pruning.structured.samplers import draw_kept
+from hfprune.pruning.structured.samplers import draw_group
 from hfprune.pruning.structured.taylor import LLMPrunerTaylor, TaylorFOImportance, taylor_fo_scores
 from hfprune.seeding import stable_seed
 
@@ -40,17 +40,8 @@ class RandomImportance(Importance):
     summary = "a uniform seeded draw per group"
 
     def select(self, model, groups, counts, *, seed=0, batches=None, loss_fn=None, scores=None) -> StructuredMask:
-        mask = {}
-        for name, keep in counts.items():
-            group = groups[name]
-            rng = np.random.default_rng(stable_seed("random-criterion", seed, name))
-            if group.partitions == 1:
-                mask[name] = draw_kept(rng, group.size, keep)
-                continue
-            size = group.part_size
-            mask[name] = tuple(sorted(part * size + unit for part in range(group.partitions)
-                                      for unit in draw_kept(rng, size, keep // group.partitions)))
-        return mask
+        return {name: draw_group(np.random.default_rng(stable_seed("random-criterion", seed, name)), groups[name], keep)
+                for name, keep in counts.items()}
 
 
 IMPORTANCES: dict[str, Importance] = {importance.name: importance for importance in (
