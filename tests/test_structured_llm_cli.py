@@ -207,3 +207,30 @@ def test_an_oracle_study_of_a_vit_like_encoder_prunes_heads_and_ffn(tmp_path):
     best = json.loads((tmp_path / "study" / "best" / "config.json").read_text())
     assert (best["model_type"], best["num_attention_heads"], best["head_dim"], best["intermediate_size"]) == \
         ("deit", 1, 16, 24)
+
+
+def test_a_vision_tower_is_pruned_with_image_calibration(tmp_path):
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+    from hfprune.oneshot.structured import prune_checkpoint
+
+    arch = ARCHITECTURES["siglip_vision"]
+    dense = arch.build()
+    dense.save_pretrained(tmp_path / "siglip")
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "siglip")
+    facts = prune_checkpoint(str(tmp_path / "siglip"), "heads=0.5,ffn=0.25", "wanda", tmp_path / "out",
+                             calibration_data="imagenet_1k", calibration_path=str(make_imagenet_like(tmp_path / "d")),
+                             calibration_samples=8, batch_size=4, allocation="global")
+    assert facts["checkpoint"] == "own_code" and facts["macs_unit"] == "MACs per image"
+    assert facts["macs_after"] < facts["macs_before"] and "8 images" in facts["calibration"]
+    assert (tmp_path / "out" / "preprocessor_config.json").is_file()
+    pixels = arch.images(dense.config, 2)
+    groups = block_groups(dense)
+    with UnitGates(dense, groups) as gates, torch.no_grad():
+        gates.set_mask({name: tuple(kept) for name, kept in
+                        json.loads((tmp_path / "out" / "hfprune_pruning.json").read_text())["mask"].items()})
+        expected = dense(**pixels).last_hidden_state
+    from hfprune.models import get_adapter
+
+    pruned = get_adapter("vision_encoder").load_pretrained(str(tmp_path / "out"))
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(**pixels).last_hidden_state, expected, atol=1e-5, rtol=0)

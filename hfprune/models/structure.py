@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+import transformers
 from torch import nn
 from transformers import CONFIG_MAPPING, PretrainedConfig
 from transformers.models.auto import modeling_auto as auto
@@ -105,8 +106,11 @@ def auto_class_name(model: nn.Module | PretrainedConfig | str) -> str:
     ``model_type``, the class of its kind (vision encoders: image classification if mapped, else ``AutoModel``)."""
     if isinstance(model, nn.Module):
         config = model.config
+        # a subclass of a transformers class (a per-layer-width model) is loaded as its base is
+        name = next((cls.__name__ for cls in type(model).__mro__ if getattr(transformers, cls.__name__, None) is cls),
+                    type(model).__name__)
         for auto_class, names in _AUTO_CLASSES:
-            if type(model).__name__ in _mapped(names, config.model_type):
+            if name in _mapped(names, config.model_type):
                 return auto_class
     else:
         config = _config_of(model)

@@ -12,6 +12,7 @@ text file — ``.jsonl`` rows with ``input_ids`` (token ids) or ``text``, or pla
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -157,8 +158,10 @@ def _calibration(adapter, model, source, data, path, samples, batch_size, length
     loaded = load_image_classification(data, path=path, image_size=image_size if isinstance(image_size, int)
                                        else image_size[0], train_limit=samples, test_limit=1, limit_seed=seed,
                                        image_processor=source)
-    return (make_loader(loaded.train, batch_size, shuffle=False, seed=seed), classification_loss,
-            f"{data} train split, {len(loaded.train)} images")
+    batches = make_loader(loaded.train, batch_size, shuffle=False, seed=seed)
+    if "labels" not in inspect.signature(model.forward).parameters:  # an encoder without a head: images only
+        batches = [{key: value for key, value in batch.items() if key != "labels"} for batch in batches]
+    return batches, classification_loss, f"{data} train split, {len(loaded.train)} images"
 
 
 def _save_processor(adapter, source: str, folder: Path) -> bool:
