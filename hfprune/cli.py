@@ -181,7 +181,8 @@ def methods() -> None:
 
     for name, importance in IMPORTANCES.items():
         needs = " (needs --calibration-data)" if importance.needs_calibration else ""
-        typer.echo(f"{name:<12} structured criterion{needs}")
+        options = [f"{key}={field.default!r}" for key, field in type(importance).model_fields.items()]
+        typer.echo(f"{name:<12} structured criterion{needs}; options: {', '.join(options) or 'none'}")
     for name, method in METHODS.items():
         options = [f"{key}={field.default!r}" for key, field in method.model_fields.items()
                    if key not in ("name", "label")]

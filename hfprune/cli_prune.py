@@ -90,24 +90,48 @@ PROGRESS = typer.Option(True, "--progress/--no-progress", help="show progress")
 def structured(
     model: str = MODEL,
     out: Path = OUT,
-    structure: str = typer.Option(..., "--structure", help="fractions to remove, by kind or group: heads=0.5,ffn=0.5 "
-                                  "(ViT) or conv1=0.5 (LeNet); per layer e.g. layers.3.heads=0.25"),
-    method: str = typer.Option("l1", "--method", help="structured criterion (`hfprune methods`)"),
+    structure: str = typer.Option(..., "--structure", help="fractions to remove, by kind or group: heads=0.25 (query "
+                                  "heads; with grouped-query attention they split evenly over the key/value groups), "
+                                  "kv_groups=0.25 (whole key/value groups with their query heads), ffn=0.5 (FFN "
+                                  "neurons), layers=0.25 (whole decoder layers), filters=0.5 or conv1=0.5 (CNNs); "
+                                  "several joined by commas, e.g. heads=0.25,ffn=0.5; per group e.g. "
+                                  "layers.3.heads=0.5"),
+    method: str = typer.Option("l1", "--method", help="structured criterion (`hfprune methods`): random, l1, l2, "
+                               "wanda, flap, taylor_fo, llm_pruner_taylor, block_influence (layers)"),
+    allocation: str = typer.Option("uniform", "--allocation", help="how a kind's ratio spreads over the layers: "
+                                   "uniform (every layer at the ratio), global (lowest scores over all layers), owl "
+                                   "(per layer from its outlier ratio; needs --calibration-data)"),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="an option of the criterion as KEY=VALUE "
+                                               "(repeat for several), e.g. --option compensate=true (flap), "
+                                               "--option variant=vector (llm_pruner_taylor)"),
+    outlier_m: float = typer.Option(5.0, "--outlier-m", min=0.0, help="owl: outlier when |W|*||X|| > M x the "
+                                    "layer's mean"),
+    lam: float = typer.Option(0.08, "--lambda", min=0.0, max=1.0, help="owl: layer ratios spread over "
+                              "[S-lambda, S+lambda]"),
     seed: int = SEED,
-    calibration_data: Optional[str] = typer.Option(None, "--calibration-data", help="taylor_fo: a registered "
-                                                   "dataset, e.g. imagenet_1k"),
+    calibration_data: Optional[str] = typer.Option(None, "--calibration-data", help="language models: a .jsonl "
+                                                   "(input_ids or text per row) or .txt file; image models: a "
+                                                   "registered dataset, e.g. imagenet_1k (wanda, flap, taylor_fo, "
+                                                   "llm_pruner_taylor, block_influence, --allocation owl)"),
     calibration_path: Optional[str] = typer.Option(None, "--calibration-path", help="local copy of that dataset"),
-    calibration_samples: int = typer.Option(256, "--calibration-samples", min=1, help="calibration images"),
+    calibration_samples: int = typer.Option(256, "--calibration-samples", min=1, help="calibration images or "
+                                            "token sequences"),
+    calibration_length: int = typer.Option(128, "--calibration-length", min=1, help="tokens per calibration "
+                                           "sequence (language models)"),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="calibration batch size"),
 ) -> None:
-    """Remove heads, FFN neurons or filters chosen by a criterion; saves a physically smaller checkpoint."""
+    """Remove heads, key/value groups, FFN neurons, layers or filters chosen by a criterion; saves a physically
+    smaller checkpoint (native where every layer keeps the same widths, else with its own model code)."""
     from hfprune.oneshot.structured import prune_checkpoint
 
     facts = prune_checkpoint(model, structure, method, out, seed=seed, calibration_data=calibration_data,
                              calibration_path=calibration_path, calibration_samples=calibration_samples,
-                             batch_size=batch_size)
+                             batch_size=batch_size, allocation=allocation, options=_key_values(option or []),
+                             outlier_m=outlier_m, lam=lam, calibration_length=calibration_length)
     macs = (f", MACs {facts['macs_before']:,} -> {facts['macs_after']:,}" if facts.get("macs_before") else "")
-    typer.echo(f"parameters {facts['params_before']:,} -> {facts['params_after']:,}{macs}; saved to {out}")
+    kind = {"native": "; a native checkpoint", "own_code": "; own model code (trust_remote_code=True)"}.get(
+        facts.get("checkpoint"), "")
+    typer.echo(f"parameters {facts['params_before']:,} -> {facts['params_after']:,}{macs}{kind}; saved to {out}")
 
 
 @app.command()

@@ -69,21 +69,49 @@ def structured_card(facts: dict[str, Any], adapter: StructuredAdapter, config) -
              f"| parameters | {facts['params_before']:,} | {facts['params_after']:,} | "
              f"{_ratio(facts['params_after'], facts['params_before'])} |"]
     if facts.get("macs_before"):
-        table.append(f"| MACs per image | {facts['macs_before']:,} | {facts['macs_after']:,} | "
-                     f"{_ratio(facts['macs_after'], facts['macs_before'])} |")
+        table.append(f"| {facts.get('macs_unit', 'MACs per image')} | {facts['macs_before']:,} | "
+                     f"{facts['macs_after']:,} | {_ratio(facts['macs_after'], facts['macs_before'])} |")
     bullets = [f"method: `{facts['method']}`", f"seed: {facts['seed']}",
                f"structure (fraction removed): `{json.dumps(facts['structure'])}`"]
+    if facts.get("allocation"):
+        bullets.append(f"allocation: `{facts['allocation']}`")
+    if facts.get("options"):
+        bullets.append(f"options: `{json.dumps(facts['options'], sort_keys=True)}`")
     if facts.get("calibration"):
         bullets.append(f"calibration data: {facts['calibration']}")
     groups = ["| group | kept | of |", "|---|---:|---:|",
               *(f"| {name} | {kept} | {size} |" for name, (kept, size) in facts["groups"].items())]
-    notes = ["MACs are counted analytically (no norms, softmax, activations or biases)."] if facts.get("macs_before") \
-        else []
-    return Card(f"{facts['source']} — structurally pruned with hfprune", facts["source"],
-                ["hfprune", "pruned", "structured-pruning"], f"Pruned with `{facts['command']}`.",
-                sections=[("Size", table), ("How", [f"- {line}" for line in bullets]), ("Kept units per group", groups),
+    notes = []
+    if facts.get("macs_before"):
+        notes.append("MACs are counted by running the model under torch's FLOP counter (every matmul, attention's "
+                     "included)." if facts.get("macs_unit") else
+                     "MACs are counted analytically (no norms, softmax, activations or biases).")
+    checkpoint, loading = facts.get("checkpoint"), adapter.loading_code()
+    if checkpoint is not None:
+        loading = adapter.loading_code(facts.get("auto_class"), remote_code=checkpoint == "own_code")
+    tags = ["hfprune", "pruned", "structured-pruning"] + ([f"{checkpoint.replace('_', '-')}-checkpoint"]
+                                                          if checkpoint else [])
+    return Card(f"{facts['source']} — structurally pruned with hfprune", facts["source"], tags,
+                f"Pruned with `{facts['command']}`.",
+                sections=[("Checkpoint", _checkpoint_lines(facts)), ("Size", table),
+                          ("How", [f"- {line}" for line in bullets]), ("Kept units per group", groups),
                           ("Per layer", adapter.card_rows(config))],
-                loading=adapter.loading_code(), notes=notes)
+                loading=loading, notes=notes)
+
+
+def _checkpoint_lines(facts: Mapping[str, Any]) -> list[str]:
+    """Which kind of checkpoint a structurally pruned transformers model is, and what loads it."""
+    kind, architecture = facts.get("checkpoint"), facts.get("architecture")
+    if kind == "native":
+        return [f"**Native checkpoint** of the original architecture (`{architecture}`): every layer keeps the same "
+                "widths, which its config says (`num_attention_heads`, `num_key_value_heads`, `head_dim`, "
+                "`intermediate_size`, `num_hidden_layers`). Plain `transformers` loads it; no remote code."]
+    if kind == "own_code":
+        return [f"**Checkpoint with its own model code**: the layers keep different widths, recorded in the config's "
+                f"`pruned_modules`; `{architecture}` (in `modeling_per_layer.py`, beside the weights) is the original "
+                "architecture's class with each layer's Linears and head counts set from them. Load it with "
+                "`trust_remote_code=True`; hfprune is not needed."]
+    return []
 
 
 def unstructured_card(facts: dict[str, Any], adapter: ModelAdapter) -> Card:
@@ -121,7 +149,7 @@ def trial_card(recipe, record, adapter: ModelAdapter) -> Card:
     """The card of a study's exported model: what the trial pruned and what it measured."""
     metrics = {name: value for name, value in record.metrics.items() if name.startswith(("pruned_", "short_", "final_"))}
     title = f"{recipe.name}: trial {record.trial_id}"
-    if not isinstance(adapter, StructuredAdapter):
+    if not isinstance(adapter, StructuredAdapter) or getattr(recipe, "structure", None) == "unstructured":
         candidate = record.to_json()
         return unstructured_card({**candidate, "source": recipe.model.pretrained, "title": title,
                                   "options": candidate.get("method_options"), "higher_is_better": record.directions,
@@ -136,5 +164,10 @@ def trial_card(recipe, record, adapter: ModelAdapter) -> Card:
 
 
 def write_trial_card(folder: Path, recipe, record, adapter: ModelAdapter) -> None:
-    """Write :func:`trial_card` as ``folder/README.md``."""
-    trial_card(recipe, record, adapter).write(folder)
+    """Write :func:`trial_card` as ``folder/README.md``; a checkpoint that carries its own model code (its config
+    has an ``auto_map``) is loaded with ``trust_remote_code=True``."""
+    card = trial_card(recipe, record, adapter)
+    config = Path(folder) / "config.json"
+    if config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8")):
+        card.loading = [line.replace("(PATH)", "(PATH, trust_remote_code=True)") for line in card.loading]
+    card.write(folder)

@@ -47,6 +47,7 @@ class ModelAdapter(ABC):
     name: ClassVar[str]  # the recipe's model.family
     model_types: ClassVar[tuple[str, ...]]  # config.json model_type values this family loads
     structure: ClassVar[str | None]  # the oracle recipe's pruning.structure (None: no oracle study prunes it)
+    structures: ClassVar[tuple[str, ...]] = ()  # every pruning.structure it offers when several, its default first
     task: ClassVar[str]  # the study task it trains on (see hfprune.study.tasks)
     config_class: ClassVar[type[PretrainedConfig]]
     model_class: ClassVar[type[PreTrainedModel]]
@@ -96,6 +97,13 @@ class ModelAdapter(ABC):
         auto_class = auto_class or self.auto_class
         trust = ", trust_remote_code=True" if self.remote_code else ""
         return [f"from transformers import {auto_class}", f"model = {auto_class}.from_pretrained(PATH{trust})"]
+
+    @classmethod
+    def offered_structures(cls) -> tuple[str, ...]:
+        """The ``pruning.structure`` values an oracle recipe may choose for this family, its default first."""
+        if cls.structures:
+            return (cls.structure, *(s for s in cls.structures if s != cls.structure))
+        return (cls.structure,) if cls.structure else ()
 
     @classmethod
     def handles(cls, model_type: str | None) -> bool:

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+import transformers
 from torch import nn
 from transformers import CONFIG_MAPPING, PretrainedConfig
 from transformers.models.auto import modeling_auto as auto
@@ -105,8 +106,11 @@ def auto_class_name(model: nn.Module | PretrainedConfig | str) -> str:
     ``model_type``, the class of its kind (vision encoders: image classification if mapped, else ``AutoModel``)."""
     if isinstance(model, nn.Module):
         config = model.config
+        # a subclass of a transformers class (a per-layer-width model) is loaded as its base is
+        name = next((cls.__name__ for cls in type(model).__mro__ if getattr(transformers, cls.__name__, None) is cls),
+                    type(model).__name__)
         for auto_class, names in _AUTO_CLASSES:
-            if type(model).__name__ in _mapped(names, config.model_type):
+            if name in _mapped(names, config.model_type):
                 return auto_class
     else:
         config = _config_of(model)
@@ -227,14 +231,24 @@ def _hidden_size(linears: Mapping[str, nn.Linear], config: PretrainedConfig) -> 
     return max(set(widths), key=widths.count)
 
 
+def _own_config(block: nn.Module, config: PretrainedConfig) -> PretrainedConfig:
+    """The config that holds a block's head counts: ``config``, or the block's attention module's own config where a
+    per-layer-width model gave it one (a config with ``own_widths`` naming ``num_attention_heads``)."""
+    for module in block.modules():
+        own = getattr(module, "config", None)
+        if own is not config and "num_attention_heads" in (getattr(own, "own_widths", None) or {}):
+            return own
+    return config
+
+
 def block_roles(block: nn.Module, config: PretrainedConfig, index: int = 0) -> BlockRoles:
     """The role of every Linear of ``block`` (one transformer block), with the head counts of ``config``, the config
-    of the sub-model the block belongs to (e.g. a VLM's ``text_config``)."""
+    of the sub-model the block belongs to (e.g. a VLM's ``text_config``), or of the block's own where it has them."""
     linears = {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
     if not linears:
         return BlockRoles(index, {}, (), getattr(config, "hidden_size", 0) or 0, None, None)
     hidden = _hidden_size(linears, config)
-    heads = Heads.from_config(config, hidden)
+    heads = Heads.from_config(_own_config(block, config), hidden)
     children: dict[str, dict[str, nn.Linear]] = {}
     for name, linear in linears.items():
         children.setdefault(name.split(".", 1)[0], {})[name] = linear

@@ -1,5 +1,7 @@
 """What the families found by structure share: recognised by transformers' Auto mappings, loaded and built with the
-Auto class of their kind, configured by ``model_type`` plus overrides, pruned where the walk finds their blocks."""
+Auto class of their kind, configured by ``model_type`` plus overrides, pruned where the walk finds their blocks —
+unstructured (single weights, the default) or structured (``heads_ffn``: heads, key/value groups, FFN neurons and
+layers, :class:`~hfprune.models.transformer.adapter.BlockStructured`)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from hfprune.io import quiet_hf_progress
 from hfprune.models.base import UnstructuredAdapter, load_exactly
 from hfprune.models.overrides import override_problems
 from hfprune.models.structure import auto_class_name, model_kind
+from hfprune.models.transformer.adapter import BlockStructured
+from hfprune.models.transformer.surgery import OWN_CODE, checkpoint_kind
 
 
-class AutoFamily(UnstructuredAdapter):
+class AutoFamily(UnstructuredAdapter, BlockStructured):
     """A family of every transformers model of one kind (:data:`hfprune.models.structure.KINDS`)."""
 
     kind: ClassVar[str]  # what model_kind says of its models
@@ -73,6 +77,8 @@ class AutoFamily(UnstructuredAdapter):
         try:
             config = self.load_config(source)
             with quiet_hf_progress():
+                if checkpoint_kind(config) == OWN_CODE:  # structurally pruned with per-layer widths
+                    return self.load_per_layer(source, config)
                 return load_exactly(self.auto_class_for(config), source, dtype=self.dtype).eval()
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             raise HfpruneError(f"cannot load model '{source}' as a {self.name} checkpoint ({reason(error)})") from None

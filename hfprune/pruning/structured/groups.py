@@ -25,11 +25,16 @@ StructuredMask = dict[str, tuple[int, ...]]
 
 @dataclass(frozen=True)
 class ParamSlice:
-    """Unit ``i`` of a group owns indices ``[i*span, (i+1)*span)`` of ``param`` along ``dim``."""
+    """Unit ``i`` of a group owns indices ``offset + [i*span, (i+1)*span)`` of ``param`` along ``dim`` (``offset``:
+    where the group's part of a fused parameter starts, e.g. the keys inside a fused qkv weight).
+
+    With ``unit`` set, the whole parameter belongs to that one unit and goes with it (a decoder layer's weights)."""
 
     param: str
     dim: int
     span: int = 1
+    offset: int = 0
+    unit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,10 @@ class Group:
     and the next layer's input channels. ``min_kept`` is the fewest units the model can keep (0 where a
     layer without them still works, e.g. a ViT layer without heads). ``sets`` are further names a ratio may
     give for this group together with others (e.g. its stage), most specific first.
+
+    ``partitions`` > 1 splits the units into that many consecutive equal parts that must keep equally many units
+    each (the query heads of the key/value groups of grouped-query attention). ``modules`` name, for groups whose
+    units are whole modules (decoder layers), the module of each unit: a pruned one passes its input through.
     """
 
     name: str
@@ -48,6 +57,16 @@ class Group:
     owned: tuple[ParamSlice, ...] = field(default_factory=tuple)
     min_kept: int = 1
     sets: tuple[str, ...] = ()
+    partitions: int = 1
+    modules: tuple[str, ...] = ()
+
+    @property
+    def part_size(self) -> int:
+        """Units per partition."""
+        return self.size // self.partitions
+
+    def partition_of(self, unit: int) -> int:
+        return unit // self.part_size
 
 
 def batchnorm_slices(prefix: str) -> tuple[ParamSlice, ...]:
@@ -119,13 +138,46 @@ def kept_counts(groups: dict[str, Group], ratios: Mapping[str, float], where: st
             problem = "removes nothing" if keep == group.size else "removes every unit"
             raise HfpruneError(f"{where}ratio {ratio} of group '{name}' ({group.size} units) {problem}; choose a "
                                f"ratio that keeps {group.min_kept}..{group.size - 1} units")
+        check_partitions(group, keep, f"{where}ratio {ratio} of ")
         counts[name] = keep
     return counts
+
+
+def check_partitions(group: Group, keep: int, what: str = "") -> None:
+    """An HfpruneError unless ``keep`` units split evenly over ``group``'s partitions (GQA: every key/value group
+    keeps as many query heads)."""
+    if group.partitions > 1 and keep % group.partitions:
+        valid = [f"{(group.size - k) / group.size:g}" for k in range(group.partitions, group.size, group.partitions)]
+        raise HfpruneError(
+            f"{what}group '{group.name}' keeps {keep} of {group.size} {group.kind}, which do not split evenly over "
+            f"its {group.partitions} key/value groups (each must keep as many query heads); choose a ratio that "
+            f"keeps a multiple of {group.partitions} ({', '.join(valid) or 'none'}), or prune whole key/value "
+            "groups with kv_groups=RATIO")
 
 
 def _unit_indices(kept: tuple[int, ...], span: int) -> torch.Tensor:
     kept_tensor = torch.as_tensor(kept, dtype=torch.long)
     return (kept_tensor[:, None] * span + torch.arange(span)).flatten()
+
+
+def removed_indices(group: Group, piece: ParamSlice, kept: tuple[int, ...]) -> torch.Tensor:
+    """Indices along ``piece.dim`` of ``piece.param`` that go when ``group`` keeps only ``kept`` (none for a piece
+    owned by one unit: that parameter goes whole or stays whole)."""
+    removed = sorted(set(range(group.size)) - set(kept))
+    return _unit_indices(tuple(removed), piece.span) + piece.offset
+
+
+def _removed_units(group: Group, kept: tuple[int, ...]) -> set[int]:
+    return set(range(group.size)) - set(kept)
+
+
+def removed_parameters(groups: dict[str, Group], mask: StructuredMask) -> set[str]:
+    """Parameters that go whole with the units ``mask`` removes (e.g. every weight of a removed decoder layer)."""
+    gone = set()
+    for group_name, kept in mask.items():
+        removed = _removed_units(groups[group_name], kept)
+        gone |= {piece.param for piece in groups[group_name].owned if piece.unit is not None and piece.unit in removed}
+    return gone
 
 
 def parameter_masks(
@@ -134,16 +186,21 @@ def parameter_masks(
     """Boolean masks (True = kept) for every parameter that ``mask`` touches (buffers such as
     BatchNorm running statistics are left to surgery)."""
     masks: dict[str, torch.Tensor] = {}
+    gone = removed_parameters(groups, mask)
     for group_name, kept in mask.items():
-        for piece in groups[group_name].owned:
+        group = groups[group_name]
+        for piece in group.owned:
             if piece.param not in parameters:
                 continue
             param = parameters[piece.param]
             current = masks.get(piece.param)
             if current is None:
                 current = torch.ones_like(param, dtype=torch.bool)
-            keep_along_dim = torch.zeros(param.shape[piece.dim], dtype=torch.bool, device=param.device)
-            keep_along_dim[_unit_indices(kept, piece.span).to(param.device)] = True
+            if piece.unit is not None:
+                masks[piece.param] = current & (piece.param not in gone)
+                continue
+            keep_along_dim = torch.ones(param.shape[piece.dim], dtype=torch.bool, device=param.device)
+            keep_along_dim[removed_indices(group, piece, kept).to(param.device)] = False
             shape = [1] * param.ndim
             shape[piece.dim] = -1
             masks[piece.param] = current & keep_along_dim.view(shape)
@@ -151,11 +208,17 @@ def parameter_masks(
 
 
 def kept_index_selection(
-    groups: dict[str, Group], mask: StructuredMask
+    groups: dict[str, Group], mask: StructuredMask, shapes: dict[str, torch.Size]
 ) -> dict[str, list[tuple[int, torch.Tensor]]]:
-    """For physical surgery: per parameter, the ``(dim, kept indices)`` selections to apply."""
-    selections: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    """For physical surgery: per parameter (of ``shapes``), the ``(dim, kept indices)`` selections to apply, one
+    per dimension that loses indices (whole parameters that go: :func:`removed_parameters`)."""
+    removed: dict[str, dict[int, set[int]]] = {}
     for group_name, kept in mask.items():
-        for piece in groups[group_name].owned:
-            selections.setdefault(piece.param, []).append((piece.dim, _unit_indices(kept, piece.span)))
-    return selections
+        group = groups[group_name]
+        for piece in group.owned:
+            if piece.unit is None and piece.param in shapes:
+                gone = removed.setdefault(piece.param, {}).setdefault(piece.dim, set())
+                gone.update(removed_indices(group, piece, kept).tolist())
+    return {param: [(dim, torch.tensor([i for i in range(shapes[param][dim]) if i not in gone], dtype=torch.long))
+                    for dim, gone in sorted(dims.items())]
+            for param, dims in removed.items()}

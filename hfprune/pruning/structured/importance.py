@@ -1,13 +1,12 @@
-"""Structured importance: how a criterion scores every unit of a group, and the mask that keeps the best.
+"""Structured criteria: the registry of every :class:`~hfprune.pruning.structured.criterion.Importance` (each one
+class owning its options, as Torch-Pruning keeps importance apart from groups and pruners), and the mask a criterion
+picks.
 
-Each criterion is one registered :class:`Importance` (as Torch-Pruning keeps importance apart from groups and
-pruners): it says whether it needs calibration data and how it scores units; :meth:`Importance.select` keeps
-the ``counts[g]`` best units of each group.
-
-- ``random`` — a uniform seeded draw per group (no scores).
-- ``l1`` — L1 norm of everything a unit owns (its rows and biases, the consumer's columns).
-- ``taylor_fo`` — |∂L/∂gate| of the unit's gate (:class:`~hfprune.pruning.structured.gates.UnitGates`),
-  accumulated over calibration batches (Molchanov et al. 2019, first-order Taylor).
+- ``random`` — a uniform seeded draw per group (per partition of a grouped-query-attention group);
+- ``l1``, ``l2`` — magnitude of everything a unit owns (:mod:`.magnitude`);
+- ``wanda``, ``flap`` — activation-aware, from a calibration pass (:mod:`.activation`);
+- ``taylor_fo``, ``llm_pruner_taylor`` — first-order Taylor from gradients (:mod:`.taylor`);
+- ``block_influence`` — ShortGPT's Block Influence of whole layers (:mod:`.influence`).
 
 The same unit scores, summed over the units a whole mask removes, are a study's mask criteria
 (:class:`PrunedTaylorFO`, recorded beside the pruned train loss).
@@ -15,127 +14,54 @@ The same unit scores, summed over the units a whole mask removes, are a study's 
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from torch import nn
 
 from hfprune.errors import HfpruneError
-from hfprune.pruning.structured.gates import UnitGates
+from hfprune.pruning.structured.activation import FlapImportance, WandaImportance
+from hfprune.pruning.structured.criterion import Importance, LossFn, select_top
 from hfprune.pruning.structured.groups import Group, StructuredMask, kept_counts
-from hfprune.pruning.structured.samplers import draw_kept
+from hfprune.pruning.structured.influence import BlockInfluence
+from hfprune.pruning.structured.magnitude import L1Importance, L2Importance, l1_scores, l2_scores
+from hfprune.pruning.structured.samplers import draw_group
+from hfprune.pruning.structured.taylor import LLMPrunerTaylor, TaylorFOImportance, taylor_fo_scores
 from hfprune.seeding import stable_seed
 
-LossFn = Callable[[nn.Module, dict], torch.Tensor]
-
-
-def select_top(scores: Mapping[str, torch.Tensor], counts: Mapping[str, int]) -> StructuredMask:
-    """Keep the ``counts[g]`` highest-scoring units of each group (ties: lower index first)."""
-    mask = {}
-    for name, keep in counts.items():
-        score = scores[name].detach().double().cpu()
-        order = sorted(range(len(score)), key=lambda i: (-score[i].item(), i))
-        mask[name] = tuple(sorted(order[:keep]))
-    return mask
-
-
-@torch.no_grad()
-def l1_scores(model: nn.Module, groups: dict[str, Group], names: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
-    """Per unit, the L1 norm of every parameter slice the unit owns."""
-    params = dict(model.named_parameters())
-    scores = {}
-    for name in names if names is not None else groups:
-        group = groups[name]
-        total = torch.zeros(group.size, dtype=torch.float64)
-        for piece in group.owned:
-            if piece.param not in params:
-                continue
-            w = params[piece.param].detach().abs().double().movedim(piece.dim, 0)
-            total += w.reshape(group.size, -1).sum(1).cpu()
-        scores[name] = total
-    return scores
-
-
-def taylor_fo_scores(
-    model: nn.Module,
-    groups: dict[str, Group],
-    batches: Iterable[dict],
-    loss_fn: Callable[[nn.Module, dict], torch.Tensor],
-    names: Iterable[str] | None = None,
-) -> dict[str, torch.Tensor]:
-    """Per unit, Σ over batches of |∂L/∂gate| (gates at 1: the dense model), model in eval mode."""
-    names = list(names if names is not None else groups)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    scores = {name: torch.zeros(groups[name].size, dtype=torch.float64) for name in names}
-    seen = 0
-    with UnitGates(model, {name: groups[name] for name in names}, requires_grad=True) as gates:
-        for batch in batches:
-            batch = {key: value.to(device) for key, value in batch.items()}
-            gates.zero_grad()
-            loss = loss_fn(model, batch)
-            grads = torch.autograd.grad(loss, [gates.gates[name] for name in names])
-            for name, grad in zip(names, grads):
-                scores[name] += grad.detach().abs().double().cpu()
-            seen += 1
-    model.train(was_training)
-    if not seen:
-        raise HfpruneError("taylor_fo needs calibration data: give at least one batch")
-    return scores
-
-
-class Importance:
-    """A structured criterion: scores per unit (higher = more important) and the mask that keeps the best."""
-
-    name: ClassVar[str]
-    needs_calibration: ClassVar[bool] = False
-
-    def scores(self, model: nn.Module, groups: dict[str, Group], names: Iterable[str], *,
-               batches: Iterable[dict] | None, loss_fn: LossFn | None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def select(self, model: nn.Module, groups: dict[str, Group], counts: Mapping[str, int], *, seed: int = 0,
-               batches: Iterable[dict] | None = None, loss_fn: LossFn | None = None) -> StructuredMask:
-        """Keep the ``counts[g]`` most important units of each group ``g``."""
-        if self.needs_calibration and (batches is None or loss_fn is None):
-            raise HfpruneError(f"method {self.name} needs calibration data (e.g. --calibration-data DATASET)")
-        return select_top(self.scores(model, groups, counts, batches=batches, loss_fn=loss_fn), counts)
+__all__ = ["IMPORTANCES", "Importance", "LossFn", "PrunedTaylorFO", "criterion_mask", "get_importance",
+           "l1_scores", "l2_scores", "removed_score", "select_top", "taylor_fo_scores"]
 
 
 class RandomImportance(Importance):
     name = "random"
+    summary = "a uniform seeded draw per group"
 
-    def select(self, model, groups, counts, *, seed=0, batches=None, loss_fn=None) -> StructuredMask:
-        return {name: draw_kept(np.random.default_rng(stable_seed("random-criterion", seed, name)),
-                                groups[name].size, keep) for name, keep in counts.items()}
-
-
-class L1Importance(Importance):
-    name = "l1"
-
-    def scores(self, model, groups, names, *, batches, loss_fn):
-        return l1_scores(model, groups, names)
+    def select(self, model, groups, counts, *, seed=0, batches=None, loss_fn=None, scores=None) -> StructuredMask:
+        return {name: draw_group(np.random.default_rng(stable_seed("random-criterion", seed, name)), groups[name], keep)
+                for name, keep in counts.items()}
 
 
-class TaylorFOImportance(Importance):
-    name = "taylor_fo"
-    needs_calibration = True
-
-    def scores(self, model, groups, names, *, batches, loss_fn):
-        return taylor_fo_scores(model, groups, batches, loss_fn, names)
+IMPORTANCES: dict[str, Importance] = {importance.name: importance for importance in (
+    RandomImportance(), L1Importance(), L2Importance(), TaylorFOImportance(), WandaImportance(), FlapImportance(),
+    LLMPrunerTaylor(), BlockInfluence())}
 
 
-IMPORTANCES: dict[str, Importance] = {
-    importance.name: importance for importance in (RandomImportance(), L1Importance(), TaylorFOImportance())}
-
-
-def get_importance(method: str) -> Importance:
-    """The registered structured criterion ``method``; an unknown name lists the known ones."""
+def get_importance(method: str, options: Mapping[str, Any] | None = None) -> Importance:
+    """The registered structured criterion ``method`` with ``options`` (its fields); an unknown name lists the known
+    ones, a bad option names the criterion's options."""
     if method not in IMPORTANCES:
         raise HfpruneError(f"unknown method '{method}'; choose one of: {', '.join(IMPORTANCES)}")
-    return IMPORTANCES[method]
+    kind = type(IMPORTANCES[method])
+    try:
+        return kind(**dict(options or {}))
+    except ValidationError as error:
+        fields = ", ".join(kind.model_fields) or "none"
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise HfpruneError(f"method {method}: option {where}: {problem['msg']} (its options: {fields})") from None
 
 
 def criterion_mask(
@@ -148,7 +74,7 @@ def criterion_mask(
     batches: Iterable[dict] | None = None,
     loss_fn: LossFn | None = None,
 ) -> StructuredMask:
-    """The structured mask that criterion ``method`` picks at ``ratios`` (group or kind keys)."""
+    """The structured mask that criterion ``method`` picks at ``ratios`` (group or kind keys), uniform per group."""
     importance = get_importance(method)
     return importance.select(model, groups, kept_counts(groups, ratios), seed=seed, batches=batches, loss_fn=loss_fn)
 

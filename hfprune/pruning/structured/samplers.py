@@ -48,16 +48,37 @@ def _kept_counts(groups: dict[str, Group], ratios: dict[str, float], setting: st
     return kept_counts(groups, ratios, where=f"setting '{setting}': ")
 
 
+def _combinations(group: Group, keep: int) -> int:
+    """Ways ``group`` keeps ``keep`` units (equally many in each of its partitions)."""
+    return math.comb(group.part_size, keep // group.partitions) ** group.partitions
+
+
+def _all_kept(group: Group, keep: int):
+    """Every kept set of ``group``, in lexicographic order."""
+    size, per_part = group.part_size, keep // group.partitions
+    parts = [itertools.combinations(range(part * size, (part + 1) * size), per_part) for part in range(group.partitions)]
+    return (tuple(unit for chosen in combo for unit in chosen) for combo in itertools.product(*parts))
+
+
+def draw_group(rng: np.random.Generator, group: Group, keep: int) -> tuple[int, ...]:
+    """A uniform draw of ``keep`` units of ``group`` (equally many in each partition)."""
+    if group.partitions == 1:
+        return draw_kept(rng, group.size, keep)
+    size = group.part_size
+    return tuple(part * size + unit for part in range(group.partitions)
+                 for unit in draw_kept(rng, size, keep // group.partitions))
+
+
 def count_combinations(groups: dict[str, Group], ratios: dict[str, float], setting: str = "") -> int:
     """How many distinct masks a setting has."""
     counts = _kept_counts(groups, ratios, setting)
-    return math.prod(math.comb(groups[name].size, keep) for name, keep in counts.items())
+    return math.prod(_combinations(groups[name], keep) for name, keep in counts.items())
 
 
 def exhaustive(groups: dict[str, Group], ratios: dict[str, float], setting: str) -> list[MaskCandidate]:
     """Every combination, in lexicographic order of kept indices."""
     counts = _kept_counts(groups, ratios, setting)
-    per_group = [itertools.combinations(range(groups[name].size), keep) for name, keep in counts.items()]
+    per_group = [_all_kept(groups[name], keep) for name, keep in counts.items()]
     return [MaskCandidate(setting, dict(zip(counts, combo))) for combo in itertools.product(*per_group)]
 
 
@@ -73,7 +94,7 @@ def sample(
     seen: set[str] = set()
     candidates: list[MaskCandidate] = []
     while len(candidates) < num:
-        mask = {name: draw_kept(rng, groups[name].size, keep) for name, keep in counts.items()}
+        mask = {name: draw_group(rng, groups[name], keep) for name, keep in counts.items()}
         identifier = mask_id(mask)
         if identifier not in seen:
             seen.add(identifier)

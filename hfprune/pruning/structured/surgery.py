@@ -16,10 +16,11 @@ def shrink(
     """Copy the kept slices of every parameter and buffer of ``model`` into a new model built
     from ``pruned_config`` (the config with the reduced widths) by ``model_class`` (default: the
     class of ``model``; e.g. a dense HF ViT shrinks into a per-layer-width ViT class)."""
-    selections = kept_index_selection(groups, mask)
+    state = model.state_dict()
+    selections = kept_index_selection(groups, mask, {name: tensor.shape for name, tensor in state.items()})
     pruned = (model_class or type(model))(pruned_config).to(model.device, model.dtype)
     pruned_state = pruned.state_dict()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         for dim, indices in selections.get(name, []):
             tensor = tensor.index_select(dim, indices.to(tensor.device))
         if pruned_state[name].shape != tensor.shape:

@@ -61,7 +61,8 @@ class OracleKind(StudyKind):
         self.task = build_task(recipe, self.progress, recipe.pruning.calibration_samples)
         # Everything a recipe can get wrong about the model (groups, ratios) fails here, before any pretraining.
         self.config = dense_config(recipe, self.adapter, self.task)
-        self.groups = self.adapter.groups(self.config) if isinstance(self.adapter, StructuredAdapter) else {}
+        structured = isinstance(self.adapter, StructuredAdapter) and recipe.structure != "unstructured"
+        self.groups = self.adapter.groups(self.config) if structured else {}
         self.plan = plan_for(recipe, self.adapter, self.groups, self.task)
         self.specs = self.plan.trials()
 

@@ -93,7 +93,7 @@ class StructuredPlan:
     def is_shrunk(self, model: PreTrainedModel) -> bool:
         """Whether ``model`` is already physically pruned (retrained so): some group has fewer units."""
         groups = self.adapter.groups(model.config)
-        return any(groups[name].size != group.size for name, group in self.groups.items())
+        return any(name not in groups or groups[name].size != group.size for name, group in self.groups.items())
 
     def run_rounds(self, spec: TrialSpec, model: torch.nn.Module, record, seed: int, progress: bool = False):
         """The iterative pipeline's rounds before the last, on ``model`` in place (see
@@ -138,7 +138,8 @@ class UnstructuredPlan:
 
 
 def plan_for(recipe: OracleRecipe, adapter, groups: dict[str, Group], task) -> Plan:
-    """The plan of a recipe's pruning section."""
-    if isinstance(adapter, StructuredAdapter):
+    """The plan of a recipe's pruning section: structured masks where the recipe prunes structures (its family's
+    default, or the ``pruning.structure`` it chose), else unstructured methods."""
+    if isinstance(adapter, StructuredAdapter) and recipe.structure != "unstructured":
         return StructuredPlan(adapter, groups, recipe, task)
     return UnstructuredPlan(recipe, task)

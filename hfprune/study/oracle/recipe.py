@@ -54,8 +54,10 @@ class SelectionSection(Section):
 class PruningSection(Section):
     structure: Optional[str] = Field(
         None, description="what is pruned, as the model family prunes it [default: the family's]: filters (CNNs), "
-                          "heads_ffn (vit: ratios name groups such as layers.3.heads or kinds such as heads, ffn), "
-                          "or unstructured (llava: single weights of Linear layers, methods at one sparsity)")
+                          "heads_ffn (vit, and the transformers families causal_lm, vision_language, vision_encoder: "
+                          "ratios name groups such as layers.3.heads or kinds such as heads, kv_groups, ffn, layers), "
+                          "or unstructured (the transformers families' default: single weights of Linear layers, "
+                          "methods at one sparsity)")
     settings: list[SettingSection] = Field(default_factory=list, description="structured: ratios per setting")
     schedule: Optional[RoundsSection] = Field(
         None, description="structured: prune every mask over rounds, retraining after each (iterative pipeline); "
@@ -82,7 +84,7 @@ class PruningSection(Section):
     @classmethod
     def _known_structure(cls, structure: Optional[str]) -> Optional[str]:
         return structure if structure is None else one_of(
-            structure, dict.fromkeys(family.structure for family in FAMILIES.values() if family.structure),
+            structure, dict.fromkeys(offered for family in FAMILIES.values() for offered in family.offered_structures()),
             "pruning.structure")
 
     @model_validator(mode="after")
@@ -155,17 +157,24 @@ class OracleRecipe(StudyRecipe):
     retrain: RetrainSection
     export: ExportSection = ExportSection()
 
+    @property
+    def structure(self) -> str | None:
+        """What the study prunes: ``pruning.structure``, else the family's default."""
+        offered = FAMILIES[self.model.family].offered_structures()
+        return self.pruning.structure or (offered[0] if offered else None)
+
     @model_validator(mode="after")
     def _structure_of_family(self) -> "OracleRecipe":
-        expected = FAMILIES[self.model.family].structure
-        if expected is None:
+        offered = FAMILIES[self.model.family].offered_structures()
+        if not offered:
             raise ValueError(f"model.family '{self.model.family}' has no structure an oracle study prunes; it trains "
                              "in sparse-training studies: give a sparse section (budgets, methods, search) and a "
                              "training section in place of pruning and retrain (see recipes/cubist_spiral_quick.yaml)")
         given = self.pruning.structure
-        if given is not None and given != expected:
+        if given is not None and given not in offered:
             raise ValueError(f"pruning.structure '{given}' does not fit model.family '{self.model.family}'; set "
-                             f"pruning.structure: {expected}")
+                             f"pruning.structure: {' or '.join(offered)}")
+        expected = self.structure
         if expected == "unstructured" and self.retrain.physical:
             raise ValueError("retrain.physical applies to structured pruning; unstructured masks keep every shape "
                              "(remove retrain.physical)")
