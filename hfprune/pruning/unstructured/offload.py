@@ -1,0 +1,369 @@
+"""Layer-by-layer pruning of models that do not fit: one block (decoder layer) at a time on the device.
+
+Calibration-based methods already prune block after block (:func:`~.calibration.prune_layer_by_layer`); here the
+blocks' weights are kept elsewhere between their turns (a :class:`~.calibration.Residency`):
+
+- ``cpu`` (:class:`CpuResidency`): the model is loaded on the CPU; each block moves to the device for its turn
+  and back, the modules before the blocks (embeddings, a vision tower) only while they run in the pass that
+  captures the first block's inputs;
+- ``disk`` (:func:`prune_from_disk`): nothing is loaded. The model is built without weights (parameters on the meta
+  device), each block's tensors are read from the checkpoint's safetensors files (``safe_open``, that block's keys
+  only) when its turn comes, pruned (SparseGPT updates them), written into the output checkpoint and dropped; the
+  modules before the blocks are read module by module while they run. Resident at any time: one block, the
+  calibration activations and the module running before the blocks, if any.
+
+The output of ``disk`` is a copy of the source folder (every file: config, processor, shards, index) whose pruned
+tensors are overwritten where they lie in their shard: same keys, dtypes, shards and index as the source's
+``save_pretrained`` wrote, untargeted tensors byte for byte. A safetensors file is an 8-byte header length, a JSON
+header giving each tensor's dtype, shape and byte range, then the data; safetensors reads it here, and the writer
+only needs those byte ranges (safetensors has no call that rewrites one tensor of a file).
+
+Methods that need every layer's statistics before pruning the first (OWL's outlier ratios, ONP, PNP, GMP) or no
+calibration at all (UMP) are refused with one line (:func:`check_offload`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+import transformers
+from accelerate import init_empty_weights
+from accelerate.utils import named_module_tensors, set_module_tensor_to_device
+from safetensors import safe_open
+from torch import nn
+from transformers import AutoConfig, PreTrainedModel
+
+from hfprune.errors import HfpruneError, reason
+from hfprune.models.structure import auto_class_name
+from hfprune.pruning.masking import MaskedParameters
+from hfprune.pruning.unstructured.allocation import Uniform
+from hfprune.pruning.unstructured.calibration import DecoderStack, Residency, blocks_resident
+from hfprune.pruning.unstructured.methods import ScoredMethod, UnstructuredMethod, UnstructuredResult
+from hfprune.pruning.unstructured.sparsegpt import SparseGPT
+
+OFFLOADS = ("cpu", "disk")
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_FILE = "model.safetensors"
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+_OTHER_WEIGHTS = (".bin", ".bin.index.json", ".pth", ".pt", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
+Counts = dict[str, tuple[int, int]]  # parameter name -> (pruned entries, all entries)
+
+
+# -- which methods ----------------------------------------------------------------------------------------------------
+
+def offload_problem(method: UnstructuredMethod) -> str | None:
+    """Why ``method`` cannot prune one block at a time, or None."""
+    if isinstance(method, SparseGPT):
+        return None
+    if isinstance(method, ScoredMethod) and method.layer_by_layer and isinstance(method.allocation(), Uniform):
+        return None
+    if isinstance(method, ScoredMethod) and not method.needs_calibration:
+        why = "scores weights without calibration"
+    elif isinstance(method, ScoredMethod) and not isinstance(method.allocation(), Uniform):
+        why = "allocates its sparsity from every decoder layer's weights or statistics before pruning the first"
+    else:
+        why = "scores every layer on the dense model in one pass (sequential false)"
+    return (f"--offload prunes one decoder layer at a time, but {method.name} with these options {why}; --offload "
+            f"runs wanda and sparsegpt (any --pattern): run {method.name} without --offload")
+
+
+def check_offload(method: UnstructuredMethod, offload: str) -> None:
+    """One HfpruneError line when ``offload`` is unknown or ``method`` cannot run offloaded."""
+    if offload not in OFFLOADS:
+        raise HfpruneError(f"--offload must be one of {', '.join(OFFLOADS)}, got {offload!r}")
+    problem = offload_problem(method)
+    if problem:
+        raise HfpruneError(problem)
+
+
+# -- the modules before the blocks, while they run --------------------------------------------------------------------
+
+def _outside(model: nn.Module, stack: DecoderStack) -> Iterator[tuple[str, nn.Module]]:
+    """The modules outside the stack of blocks that hold tensors of their own, with their names."""
+    inside = f"{stack.path}."
+    for name, module in model.named_modules():
+        if name != stack.path and not name.startswith(inside) and next(named_module_tensors(module), None):
+            yield name, module
+
+
+@contextmanager
+def _while_running(model: nn.Module, stack: DecoderStack, bring: Callable[[str, nn.Module], None],
+                   send_back: Callable[[str, nn.Module], None]) -> Iterator[None]:
+    """``bring`` the own tensors of each module outside the blocks before it runs, ``send_back`` after (and, at
+    the end, those of a module whose forward was cut short)."""
+    modules = list(_outside(model, stack))
+    handles = []
+    for name, module in modules:
+        handles.append(module.register_forward_pre_hook(lambda module, args, name=name: bring(name, module)))
+        handles.append(module.register_forward_hook(lambda module, args, output, name=name: send_back(name, module)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, module in modules:
+            send_back(name, module)
+
+
+class CpuResidency(Residency):
+    """The model stays on the CPU; each block comes to ``device`` for its turn, and the modules before the blocks
+    while they run (their tensors move in place, so tied weights stay tied)."""
+
+    def __init__(self, device: str | torch.device):
+        self.device = torch.device(device)
+
+    def _move(self, module: nn.Module, device: torch.device) -> None:
+        for _, tensor in named_module_tensors(module, include_buffers=True):
+            tensor.data = tensor.data.to(device)
+
+    def capturing(self, model, stack):
+        return _while_running(model, stack, lambda name, module: self._move(module, self.device),
+                              lambda name, module: self._move(module, torch.device("cpu")))
+
+    def load(self, name, block):
+        block.to(self.device)
+
+    def release(self, name, block, masks):
+        block.to("cpu")
+        return masks
+
+
+# -- a safetensors checkpoint, tensor by tensor -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stored:
+    """Where one tensor lies: its file, its name there, its dtype and the byte range of its data in the file."""
+
+    file: Path
+    key: str
+    dtype: str
+    start: int
+    end: int
+
+
+def _header(file: Path) -> tuple[dict, int]:
+    """A safetensors file's header (tensor name -> dtype, shape, data_offsets) and where its data begins."""
+    with open(file, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    header.pop("__metadata__", None)
+    return header, 8 + length
+
+
+def _stored(folder: Path) -> dict[str, Stored]:
+    """Every tensor of the safetensors checkpoint in ``folder`` by its name in the checkpoint."""
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    elif (folder / SAFETENSORS_FILE).is_file():
+        files = [SAFETENSORS_FILE]
+    else:
+        raise HfpruneError(f"--offload disk reads safetensors checkpoints, and '{folder}' has neither "
+                           f"{SAFETENSORS_FILE} nor {SAFETENSORS_INDEX}; save it with save_pretrained first")
+    stored = {}
+    for file in files:
+        header, data = _header(folder / file)
+        for key, entry in header.items():
+            start, end = entry["data_offsets"]
+            stored[key] = Stored(folder / file, key, entry["dtype"], data + start, data + end)
+    return stored
+
+
+def _model_names(model: PreTrainedModel, keys: Iterable[str]) -> dict[str, str]:
+    """The model's name of each checkpoint key, renamed as ``from_pretrained`` renames it (legacy layouts)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    conversions = get_model_conversion_mapping(model)
+    renamings = [entry for entry in conversions if isinstance(entry, WeightRenaming)]
+    converters = [entry for entry in conversions if isinstance(entry, WeightConverter)]
+    meta = model.state_dict()
+    names = {}
+    for key in keys:
+        name, converted = rename_source_key(key, renamings, converters, model.base_model_prefix, meta)
+        if name not in meta and key in meta:
+            name, converted = rename_source_key(key, [], [], model.base_model_prefix, meta)
+        if converted is not None:
+            raise HfpruneError(f"checkpoint tensor '{key}' is converted (merged or split) when transformers loads "
+                               "it, so it cannot be read one block at a time; use --offload cpu")
+        names[key] = name
+    return names
+
+
+class Checkpoint:
+    """The tensors of a safetensors checkpoint folder (one file, or shards and their index), by the model's
+    parameter and buffer names; each read opens its file, reads that tensor and closes it."""
+
+    def __init__(self, folder: Path, model: PreTrainedModel):
+        self.folder = folder
+        stored = _stored(folder)
+        self.tensors = {name: stored[key] for key, name in _model_names(model, stored).items()}
+        persistent = model.state_dict()
+        tied = {name for name in persistent if name not in dict(model.named_parameters())} - \
+            {name for name, _ in model.named_buffers()}  # the second name of a tied weight
+        missing = [name for name in persistent if name not in self.tensors and name not in tied]
+        if missing:
+            raise HfpruneError(f"checkpoint '{folder}' has no tensor for the model's '{missing[0]}' "
+                               f"({len(missing)} missing); give a complete checkpoint written by save_pretrained")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        stored = self.tensors[name]
+        with safe_open(stored.file, framework="pt", device="cpu") as handle:
+            return handle.get_tensor(stored.key)
+
+
+class CheckpointCopy:
+    """The output checkpoint: ``folder`` holds a copy of the source's files (config, processor, safetensors shards
+    and index; not weights in other formats nor subfolders), and :meth:`write` overwrites one tensor's data where it
+    lies in its shard."""
+
+    def __init__(self, checkpoint: Checkpoint, folder: Path):
+        self.checkpoint, self.folder = checkpoint, folder
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for file in sorted(checkpoint.folder.iterdir()):
+            if file.is_file() and not file.name.endswith(_OTHER_WEIGHTS):
+                shutil.copyfile(file, folder / file.name)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        stored = self.checkpoint.tensors[name]
+        if stored.dtype not in _DTYPES:
+            raise HfpruneError(f"cannot write '{stored.key}' of dtype {stored.dtype} back into its shard")
+        data = tensor.detach().to("cpu", _DTYPES[stored.dtype]).contiguous().reshape(-1).view(torch.uint8)
+        if data.numel() != stored.end - stored.start:
+            raise HfpruneError(f"'{stored.key}' has {data.numel()} bytes, its shard holds {stored.end - stored.start}")
+        with open(self.folder / stored.file.name, "r+b") as handle:
+            handle.seek(stored.start)
+            handle.write(data.numpy())
+
+
+class DiskResidency(Residency):
+    """Blocks read from ``checkpoint`` one at a time onto ``device``, written pruned into ``output``, then dropped
+    (back to the meta device); the modules before the blocks read while they run. :attr:`counts` and
+    :attr:`nonzero` are what each written target holds."""
+
+    def __init__(self, checkpoint: Checkpoint, output: CheckpointCopy, device: str | torch.device):
+        self.checkpoint, self.output, self.device = checkpoint, output, torch.device(device)
+        self.counts: Counts = {}
+        self.nonzero: dict[str, int] = {}
+
+    def _bring(self, prefix: str, module: nn.Module, recurse: bool) -> None:
+        for name, _ in list(named_module_tensors(module, include_buffers=True, recurse=recurse)):
+            full = f"{prefix}.{name}" if prefix else name
+            value = self.checkpoint[full] if full in self.checkpoint else None  # else a buffer computed at build
+            set_module_tensor_to_device(module, name, self.device, value=value, clear_cache=False)
+
+    def _drop(self, prefix: str, module: nn.Module, recurse: bool) -> None:
+        for name, tensor in list(named_module_tensors(module, include_buffers=True, recurse=recurse)):
+            full = f"{prefix}.{name}" if prefix else name
+            if tensor.device.type != "meta":
+                set_module_tensor_to_device(module, name, "meta" if full in self.checkpoint else "cpu",
+                                            clear_cache=False)
+
+    def capturing(self, model, stack):
+        return _while_running(model, stack, lambda name, module: self._bring(name, module, False),
+                              lambda name, module: self._drop(name, module, False))
+
+    def load(self, name, block):
+        self._bring(name, block, True)
+
+    def release(self, name, block, masks):
+        relative = {f"{module[len(name) + 1:]}.weight": mask for module, mask in masks.items()}
+        MaskedParameters(block, relative).apply()
+        for parameter in relative:
+            weight = block.get_parameter(parameter)
+            full = f"{name}.{parameter}"
+            self.output.write(full, weight)
+            self.nonzero[full] = int(torch.count_nonzero(weight))
+        self._drop(name, block, True)
+        self.counts.update({f"{module}.weight": (int((~mask).sum()), mask.numel()) for module, mask in masks.items()})
+        return {module: torch.empty(mask.shape, dtype=torch.bool, device="meta") for module, mask in masks.items()}
+
+
+# -- the whole run ----------------------------------------------------------------------------------------------------
+
+def empty_model(source: str | Path) -> PreTrainedModel:
+    """The model of the checkpoint folder ``source`` without weights: parameters on the meta device in the
+    checkpoint's dtype, buffers computed as its class builds them; loaded by its transformers Auto class."""
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as error:
+        raise HfpruneError(f"cannot read the config of '{source}' ({reason(error)}); give a checkpoint folder "
+                           "written by save_pretrained") from None
+    auto = getattr(transformers, auto_class_name(config))
+    with init_empty_weights():
+        model = auto.from_config(config, dtype=config.dtype or torch.float32)
+    return model.eval()
+
+
+@dataclass
+class OffloadedPruning:
+    """What :func:`prune_from_disk` did: the method's result (its masks only shapes, on the meta device), the
+    pruned and total entries of every target weight, and the parameters of the whole output and how many are
+    nonzero."""
+
+    result: UnstructuredResult
+    counts: Counts
+    parameters: int
+    nonzero: int
+
+
+def _nonzero(model: PreTrainedModel, checkpoint: Checkpoint, written: Mapping[str, int]) -> tuple[int, int]:
+    """(parameters, nonzero parameters) of the output, reading each tensor that was not written once."""
+    parameters = nonzero = 0
+    for name, parameter in model.named_parameters():
+        parameters += parameter.numel()
+        nonzero += written[name] if name in written else int(torch.count_nonzero(checkpoint[name]))
+    return parameters, nonzero
+
+
+def prune_from_disk(source: str | Path, method: UnstructuredMethod, sparsity: float, out: str | Path, *,
+                    calibration: Iterable[Mapping], targets: str | Sequence[str] | None = None,
+                    ignore: str | Sequence[str] = (), device: str | torch.device | None = None,
+                    model: PreTrainedModel | None = None, progress: bool = False,
+                    extras: Iterable[Callable[[Path, OffloadedPruning], None]] = ()) -> OffloadedPruning:
+    """Prune the safetensors checkpoint folder ``source`` with ``method`` block by block, reading and writing one
+    block at a time, into the checkpoint folder ``out`` (written as ``out.partial``, then renamed; ``extras`` write
+    what belongs beside the weights into it first). ``calibration`` batches of model inputs; ``device`` where each
+    block runs [default: cpu]; ``model`` the checkpoint's :func:`empty_model` if already built."""
+    check_offload(method, "disk")
+    source, out = Path(source), Path(out)
+    if not source.is_dir():
+        raise HfpruneError(f"--offload disk reads a local checkpoint folder; '{source}' is none (download it first, "
+                           "e.g. hf download ID --local-dir DIR)")
+    model = empty_model(source) if model is None else model
+    checkpoint = Checkpoint(source, model)
+    partial = out.with_name(out.name + ".partial")
+    residency = DiskResidency(checkpoint, CheckpointCopy(checkpoint, partial), device or "cpu")
+    with blocks_resident(residency):
+        result = method.masks(model, sparsity, targets=targets, ignore=ignore, calibration=calibration,
+                              progress=progress)
+    pruned = OffloadedPruning(result, residency.counts, *_nonzero(model, checkpoint, residency.nonzero))
+    for write in extras:
+        write(partial, pruned)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+    return pruned
+
+
+def prune_on_cpu(model: nn.Module, method: UnstructuredMethod, sparsity: float, *,
+                 calibration: Iterable[Mapping], device: str | torch.device | None = None,
+                 targets: str | Sequence[str] | None = None, ignore: str | Sequence[str] = (),
+                 progress: bool = False) -> UnstructuredResult:
+    """``method.masks`` of ``model`` (on the CPU, where it stays) with one block at a time on ``device``."""
+    check_offload(method, "cpu")
+    with blocks_resident(CpuResidency(device or "cpu")):
+        return method.masks(model, sparsity, targets=targets, ignore=ignore, calibration=calibration,
+                            progress=progress)
