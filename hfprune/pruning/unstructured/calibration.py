@@ -126,8 +126,21 @@ class Residency:
         the masks to keep."""
         return masks
 
+    def group_scores(self, profile, groups: Mapping[str, list[str]], targets: Mapping[str, nn.Linear], scoring,
+                     progress: bool = False) -> dict[str, float]:
+        """``profile.group_score`` (a per-decoder-layer allocation's, :mod:`.allocation`) of every group of
+        ``targets``, with the weights where they are."""
+        return {group: profile.group_score([(name, targets[name]) for name in names], scoring)
+                for group, names in tqdm(groups.items(), desc=f"{type(profile).__name__} scores", leave=False,
+                                         disable=not progress)}
+
 
 _RESIDENCY: ContextVar[Residency] = ContextVar("hfprune_residency", default=Residency())
+
+
+def current_residency() -> Residency:
+    """The :class:`Residency` in force (:func:`blocks_resident`), by default the whole model where it is."""
+    return _RESIDENCY.get()
 
 
 @contextmanager
@@ -296,12 +309,12 @@ def prune_layer_by_layer(model: nn.Module, linears: Mapping[str, nn.Linear], cal
     """Masks (by module name, True = kept) of every target Linear, block (decoder layer) after block.
 
     ``prune(targets, stats)`` gets one block's targets and the ``statistic`` of their inputs (produced by the
-    blocks pruned before it) and returns their masks; weights it writes into the model (SparseGPT's updates) are
+    blocks pruned before it) and returns their masks (none: the block stays dense); weights it writes into the model (SparseGPT's updates) are
     what the later blocks see. The model's other weights are not modified. The blocks' weights are where the active
     :class:`Residency` keeps them (:func:`blocks_resident`; by default, where they are).
     """
     stack = decoder_stack(model, linears)
-    residency = _RESIDENCY.get()
+    residency = current_residency()
     by_layer: dict[int, list[str]] = {}
     for name in linears:
         by_layer.setdefault(stack.index_of(name), []).append(name)
@@ -323,7 +336,7 @@ def prune_layer_by_layer(model: nn.Module, linears: Mapping[str, nn.Linear], cal
                 layer_masks = prune(targets, calibrated.collect(index, layer, targets, statistic))
                 weights = {f"{stack.relative(name)}.weight":
                            linear.weight * layer_masks[name].to(linear.weight.device)
-                           for name, linear in targets.items()}
+                           for name, linear in targets.items() if name in layer_masks}
             if index < last:
                 calibrated.advance(index, layer, weights)
             masks.update(residency.release(block, layer, layer_masks))

@@ -18,8 +18,10 @@ tensors are overwritten where they lie in their shard: same keys, dtypes, shards
 header giving each tensor's dtype, shape and byte range, then the data; safetensors reads it here, and the writer
 only needs those byte ranges (safetensors has no call that rewrites one tensor of a file).
 
-Methods that need every layer's statistics before pruning the first (OWL's outlier ratios, ONP, PNP, GMP) or no
-calibration at all (UMP) are refused with one line (:func:`check_offload`).
+Methods whose allocation needs every layer's statistics before the first is pruned (OWL's outlier ratios, ONP's,
+PNP's PCA shares) get them in a first pass over the dense blocks, one at a time, then prune in a second. Methods
+that score without layer-by-layer calibration (UMP, GMP, ONP and PNP by default) are refused with one line
+(:func:`check_offload`).
 """
 
 from __future__ import annotations
@@ -43,10 +45,17 @@ from transformers import AutoConfig, PreTrainedModel
 from hfprune.errors import HfpruneError, reason
 from hfprune.models.structure import auto_class_name
 from hfprune.pruning.masking import MaskedParameters
-from hfprune.pruning.unstructured.allocation import Uniform
-from hfprune.pruning.unstructured.calibration import DecoderStack, Residency, blocks_resident
+from hfprune.pruning.unstructured.calibration import (
+    DecoderStack,
+    InputNorms,
+    Residency,
+    blocks_resident,
+    prune_layer_by_layer,
+)
 from hfprune.pruning.unstructured.methods import ScoredMethod, UnstructuredMethod, UnstructuredResult
+from hfprune.pruning.unstructured.scores import weight_score
 from hfprune.pruning.unstructured.sparsegpt import SparseGPT
+from hfprune.pruning.unstructured.targets import block_group
 
 OFFLOADS = ("cpu", "disk")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -62,18 +71,15 @@ Counts = dict[str, tuple[int, int]]  # parameter name -> (pruned entries, all en
 
 def offload_problem(method: UnstructuredMethod) -> str | None:
     """Why ``method`` cannot prune one block at a time, or None."""
-    if isinstance(method, SparseGPT):
-        return None
-    if isinstance(method, ScoredMethod) and method.layer_by_layer and isinstance(method.allocation(), Uniform):
+    if isinstance(method, SparseGPT) or (isinstance(method, ScoredMethod) and method.layer_by_layer):
         return None
     if isinstance(method, ScoredMethod) and not method.needs_calibration:
         why = "scores weights without calibration"
-    elif isinstance(method, ScoredMethod) and not isinstance(method.allocation(), Uniform):
-        why = "allocates its sparsity from every decoder layer's weights or statistics before pruning the first"
     else:
         why = "scores every layer on the dense model in one pass (sequential false)"
     return (f"--offload prunes one decoder layer at a time, but {method.name} with these options {why}; --offload "
-            f"runs wanda and sparsegpt (any --pattern): run {method.name} without --offload")
+            f"runs wanda, owl and sparsegpt (any --pattern), or onp/pnp/ump with --option prune_score=activation "
+            f"--option sequential=true: run {method.name} without --offload")
 
 
 def check_offload(method: UnstructuredMethod, offload: str) -> None:
@@ -114,7 +120,26 @@ def _while_running(model: nn.Module, stack: DecoderStack, bring: Callable[[str, 
             send_back(name, module)
 
 
-class CpuResidency(Residency):
+class _OneBlockAtATime(Residency):
+    """Per-layer allocations (OWL's outlier ratios, PNP's PCA shares) score every block before the first is pruned:
+    here in a first pass over the dense blocks, one at a time, each scored from its weights and the input norms of
+    its targets — the dense model's, as one forward pass gives them."""
+
+    def group_scores(self, profile, groups, targets, scoring, progress=False):
+        score = getattr(profile, "score", None)
+        scores: dict[str, float] = {}
+
+        def visit(layer: dict[str, nn.Linear], stats: dict) -> dict:
+            bound = score.from_statistics(stats) if score is not None and score.needs_calibration else weight_score
+            group = block_group(scoring.model, next(iter(layer)))
+            scores[group] = profile.group_score(list(layer.items()), lambda _: bound)
+            return {}
+
+        prune_layer_by_layer(scoring.model, targets, scoring.calibration, InputNorms, visit, progress)
+        return {group: scores[group] for group in groups}
+
+
+class CpuResidency(_OneBlockAtATime):
     """The model stays on the CPU; each block comes to ``device`` for its turn, and the modules before the blocks
     while they run (their tensors move in place, so tied weights stay tied)."""
 
@@ -249,7 +274,7 @@ class CheckpointCopy:
             handle.write(data.numpy())
 
 
-class DiskResidency(Residency):
+class DiskResidency(_OneBlockAtATime):
     """Blocks read from ``checkpoint`` one at a time onto ``device``, written pruned into ``output``, then dropped
     (back to the meta device); the modules before the blocks read while they run. :attr:`counts` and
     :attr:`nonzero` are what each written target holds."""
