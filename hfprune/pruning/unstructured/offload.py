@@ -4,13 +4,14 @@ Calibration-based methods already prune block after block (:func:`~.calibration.
 blocks' weights are kept elsewhere between their turns (a :class:`~.calibration.Residency`):
 
 - ``cpu`` (:class:`CpuResidency`): the model is loaded on the CPU; each block moves to the device for its turn
-  and back, the modules before the blocks (embeddings, a vision tower) only while they run in the pass that
-  captures the first block's inputs;
+  and back, the modules before the blocks (embeddings, a vision tower) only for the pass that captures the first
+  block's inputs;
 - ``disk`` (:func:`prune_from_disk`): nothing is loaded. The model is built without weights (parameters on the meta
   device), each block's tensors are read from the checkpoint's safetensors files (``safe_open``, that block's keys
   only) when its turn comes, pruned (SparseGPT updates them), written into the output checkpoint and dropped; the
-  modules before the blocks are read module by module while they run. Resident at any time: one block, the
-  calibration activations and the module running before the blocks, if any.
+  modules before the blocks are read for the capture pass only. Resident at any time: one block and the
+  calibration activations, and during the capture pass what runs before the first block (the embeddings, a vision
+  tower and its projector; a module after the blocks only while it runs, which none does before the last block).
 
 The output of ``disk`` is a copy of the source folder (every file: config, processor, shards, index) whose pruned
 tensors are overwritten where they lie in their shard: same keys, dtypes, shards and index as the source's
@@ -93,31 +94,48 @@ def check_offload(method: UnstructuredMethod, offload: str) -> None:
 
 # -- the modules before the blocks, while they run --------------------------------------------------------------------
 
-def _outside(model: nn.Module, stack: DecoderStack) -> Iterator[tuple[str, nn.Module]]:
-    """The modules outside the stack of blocks that hold tensors of their own, with their names."""
-    inside = f"{stack.path}."
+def _outside(model: nn.Module, stack: DecoderStack) -> Iterator[tuple[str, nn.Module, bool, bool]]:
+    """(name, module, whole, early) of what lies outside the stack of blocks: each module above the stack with its
+    own tensors only (``whole`` False), and each other child of those whole, with its submodules (``whole`` True: a
+    vision tower, the embeddings, the LM head — a module may use its children's weights without calling them).
+    ``early``: registered before the blocks (the embeddings, a vision tower), not after (the final norm, the head)."""
+    parts = stack.path.split(".")
+    above = {".".join(parts[:end]) for end in range(len(parts))}
+    early = True
     for name, module in model.named_modules():
-        if name != stack.path and not name.startswith(inside) and next(named_module_tensors(module), None):
-            yield name, module
+        early = early and name != stack.path
+        whole = name not in above
+        if whole and (name == stack.path or name.rpartition(".")[0] not in above):
+            continue
+        if next(named_module_tensors(module, recurse=whole), None) is not None:
+            yield name, module, whole, early
+
+
+Place = Callable[[str, nn.Module, bool], None]  # (module name, module, with its submodules)
 
 
 @contextmanager
-def _while_running(model: nn.Module, stack: DecoderStack, bring: Callable[[str, nn.Module], None],
-                   send_back: Callable[[str, nn.Module], None]) -> Iterator[None]:
-    """``bring`` the own tensors of each module outside the blocks before it runs, ``send_back`` after (and, at
-    the end, those of a module whose forward was cut short)."""
+def _before_blocks(model: nn.Module, stack: DecoderStack, bring: Place, send_back: Place) -> Iterator[None]:
+    """While the first block's inputs are captured: the modules outside the blocks (:func:`_outside`) registered
+    before them brought for the whole pass (what runs before the first block, and what a model reads its device
+    from), the others only while they run; all sent back after."""
     modules = list(_outside(model, stack))
     handles = []
-    for name, module in modules:
-        handles.append(module.register_forward_pre_hook(lambda module, args, name=name: bring(name, module)))
-        handles.append(module.register_forward_hook(lambda module, args, output, name=name: send_back(name, module)))
+    for name, module, whole, early in modules:
+        if early:
+            bring(name, module, whole)
+            continue
+        handles.append(module.register_forward_pre_hook(
+            lambda module, args, name=name, whole=whole: bring(name, module, whole)))
+        handles.append(module.register_forward_hook(
+            lambda module, args, output, name=name, whole=whole: send_back(name, module, whole)))
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
-        for name, module in modules:
-            send_back(name, module)
+        for name, module, whole, _ in modules:
+            send_back(name, module, whole)
 
 
 class _OneBlockAtATime(Residency):
@@ -141,18 +159,19 @@ class _OneBlockAtATime(Residency):
 
 class CpuResidency(_OneBlockAtATime):
     """The model stays on the CPU; each block comes to ``device`` for its turn, and the modules before the blocks
-    while they run (their tensors move in place, so tied weights stay tied)."""
+    while the first block's inputs are captured (their tensors move in place, so tied weights stay tied)."""
 
     def __init__(self, device: str | torch.device):
         self.device = torch.device(device)
 
-    def _move(self, module: nn.Module, device: torch.device) -> None:
-        for _, tensor in named_module_tensors(module, include_buffers=True):
+    @staticmethod
+    def _move(module: nn.Module, whole: bool, device: torch.device) -> None:
+        for _, tensor in named_module_tensors(module, recurse=whole):
             tensor.data = tensor.data.to(device)
 
     def capturing(self, model, stack):
-        return _while_running(model, stack, lambda name, module: self._move(module, self.device),
-                              lambda name, module: self._move(module, torch.device("cpu")))
+        return _before_blocks(model, stack, lambda name, module, whole: self._move(module, whole, self.device),
+                              lambda name, module, whole: self._move(module, whole, torch.device("cpu")))
 
     def load(self, name, block):
         block.to(self.device)
@@ -298,8 +317,7 @@ class DiskResidency(_OneBlockAtATime):
                                             clear_cache=False)
 
     def capturing(self, model, stack):
-        return _while_running(model, stack, lambda name, module: self._bring(name, module, False),
-                              lambda name, module: self._drop(name, module, False))
+        return _before_blocks(model, stack, self._bring, self._drop)
 
     def load(self, name, block):
         self._bring(name, block, True)
@@ -330,6 +348,7 @@ def empty_model(source: str | Path) -> PreTrainedModel:
     auto = getattr(transformers, auto_class_name(config))
     with init_empty_weights():
         model = auto.from_config(config, dtype=config.dtype or torch.float32)
+    model.tie_weights()  # as from_pretrained ties them: a tied LM head is the embeddings, and not in the checkpoint
     return model.eval()
 
 
@@ -345,13 +364,9 @@ class OffloadedPruning:
     nonzero: int
 
 
-def _nonzero(model: PreTrainedModel, checkpoint: Checkpoint, written: Mapping[str, int]) -> tuple[int, int]:
-    """(parameters, nonzero parameters) of the output, reading each tensor that was not written once."""
-    parameters = nonzero = 0
-    for name, parameter in model.named_parameters():
-        parameters += parameter.numel()
-        nonzero += written[name] if name in written else int(torch.count_nonzero(checkpoint[name]))
-    return parameters, nonzero
+def _nonzero(parameters: Mapping[str, int], checkpoint: Checkpoint, written: Mapping[str, int]) -> int:
+    """Nonzero entries of the output's ``parameters`` (name -> size), reading each tensor not written once."""
+    return sum(written[name] if name in written else int(torch.count_nonzero(checkpoint[name])) for name in parameters)
 
 
 def prune_from_disk(source: str | Path, method: UnstructuredMethod, sparsity: float, out: str | Path, *,
@@ -370,12 +385,14 @@ def prune_from_disk(source: str | Path, method: UnstructuredMethod, sparsity: fl
                            "e.g. hf download ID --local-dir DIR)")
     model = empty_model(source) if model is None else model
     checkpoint = Checkpoint(source, model)
+    parameters = {name: parameter.numel() for name, parameter in model.named_parameters()}  # a tied one once
     partial = out.with_name(out.name + ".partial")
     residency = DiskResidency(checkpoint, CheckpointCopy(checkpoint, partial), device or "cpu")
     with blocks_resident(residency):
         result = method.masks(model, sparsity, targets=targets, ignore=ignore, calibration=calibration,
                               progress=progress)
-    pruned = OffloadedPruning(result, residency.counts, *_nonzero(model, checkpoint, residency.nonzero))
+    pruned = OffloadedPruning(result, residency.counts, sum(parameters.values()),
+                              _nonzero(parameters, checkpoint, residency.nonzero))
     for write in extras:
         write(partial, pruned)
     shutil.rmtree(out, ignore_errors=True)
