@@ -372,12 +372,12 @@ def _nonzero(parameters: Mapping[str, int], checkpoint: Checkpoint, written: Map
 def prune_from_disk(source: str | Path, method: UnstructuredMethod, sparsity: float, out: str | Path, *,
                     calibration: Iterable[Mapping], targets: str | Sequence[str] | None = None,
                     ignore: str | Sequence[str] = (), device: str | torch.device | None = None,
-                    model: PreTrainedModel | None = None, progress: bool = False,
-                    extras: Iterable[Callable[[Path, OffloadedPruning], None]] = ()) -> OffloadedPruning:
-    """Prune the safetensors checkpoint folder ``source`` with ``method`` block by block, reading and writing one
-    block at a time, into the checkpoint folder ``out`` (written as ``out.partial``, then renamed; ``extras`` write
-    what belongs beside the weights into it first). ``calibration`` batches of model inputs; ``device`` where each
-    block runs [default: cpu]; ``model`` the checkpoint's :func:`empty_model` if already built."""
+                    model: PreTrainedModel | None = None, progress: bool = False) -> OffloadedPruning:
+    """Prune the safetensors checkpoint folder ``source`` with ``method`` one block at a time, each read from
+    ``source`` and written back into the checkpoint folder ``out`` (made anew: write into a temporary name and
+    rename it where a half-written folder must never be seen). ``calibration``: batches of model inputs;
+    ``device``: where each block runs [default: cpu]; ``model``: ``source``'s :func:`empty_model` if already built.
+    """
     check_offload(method, "disk")
     source, out = Path(source), Path(out)
     if not source.is_dir():
@@ -386,18 +386,12 @@ def prune_from_disk(source: str | Path, method: UnstructuredMethod, sparsity: fl
     model = empty_model(source) if model is None else model
     checkpoint = Checkpoint(source, model)
     parameters = {name: parameter.numel() for name, parameter in model.named_parameters()}  # a tied one once
-    partial = out.with_name(out.name + ".partial")
-    residency = DiskResidency(checkpoint, CheckpointCopy(checkpoint, partial), device or "cpu")
+    residency = DiskResidency(checkpoint, CheckpointCopy(checkpoint, out), device or "cpu")
     with blocks_resident(residency):
         result = method.masks(model, sparsity, targets=targets, ignore=ignore, calibration=calibration,
                               progress=progress)
-    pruned = OffloadedPruning(result, residency.counts, sum(parameters.values()),
-                              _nonzero(parameters, checkpoint, residency.nonzero))
-    for write in extras:
-        write(partial, pruned)
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
-    return pruned
+    return OffloadedPruning(result, residency.counts, sum(parameters.values()),
+                            _nonzero(parameters, checkpoint, residency.nonzero))
 
 
 def prune_on_cpu(model: nn.Module, method: UnstructuredMethod, sparsity: float, *,
