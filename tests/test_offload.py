@@ -228,10 +228,11 @@ def test_cli_prune_unstructured_offload_disk_as_typed(llava, tmp_path):
 
 
 def test_the_offload_memory_benchmark_runs_tiny(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "offload_memory.py"), "--tiny",
-                             "--work", str(tmp_path)], capture_output=True, text=True, timeout=300,
+    """The benchmark's script end to end at toy size (one method: each run is a fresh process)."""
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "offload_memory.py"), "--tiny", "--methods",
+                             "wanda", "--work", str(tmp_path)], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    for method in ("wanda", "sparsegpt"):
-        line = next(line for line in result.stdout.splitlines() if line.startswith(f"| {method} |"))
-        assert line.split("|")[-2].strip() == "0", line  # max |difference| of the pruned weights
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| wanda |"))
+    assert row.split("|")[-2].strip() == "0", row  # max |difference| of the pruned weights
+    assert "wanda: 0 of 30 tensors differ" in result.stdout and not any(tmp_path.iterdir())

@@ -114,7 +114,7 @@ class Residency:
 
     device: torch.device | None = None  # where the calibration batches go [None: where the model's parameters are]
 
-    def capturing(self, model: nn.Module, stack: "DecoderStack") -> AbstractContextManager:
+    def capturing(self, model: nn.Module, stack: DecoderStack) -> AbstractContextManager:
         """Around the pass that captures the first block's inputs (block 0 is loaded, the others are not)."""
         return nullcontext()
 
@@ -309,9 +309,9 @@ def prune_layer_by_layer(model: nn.Module, linears: Mapping[str, nn.Linear], cal
     """Masks (by module name, True = kept) of every target Linear, block (decoder layer) after block.
 
     ``prune(targets, stats)`` gets one block's targets and the ``statistic`` of their inputs (produced by the
-    blocks pruned before it) and returns their masks (none: the block stays dense); weights it writes into the model (SparseGPT's updates) are
-    what the later blocks see. The model's other weights are not modified. The blocks' weights are where the active
-    :class:`Residency` keeps them (:func:`blocks_resident`; by default, where they are).
+    blocks pruned before it) and returns their masks (none: the block stays dense); weights it writes into the model
+    (SparseGPT's updates) are what the later blocks see. The model's other weights are not modified. The blocks'
+    weights are where the active :class:`Residency` keeps them (:func:`blocks_resident`; by default, where they are).
     """
     stack = decoder_stack(model, linears)
     residency = current_residency()

@@ -13,11 +13,12 @@ blocks' weights are kept elsewhere between their turns (a :class:`~.calibration.
   calibration activations, and during the capture pass what runs before the first block (the embeddings, a vision
   tower and its projector; a module after the blocks only while it runs, which none does before the last block).
 
-The output of ``disk`` is a copy of the source folder (every file: config, processor, shards, index) whose pruned
-tensors are overwritten where they lie in their shard: same keys, dtypes, shards and index as the source's
-``save_pretrained`` wrote, untargeted tensors byte for byte. A safetensors file is an 8-byte header length, a JSON
-header giving each tensor's dtype, shape and byte range, then the data; safetensors reads it here, and the writer
-only needs those byte ranges (safetensors has no call that rewrites one tensor of a file).
+The output of ``disk`` is a copy of the source folder's files (config, processor, safetensors shards and index;
+not weights in other formats) whose pruned tensors are overwritten where they lie in their shard: the keys, dtypes,
+shards and index that the source's ``save_pretrained`` wrote, untargeted tensors byte for byte. A safetensors file
+is an 8-byte header length, a JSON header with each tensor's dtype, shape and byte range, then the data: the
+writer reads those byte ranges from the header (safetensors has no call that rewrites one tensor of a file);
+every tensor is read with safetensors.
 
 Methods whose allocation needs every layer's statistics before the first is pruned (OWL's outlier ratios, ONP's,
 PNP's PCA shares) get them in a first pass over the dense blocks, one at a time, then prune in a second. Methods
@@ -64,8 +65,9 @@ SAFETENSORS_FILE = "model.safetensors"
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
            "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
            "BOOL": torch.bool}
+_FLOATS = ("F64", "F32", "F16", "BF16")
 _OTHER_WEIGHTS = (".bin", ".bin.index.json", ".pth", ".pt", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx")
-Counts = dict[str, tuple[int, int]]  # parameter name -> (pruned entries, all entries)
+Counts = dict[str, tuple[int, int]]  # parameter name -> (pruned entries, all entries), as hfprune.report counts
 
 
 # -- which methods ----------------------------------------------------------------------------------------------------
@@ -337,9 +339,19 @@ class DiskResidency(_OneBlockAtATime):
 
 # -- the whole run ----------------------------------------------------------------------------------------------------
 
+def _stored_dtype(folder: Path) -> torch.dtype:
+    """The dtype of the first floating-point tensor of a safetensors checkpoint folder (float32 if none)."""
+    try:
+        found = (stored.dtype for stored in _stored(folder).values() if stored.dtype in _FLOATS)
+        return _DTYPES[next(found, "F32")]
+    except HfpruneError:
+        return torch.float32
+
+
 def empty_model(source: str | Path) -> PreTrainedModel:
-    """The model of the checkpoint folder ``source`` without weights: parameters on the meta device in the
-    checkpoint's dtype, buffers computed as its class builds them; loaded by its transformers Auto class."""
+    """The model of the checkpoint folder ``source`` without weights, as ``from_pretrained`` would build it:
+    parameters on the meta device in the checkpoint's dtype (its config's, else its first floating-point tensor's),
+    buffers computed as its class builds them, tied weights tied; the class its transformers Auto class loads."""
     try:
         config = AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as error:
@@ -347,7 +359,7 @@ def empty_model(source: str | Path) -> PreTrainedModel:
                            "written by save_pretrained") from None
     auto = getattr(transformers, auto_class_name(config))
     with init_empty_weights():
-        model = auto.from_config(config, dtype=config.dtype or torch.float32)
+        model = auto.from_config(config, dtype=config.dtype or _stored_dtype(Path(source)))
     model.tie_weights()  # as from_pretrained ties them: a tied LM head is the embeddings, and not in the checkpoint
     return model.eval()
 
