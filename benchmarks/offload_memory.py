@@ -119,7 +119,10 @@ def child(args: argparse.Namespace, kind: str, method: str, checkpoint: Path, ou
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{kind} {method} failed:\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    if "peak" in figures:  # as it goes, on stderr
+        print(f"{method} {kind}: peak {figures['peak'] / GIB:.2f} GiB, {figures['seconds']:.1f} s", file=sys.stderr)
+    return figures
 
 
 def shared_flags(args: argparse.Namespace) -> list[str]:

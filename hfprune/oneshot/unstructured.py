@@ -93,7 +93,7 @@ def prune_unstructured_checkpoint(
         raise HfpruneError(f"--sparsity must be in (0, 1), got {sparsity}")
     chosen.check_sparsity(sparsity)
     if offload is not None:
-        check_offload(chosen, offload)
+        check_offload(chosen, offload, source)
     how = "--calibration-data LLAVA_JSON with --image-root DIR"
     if chosen.needs_calibration and calibration_data is None:
         raise HfpruneError(f"--method {method} with these options calibrates on data: give {how}")

@@ -85,13 +85,17 @@ def offload_problem(method: UnstructuredMethod) -> str | None:
             f"--option sequential=true: run {method.name} without --offload")
 
 
-def check_offload(method: UnstructuredMethod, offload: str) -> None:
-    """One HfpruneError line when ``offload`` is unknown or ``method`` cannot run offloaded."""
+def check_offload(method: UnstructuredMethod, offload: str, source: str | Path | None = None) -> None:
+    """One HfpruneError line when ``offload`` is unknown, ``method`` cannot run offloaded, or ``disk`` is given a
+    ``source`` that is no local folder."""
     if offload not in OFFLOADS:
         raise HfpruneError(f"--offload must be one of {', '.join(OFFLOADS)}, got {offload!r}")
     problem = offload_problem(method)
     if problem:
         raise HfpruneError(problem)
+    if offload == "disk" and source is not None and not Path(source).is_dir():
+        raise HfpruneError(f"--offload disk reads a local checkpoint folder; '{source}' is none (download it first, "
+                           "e.g. hf download ID --local-dir DIR)")
 
 
 # -- the modules before the blocks, while they run --------------------------------------------------------------------
@@ -390,11 +394,8 @@ def prune_from_disk(source: str | Path, method: UnstructuredMethod, sparsity: fl
     rename it where a half-written folder must never be seen). ``calibration``: batches of model inputs;
     ``device``: where each block runs [default: cpu]; ``model``: ``source``'s :func:`empty_model` if already built.
     """
-    check_offload(method, "disk")
+    check_offload(method, "disk", source)
     source, out = Path(source), Path(out)
-    if not source.is_dir():
-        raise HfpruneError(f"--offload disk reads a local checkpoint folder; '{source}' is none (download it first, "
-                           "e.g. hf download ID --local-dir DIR)")
     model = empty_model(source) if model is None else model
     checkpoint = Checkpoint(source, model)
     parameters = {name: parameter.numel() for name, parameter in model.named_parameters()}  # a tied one once
