@@ -121,6 +121,12 @@ class Residency:
     def load(self, name: str, block: nn.Module) -> None:
         """Bring ``block`` to where it runs."""
 
+    def masked(self, name: str, block: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """The block's weights with ``masks`` (by parameter name inside the block) applied, to compute its outputs
+        with: masked copies (the model's own weights stay as they are), or None when masked in place."""
+        return {parameter: block.get_parameter(parameter) * mask.to(block.get_parameter(parameter).device)
+                for parameter, mask in masks.items()}
+
     def release(self, name: str, block: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Done with ``block`` (pruned by ``masks``, by module name; SparseGPT's updates written into it); returns
         the masks to keep."""
@@ -334,9 +340,8 @@ def prune_layer_by_layer(model: nn.Module, linears: Mapping[str, nn.Linear], cal
             if names:
                 targets = {name: linears[name] for name in names}
                 layer_masks = prune(targets, calibrated.collect(index, layer, targets, statistic))
-                weights = {f"{stack.relative(name)}.weight":
-                           linear.weight * layer_masks[name].to(linear.weight.device)
-                           for name, linear in targets.items() if name in layer_masks}
+                weights = residency.masked(block, layer, {f"{stack.relative(name)}.weight": mask
+                                                          for name, mask in layer_masks.items()})
             if index < last:
                 calibrated.advance(index, layer, weights)
             masks.update(residency.release(block, layer, layer_masks))

@@ -300,9 +300,9 @@ class CheckpointCopy:
 
 
 class DiskResidency(_OneBlockAtATime):
-    """Blocks read from ``checkpoint`` one at a time onto ``device``, written pruned into ``output``, then dropped
-    (back to the meta device); the modules before the blocks read while they run. :attr:`counts` and
-    :attr:`nonzero` are what each written target holds."""
+    """Blocks read from ``checkpoint`` one at a time onto ``device``, masked in place, written into ``output``,
+    then dropped (back to the meta device); the modules before the blocks read for the capture pass.
+    :attr:`counts` and :attr:`nonzero` are what each written target holds."""
 
     def __init__(self, checkpoint: Checkpoint, output: CheckpointCopy, device: str | torch.device):
         self.checkpoint, self.output, self.device = checkpoint, output, torch.device(device)
@@ -328,14 +328,15 @@ class DiskResidency(_OneBlockAtATime):
     def load(self, name, block):
         self._bring(name, block, True)
 
+    def masked(self, name, block, masks):
+        MaskedParameters(block, masks).apply()  # in place: the block is read for this turn only
+        return None
+
     def release(self, name, block, masks):
-        relative = {f"{module[len(name) + 1:]}.weight": mask for module, mask in masks.items()}
-        MaskedParameters(block, relative).apply()
-        for parameter in relative:
-            weight = block.get_parameter(parameter)
-            full = f"{name}.{parameter}"
-            self.output.write(full, weight)
-            self.nonzero[full] = int(torch.count_nonzero(weight))
+        for module in masks:
+            weight = block.get_parameter(f"{module[len(name) + 1:]}.weight")
+            self.output.write(f"{module}.weight", weight)
+            self.nonzero[f"{module}.weight"] = int(torch.count_nonzero(weight))
         self._drop(name, block, True)
         self.counts.update({f"{module}.weight": (int((~mask).sum()), mask.numel()) for module, mask in masks.items()})
         return {module: torch.empty(mask.shape, dtype=torch.bool, device="meta") for module, mask in masks.items()}
