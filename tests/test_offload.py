@@ -18,6 +18,7 @@ import pytest
 import torch
 import transformers as tf
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from llava_fixtures import write_llava_fixture
 from tiny_models import ARCHITECTURES, calibration_batches
@@ -207,6 +208,13 @@ def test_offload_refuses_what_it_cannot_run_in_one_line(sources, tmp_path):
         prune_from_disk("someone/some-model", method_from("wanda"), S, tmp_path / "o", calibration=batches)
     with pytest.raises(HfpruneError, match="reads safetensors checkpoints"):
         prune_from_disk(tmp_path / "bin", method_from("wanda"), S, tmp_path / "o", calibration=batches)
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "config.json").write_text((path / "config.json").read_text())
+    weights = tf.AutoModelForCausalLM.from_pretrained(path).state_dict()
+    save_file({key: value for key, value in weights.items() if key != "model.norm.weight"},
+              tmp_path / "part" / "model.safetensors")
+    with pytest.raises(HfpruneError, match="has no tensor for the model's 'model.norm.weight'"):
+        prune_from_disk(tmp_path / "part", method_from("wanda"), S, tmp_path / "o", calibration=batches)
     assert not (tmp_path / "gmp").exists() and not (tmp_path / "o").exists()
 
 

@@ -257,10 +257,8 @@ class Checkpoint:
         self.folder = folder
         stored = _stored(folder)
         self.tensors = {name: stored[key] for key, name in _model_names(model, stored).items()}
-        persistent = model.state_dict()
-        tied = {name for name in persistent if name not in dict(model.named_parameters())} - \
-            {name for name, _ in model.named_buffers()}  # the second name of a tied weight
-        missing = [name for name in persistent if name not in self.tensors and name not in tied]
+        own = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+        missing = [name for name in model.state_dict() if name not in self.tensors and name in own]  # not tied ones
         if missing:
             raise HfpruneError(f"checkpoint '{folder}' has no tensor for the model's '{missing[0]}' "
                                f"({len(missing)} missing); give a complete checkpoint written by save_pretrained")
