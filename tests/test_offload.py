@@ -237,6 +237,7 @@ def test_cli_prune_unstructured_offload_disk_as_typed(llava, tmp_path):
         in str(refused.exception) and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_the_offload_memory_benchmark_runs_tiny(tmp_path):
     """The benchmark's script end to end at toy size (one method: each run is a fresh process)."""
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "offload_memory.py"), "--tiny", "--methods",
