@@ -204,6 +204,8 @@ def test_offload_refuses_what_it_cannot_run_in_one_line(sources, tmp_path):
         offload.check_offload(method_from("wanda"), "gpu")
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "config.json").write_text((path / "config.json").read_text())
+    with pytest.raises(HfpruneError, match="is the source checkpoint or holds it"):
+        prune_from_disk(path, method_from("wanda"), S, path.parent, calibration=batches)
     with pytest.raises(HfpruneError, match="reads a local checkpoint folder"):
         prune_from_disk("someone/some-model", method_from("wanda"), S, tmp_path / "o", calibration=batches)
     with pytest.raises(HfpruneError, match="reads safetensors checkpoints"):

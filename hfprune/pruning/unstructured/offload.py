@@ -395,6 +395,8 @@ def prune_from_disk(source: str | Path, method: UnstructuredMethod, sparsity: fl
     """
     check_offload(method, "disk", source)
     source, out = Path(source), Path(out)
+    if out.resolve() == source.resolve() or out.resolve() in source.resolve().parents:
+        raise HfpruneError(f"the output folder '{out}' is the source checkpoint or holds it; write elsewhere")
     model = empty_model(source) if model is None else model
     checkpoint = Checkpoint(source, model)
     parameters = {name: parameter.numel() for name, parameter in model.named_parameters()}  # a tied one once
