@@ -176,6 +176,9 @@ def unstructured(
     seed: int = SEED,
     device: Optional[str] = typer.Option(None, "--device", help="where the method scores, calibrates and masks, "
                                          "e.g. cuda [default: cpu]"),
+    offload: Optional[str] = typer.Option(None, "--offload", help="cpu|disk: one decoder layer at a time on "
+                                          "--device, the rest on the CPU, or on disk (read from MODEL's safetensors "
+                                          "and written to --out block by block); wanda, owl, sparsegpt"),
     progress: bool = PROGRESS,
 ) -> None:
     """Zero single weights of Linear layers (UMP/GMP/ONP/PNP, Wanda, OWL, SparseGPT; N:M with --pattern) of any causal
@@ -197,7 +200,7 @@ def unstructured(
         model, method, sparsity, out, options=options, targets=target or None, ignore=ignore or (),
         calibration_data=calibration_data, image_root=image_root, calibration_path=calibration_path,
         calibration_samples=calibration_samples, loss_samples=loss_samples, seqlen=seqlen, batch_size=batch_size,
-        seed=seed, progress=progress, device=device)
+        seed=seed, progress=progress, device=device, offload=offload)
     loss = (f", pruned train loss {facts['metrics']['pruned_train_loss']:.4f}"
             if "pruned_train_loss" in facts["metrics"] else "")
     typer.echo(f"{method}: sparsity {facts['sparsity']:.4f} over {facts['target_weights']:,} target weights"

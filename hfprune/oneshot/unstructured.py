@@ -20,6 +20,7 @@ processor (or tokenizer, or image processor), a model card with the overall and 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +39,7 @@ from hfprune.models.structure import CAUSAL_LM, VISION_ENCODER, VISION_LANGUAGE,
 from hfprune.oneshot.structured import check_out_dir
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.unstructured import Target, list_targets, method_from
+from hfprune.pruning.unstructured.offload import check_offload, empty_model, prune_from_disk, prune_on_cpu
 from hfprune.report.sparsity import mask_counts, sparsity_facts
 
 GENERIC = (CausalLMAdapter, VisionLanguageAdapter, VisionEncoderAdapter)
@@ -62,12 +64,6 @@ def unstructured_adapter(source: str) -> UnstructuredAdapter:
                            "weight: use --structure (unstructured methods prune causal LMs, vision-language models "
                            "and ViT-like encoders)")
     return generic(adapter.dtype)
-
-
-def load_unstructured(source: str) -> tuple[UnstructuredAdapter, torch.nn.Module, Any]:
-    """(adapter, model in eval mode in its saved dtype, processor or None) of an unstructured family's checkpoint."""
-    adapter = unstructured_adapter(source)
-    return adapter, adapter.load_pretrained(source), adapter.load_processor(source, required=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,6 +228,7 @@ def prune_unstructured_checkpoint(
     seed: int = 0,
     progress: bool = True,
     device: str | None = None,
+    offload: str | None = None,
 ) -> dict[str, Any]:
     """Prune ``source`` with ``method`` (its ``options`` validated by the method's class) at ``sparsity`` and write
     the result to ``out``; returns the facts.
@@ -239,20 +236,27 @@ def prune_unstructured_checkpoint(
     With ``calibration_data`` (of the model's kind, module docstring), calibration-aware methods read
     ``calibration_samples`` of it in batches of ``batch_size``, and ``loss_samples`` > 0 measures the pruned train
     loss of a language model on that many more. ``device`` (e.g. ``cuda``) is where the model is scored,
-    calibrated and masked [default: where it loads, the CPU].
+    calibrated and masked [default: where it loads, the CPU]. ``offload`` (``cpu`` or ``disk``) puts one decoder
+    layer at a time on ``device`` and keeps the rest on the CPU, or on disk: read block by block from ``source``'s
+    safetensors files and written back the same way into ``out`` (:mod:`hfprune.pruning.unstructured.offload`).
     """
     chosen = method_from(method, **(options or {}))
     target_device = _device(device) if device is not None else None
     if not 0 < sparsity < 1:
         raise HfpruneError(f"--sparsity must be in (0, 1), got {sparsity}")
     chosen.check_sparsity(sparsity)
+    if offload is not None:
+        check_offload(chosen, offload, source)
+    if loss_samples > 0 and offload == "disk":
+        raise HfpruneError("--loss-samples runs the whole pruned model, which --offload disk never loads: use "
+                           "--offload cpu, or drop --loss-samples")
     flags = DataFlags(calibration_data, image_root, calibration_path, calibration_samples, loss_samples, seqlen)
     adapter = unstructured_adapter(source)
     check_data_flags(adapter.kind, flags, chosen.needs_calibration, method)
     out = check_out_dir(out, source)
-    model = adapter.load_pretrained(source)
+    model = empty_model(source) if offload == "disk" else adapter.load_pretrained(source)
     processor = adapter.load_processor(source, required=False)
-    if target_device is not None:
+    if target_device is not None and offload is None:
         model.to(target_device)
     listed = list_targets(model, targets, ignore)  # bad regexes fail before the data is read
     calibration_set, loss_set, described = data_sets(adapter.kind, flags, processor, model, seed, source)
@@ -261,8 +265,20 @@ def prune_unstructured_checkpoint(
         from hfprune.train.trainer import make_loader
 
         calibration = make_loader(calibration_set, batch_size, shuffle=False, seed=seed)
-    result = chosen.masks(model, sparsity, targets=targets, ignore=ignore, calibration=calibration, progress=progress)
-    MaskedParameters(model, result.masks).apply()
+    partial = out.with_name(out.name + ".partial")
+    if offload == "disk":  # weights read and written block by block; the rest below writes beside them
+        pruned = prune_from_disk(source, chosen, sparsity, partial, calibration=calibration, targets=targets,
+                                 ignore=ignore, device=target_device, model=model, progress=progress)
+        counts, parameters, nonzero = pruned.counts, pruned.parameters, pruned.nonzero
+    else:
+        result = (prune_on_cpu(model, chosen, sparsity, calibration=calibration, device=target_device,
+                               targets=targets, ignore=ignore, progress=progress) if offload == "cpu" else
+                  chosen.masks(model, sparsity, targets=targets, ignore=ignore, calibration=calibration,
+                               progress=progress))
+        MaskedParameters(model, result.masks).apply()
+        counts = mask_counts(result.masks)
+        parameters = sum(param.numel() for param in model.parameters())
+        nonzero = sum(int(torch.count_nonzero(param)) for param in model.parameters())
     metrics, directions = {}, {}
     if loss_set is not None:
         from hfprune.evaluation.lm_loss import pruned_train_loss
@@ -270,8 +286,6 @@ def prune_unstructured_checkpoint(
         measured = pruned_train_loss(model, loss_set, batch_size=batch_size, progress=progress)
         metrics = {"pruned_train_loss": measured["loss"], "pruned_train_tokens": measured["tokens"]}
         directions = {"pruned_train_loss": False}
-    parameters = sum(param.numel() for param in model.parameters())
-    nonzero = sum(int(torch.count_nonzero(param)) for param in model.parameters())
     pattern = chosen.pattern
     command = f"hfprune prune {source} --method {method} --sparsity {sparsity:g}" + \
         (f" --pattern {pattern}" if pattern else "")
@@ -283,7 +297,7 @@ def prune_unstructured_checkpoint(
              "targets": list(targets) if targets else None, "ignore": list(ignore), "calibration": described,
              "metrics": metrics, "higher_is_better": directions, "parameters": parameters,
              "nonzero_parameters": nonzero, "model_class": type(model).__name__, "auto_class": auto_class_name(model),
-             "options": chosen.options(), **sparsity_facts(mask_counts(result.masks), blocks), "out": str(out)}
+             "options": chosen.options(), **sparsity_facts(counts, blocks), "out": str(out)}
 
     def write_companions(folder: Path) -> None:
         if processor is not None:
@@ -291,7 +305,12 @@ def prune_unstructured_checkpoint(
         unstructured_card(facts, adapter).write(folder)
         (folder / "hfprune_pruning.json").write_text(json.dumps(facts, indent=1), encoding="utf-8")
 
-    save_atomically(model, out, extras=[write_companions])
+    if offload == "disk":
+        write_companions(partial)
+        shutil.rmtree(out, ignore_errors=True)
+        partial.rename(out)
+    else:
+        save_atomically(model, out, extras=[write_companions])
     return facts
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hfprune.pruning.counts import num_pruned
+from hfprune.pruning.unstructured.calibration import current_residency
 from hfprune.pruning.unstructured.scores import ScoreFn, Scoring, WeightScore
 from hfprune.pruning.unstructured.targets import group_by_layer
 
@@ -93,8 +94,7 @@ class LayerProfile(LayerRatios):
 
     def ratios(self, targets, sparsity, scoring, progress):
         groups = group_by_layer(targets, scoring.model)
-        scores = {group: self.group_score([(name, targets[name]) for name in names], scoring)
-                  for group, names in progress_over(groups.items(), f"{type(self).__name__} scores", progress)}
+        scores = current_residency().group_scores(self, groups, targets, scoring, progress)
         sizes = {group: sum(targets[name].weight.numel() for name in names) for group, names in groups.items()}
         group_ratios = spread_ratios(scores, sizes, sparsity, self.lam)
         return {name: group_ratios[group] for group, names in groups.items() for name in names}, scores

@@ -10,14 +10,20 @@ blocks then run one at a time on those hidden states: for a block with targets, 
 collected by hooks while the block runs as it is, the block is pruned, and its outputs *with the pruned weights*
 become the next block's inputs. Only one block's statistics are in memory at a time.
 
+Where the blocks' weights are between uses is a :class:`Residency`: by default the whole model stays where it is;
+:mod:`.offload` keeps it on the CPU or on disk and brings one block at a time to the device
+(:func:`blocks_resident`).
+
 Statistics leave out padding: positions where the batch's ``attention_mask`` is 0, for inputs laid out like
 the batch's tokens (batch × sequence × features).
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -99,6 +105,58 @@ def decoder_stack(model: nn.Module, names: Iterable[str]) -> DecoderStack:
         raise HfpruneError(f"layer-by-layer calibration runs one stack of decoder layers, but the targets lie in "
                            f"{', '.join(paths)}; target one of them (e.g. the language model's)")
     return DecoderStack(paths[0], model.get_submodule(paths[0]))
+
+
+class Residency:
+    """Where the blocks' weights are while layer-by-layer calibration runs. This one keeps the whole model where it
+    is; :mod:`.offload` holds it on the CPU or on disk and brings one block (a name, e.g. ``model.layers.3``) at a
+    time to :attr:`device`, and the modules before the blocks only while the first block's inputs are captured."""
+
+    device: torch.device | None = None  # where the calibration batches go [None: where the model's parameters are]
+
+    def capturing(self, model: nn.Module, stack: DecoderStack) -> AbstractContextManager:
+        """Around the pass that captures the first block's inputs (block 0 is loaded, the others are not)."""
+        return nullcontext()
+
+    def load(self, name: str, block: nn.Module) -> None:
+        """Bring ``block`` to where it runs."""
+
+    def masked(self, name: str, block: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """The block's weights with ``masks`` (by parameter name inside the block) applied, to compute its outputs
+        with: masked copies (the model's own weights stay as they are), or None when masked in place."""
+        return {parameter: block.get_parameter(parameter) * mask.to(block.get_parameter(parameter).device)
+                for parameter, mask in masks.items()}
+
+    def release(self, name: str, block: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Done with ``block`` (pruned by ``masks``, by module name; SparseGPT's updates written into it); returns
+        the masks to keep."""
+        return masks
+
+    def group_scores(self, profile, groups: Mapping[str, list[str]], targets: Mapping[str, nn.Linear], scoring,
+                     progress: bool = False) -> dict[str, float]:
+        """``profile.group_score`` (a per-decoder-layer allocation's, :mod:`.allocation`) of every group of
+        ``targets``, with the weights where they are."""
+        return {group: profile.group_score([(name, targets[name]) for name in names], scoring)
+                for group, names in tqdm(groups.items(), desc=f"{type(profile).__name__} scores", leave=False,
+                                         disable=not progress)}
+
+
+_RESIDENCY: ContextVar[Residency] = ContextVar("hfprune_residency", default=Residency())
+
+
+def current_residency() -> Residency:
+    """The :class:`Residency` in force (:func:`blocks_resident`), by default the whole model where it is."""
+    return _RESIDENCY.get()
+
+
+@contextmanager
+def blocks_resident(residency: Residency) -> Iterator[Residency]:
+    """Layer-by-layer calibration inside the block keeps the blocks' weights as ``residency`` says."""
+    token = _RESIDENCY.set(residency)
+    try:
+        yield residency
+    finally:
+        _RESIDENCY.reset(token)
 
 
 class _Captured(Exception):
@@ -186,16 +244,16 @@ class _StandIns:
 class LayerwiseCalibration:
     """The calibration batches as inputs of one block after another, up to block ``last``."""
 
-    def __init__(self, model: nn.Module, stack: DecoderStack, calibration: Iterable[Mapping], last: int | None = None):
+    def __init__(self, model: nn.Module, stack: DecoderStack, calibration: Iterable[Mapping], last: int | None = None,
+                 device: torch.device | None = None):
         last = len(stack.layers) - 1 if last is None else last
-        self.inputs = self._capture(model, stack.layers, last, calibration)
+        self.inputs = self._capture(model, stack.layers, last, calibration, device or next(model.parameters()).device)
         self._tokens: torch.Tensor | None = None
 
     @staticmethod
-    def _capture(model: nn.Module, layers: nn.ModuleList, last: int,
-                 calibration: Iterable[Mapping]) -> list[_BatchInputs]:
+    def _capture(model: nn.Module, layers: nn.ModuleList, last: int, calibration: Iterable[Mapping],
+                 device: torch.device) -> list[_BatchInputs]:
         captured: list[_BatchInputs] = []
-        device = next(model.parameters()).device
         extra = {"use_cache": False} if isinstance(model, PreTrainedModel) else {}  # no KV cache grows on replay
         with _StandIns(layers, last) as stand_ins:
             for batch in calibration:
@@ -257,10 +315,12 @@ def prune_layer_by_layer(model: nn.Module, linears: Mapping[str, nn.Linear], cal
     """Masks (by module name, True = kept) of every target Linear, block (decoder layer) after block.
 
     ``prune(targets, stats)`` gets one block's targets and the ``statistic`` of their inputs (produced by the
-    blocks pruned before it) and returns their masks; weights it writes into the model (SparseGPT's updates) are
-    what the later blocks see. The model's other weights are not modified.
+    blocks pruned before it) and returns their masks (none: the block stays dense); weights it writes into the model
+    (SparseGPT's updates) are what the later blocks see. The model's other weights are not modified. The blocks'
+    weights are where the active :class:`Residency` keeps them (:func:`blocks_resident`; by default, where they are).
     """
     stack = decoder_stack(model, linears)
+    residency = current_residency()
     by_layer: dict[int, list[str]] = {}
     for name in linears:
         by_layer.setdefault(stack.index_of(name), []).append(name)
@@ -268,20 +328,23 @@ def prune_layer_by_layer(model: nn.Module, linears: Mapping[str, nn.Linear], cal
     model.eval()
     try:
         last = max(by_layer)
-        calibrated = LayerwiseCalibration(model, stack, calibration, last)
+        residency.load(f"{stack.path}.0", stack.layers[0])
+        with residency.capturing(model, stack):
+            calibrated = LayerwiseCalibration(model, stack, calibration, last, residency.device)
         masks: dict[str, torch.Tensor] = {}
         for index in tqdm(range(last + 1), desc="decoder layers", leave=False, disable=not progress):
-            layer, names = stack.layers[index], by_layer.get(index, [])
-            weights = None
+            layer, names, block = stack.layers[index], by_layer.get(index, []), f"{stack.path}.{index}"
+            if index:
+                residency.load(block, layer)
+            weights, layer_masks = None, {}
             if names:
                 targets = {name: linears[name] for name in names}
                 layer_masks = prune(targets, calibrated.collect(index, layer, targets, statistic))
-                masks.update(layer_masks)
-                weights = {f"{stack.relative(name)}.weight":
-                           linear.weight * layer_masks[name].to(linear.weight.device)
-                           for name, linear in targets.items()}
+                weights = residency.masked(block, layer, {f"{stack.relative(name)}.weight": mask
+                                                          for name, mask in layer_masks.items()})
             if index < last:
                 calibrated.advance(index, layer, weights)
+            masks.update(residency.release(block, layer, layer_masks))
     finally:
         model.train(was_training)
     return masks

@@ -53,14 +53,14 @@ class InputHessian:
 
 def inverse_hessian_factor(hessian: torch.Tensor, dampening: float, name: str = "a Linear") -> torch.Tensor:
     """The upper Cholesky factor of (H + λI)⁻¹, λ = ``dampening`` × mean(diag H); dead channels get H_jj = 1.
-    ``hessian`` is overwritten."""
+    Computed in place: ``hessian`` becomes the factor (no second columns × columns matrix is made)."""
     diagonal = hessian.diagonal()
     diagonal[diagonal == 0] = 1
     diagonal += dampening * diagonal.mean()
     try:
-        factor = torch.linalg.cholesky(hessian)
-        inverse = torch.cholesky_inverse(factor)
-        return torch.linalg.cholesky(inverse, upper=True)
+        torch.linalg.cholesky(hessian, out=hessian)
+        torch.cholesky_inverse(hessian, out=hessian)
+        return torch.linalg.cholesky(hessian, upper=True, out=hessian)
     except torch.linalg.LinAlgError:
         raise HfpruneError(f"sparsegpt: the Hessian of {name} is not positive definite after dampening "
                            f"{dampening:g}; raise dampening (e.g. 0.1) or give more calibration samples") from None
