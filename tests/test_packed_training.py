@@ -24,7 +24,7 @@ from hfprune.evaluation.classification import classification_loss
 from hfprune.models import get_adapter
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.sparse_training.base import SparseRun
-from hfprune.pruning.sparse_training.gmp import GradualMagnitude, cubic_nonzeros
+from hfprune.pruning.sparse_training.gradual import GradualMagnitude, cubic_nonzeros
 from hfprune.pruning.sparse_training.loop import total_steps
 from hfprune.pruning.sparse_training.masks import dense_masks, magnitude_masks, random_masks
 from hfprune.pruning.sparse_training.rigl import RigL, dense_gradients, erk_random_masks, rewire
