@@ -65,7 +65,7 @@ def run(
                                        "machines of one kind, whatever their core counts; slower"),
     pack: Optional[str] = typer.Option(None, "--pack", help="train trials of one shape together as one stacked "
                                        "model: a pack size, or auto (a short calibration on the device) "
-                                       "\[default: the recipe's execution.pack]"),
+                                       "\\[default: the recipe's execution.pack]"),
     yes: bool = typer.Option(False, "--yes", help="run a study of more trials than execution.max_trials (the count "
                              "is printed before any work)"),
 ) -> None:

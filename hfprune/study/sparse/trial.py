@@ -132,7 +132,11 @@ def trial_phases(spec: TrialSpec, setup: TrialSetup) -> TrialPhases:
     started = time.perf_counter()
     record.add_all("final_test", task.evaluate(model, "test"), task.direction)
     if adapter.connectivity:
-        add_connectivity(record, analyse(model, example_input=_example(task)))
+        connectivity = analyse(model, example_input=_example(task))
+        add_connectivity(record, connectivity)
+        if connectivity.live_biases is not None:  # the reference's Model NNZ: weights + live biases
+            record.add("live_biases", connectivity.live_biases, higher_is_better=None)
+            record.add("model_nonzeros", connectivity.model_nonzeros, higher_is_better=None)
     else:
         nonzeros = sum(int(weight.count_nonzero()) for weight in run.weights.values())
         record.add("nonzeros", nonzeros, higher_is_better=None)
