@@ -132,5 +132,5 @@ def test_trial_records_are_read_like_their_json_lines():
     record.add("final_test_acc", 0.6, True)
     rows = frontier_table([record, search(7, 0.7)])
     assert rows == [{"method": "gmp", "budget": 7, "runs": 1, "mean_acc": 0.6, "best_acc": 0.6, "mean_nonzeros": 7,
-                     "mean_effective_nonzeros": 5, "search_best_acc": 0.7, "gap": pytest.approx(0.1),
-                     "gap_mean": pytest.approx(0.1)}]
+                     "mean_effective_nonzeros": 5, "mean_model_nonzeros": None, "search_best_acc": 0.7,
+                     "gap": pytest.approx(0.1), "gap_mean": pytest.approx(0.1), "best_trial": "t1"}]
