@@ -25,6 +25,7 @@ from hfprune.errors import HfpruneError
 from hfprune.pruning.sparse_training.base import SparseResult, SparseRun, SparseTrainingMethod
 from hfprune.pruning.sparse_training.phases import Phases
 from hfprune.pruning.sparse_training.saliency import (
+    LinearisedCopy,
     Masks,
     connection_sensitivity,
     exponential_keeps,
@@ -239,9 +240,10 @@ class Synflow(AtInitialisationMethod):
     def prune(self, run: SparseRun, budget: int) -> Masks:
         check_budget(run, budget)
         shape = input_shape(run)
+        linearised = LinearisedCopy(run.model, run.weights)
         kept: Masks | None = None
         for keep in exponential_keeps(run.total_weights, budget, self.iterations):
-            kept = keep_highest(synflow_scores(run.model, run.weights, shape, masks=kept), keep, alive=kept)
+            kept = keep_highest(synflow_scores(linearised, run.weights, shape, masks=kept), keep, alive=kept)
         return kept
 
 
