@@ -106,16 +106,26 @@ class SparseKind(StudyKind):
     def _variants(self) -> list[Variant]:
         return variants(self.recipe.sweep)
 
-    def _search_variants(self) -> list[Variant]:
-        """The search's sweep points: the recipe's grid with the search's own axes in place of its."""
-        sweep, search = self.recipe.sweep, self.recipe.sparse.search
-        if sweep is None or search is None or search.sweep is None:
-            return self._variants()
-        own = {name: value for name, value in search.sweep.model_dump().items() if value is not None}
-        return variants(sweep.model_copy(update={name: getattr(search.sweep, name) for name in own}))
+    def _search_sweeps(self, phase: int) -> list:
+        """The search's own sweep axes for ``phase``, the more particular last (phase 2's over the search's)."""
+        search = self.recipe.sparse.search
+        if search is None:
+            return []
+        return [search.sweep] + ([search.phase2.sweep] if phase == 2 and search.phase2 is not None else [])
+
+    def _search_variants(self, phase: int = 1) -> list[Variant]:
+        """The search's sweep points in ``phase``: the recipe's grid with the search's own axes in place of its."""
+        sweep = self.recipe.sweep
+        own = {name: getattr(part, name) for part in self._search_sweeps(phase) if part is not None
+               for name in ("lr", "schedule", "epochs") if getattr(part, name) is not None}
+        return self._variants() if sweep is None or not own else variants(sweep.model_copy(update=own))
 
     def _runs(self) -> int:
         return runs(self.recipe.sweep, self.recipe.sparse.repeats)
+
+    def _search_runs(self, phase: int = 1) -> int:
+        own = [part.runs for part in self._search_sweeps(phase) if part is not None and part.runs is not None]
+        return own[-1] if own else self._runs()
 
     def _phase1(self) -> list[SearchTrial]:
         search = self.recipe.sparse.search
@@ -123,7 +133,7 @@ class SparseKind(StudyKind):
             return []
         phase1 = search.phase1
         return [SearchTrial(c) for c in phase1_candidates(range(phase1.low, phase1.high + 1), SEARCH_LAYERS,
-                                                          phase1.max_nonzeros)]
+                                                          phase1.max_model_nonzeros)]
 
     def _phase2_space(self, widths: tuple[int, ...]) -> dict[str, Any]:
         """The arguments of phase 2's candidates (and of their count) at ``widths``."""
@@ -136,7 +146,8 @@ class SparseKind(StudyKind):
     def _count(self, structured: int = 0) -> tuple[dict[str, int], list[str]]:
         """Trials per part (counted, never listed) and what is counted only later."""
         sparse, per = self.recipe.sparse, len(self._variants()) * self._runs()
-        per_search = len(self._search_variants()) * self._runs()
+        per_search = len(self._search_variants()) * self._search_runs()
+        per_phase2 = len(self._search_variants(2)) * self._search_runs(2)
         parts = {"dense": per, "search phase 1": len(self._phase1()) * per_search,
                  "structured": structured * per, "methods": len(sparse.methods) * len(sparse.budgets) * per}
         pending = []
@@ -145,7 +156,7 @@ class SparseKind(StudyKind):
             if search.phase2.widths == "auto":
                 pending.append("search phase 2: counted when phase 1 has chosen its widths")
             else:
-                parts["search phase 2"] = count_phase2(**self._phase2_space(tuple(search.phase2.widths))) * per_search
+                parts["search phase 2"] = count_phase2(**self._phase2_space(tuple(search.phase2.widths))) * per_phase2
         return parts, pending
 
     def _steps(self, parts: dict[str, int]) -> int:
@@ -205,12 +216,12 @@ class SparseKind(StudyKind):
                 trials.append(StructuredTrial(candidate, groups, kept))
         return trials
 
-    def _specs(self, candidates: Iterable, points: list[Variant]) -> Iterator[TrialSpec]:
-        """Every candidate at every sweep point, each run ``runs`` times (the candidate slowest)."""
-        runs_ = self._runs()
+    def _specs(self, candidates: Iterable, points: list[Variant], count: int | None = None) -> Iterator[TrialSpec]:
+        """Every candidate at every sweep point, each run ``count`` times (default: the sweep's runs; the candidate
+        slowest)."""
         for candidate in candidates:
             for variant in points:
-                for run in range(runs_):
+                for run in range(self._runs() if count is None else count):
                     yield TrialSpec(candidate, run, None if variant is PLAIN else variant)
 
     def _stage_one(self) -> list[TrialSpec]:
@@ -219,7 +230,7 @@ class SparseKind(StudyKind):
         sparse, points = self.recipe.sparse, self._variants()
         methods = [MethodTrial(method, budget) for method in sparse.methods for budget in sparse.budgets]
         return [*self._specs([DenseTrial(self.total_weights)], points),
-                *self._specs(self._phase1(), self._search_variants()),
+                *self._specs(self._phase1(), self._search_variants(), self._search_runs()),
                 *self._specs(self.structured, points), *self._specs(methods, points)]
 
     def _phase2_widths(self, records: list[dict]) -> tuple[int, ...] | None:
@@ -238,10 +249,10 @@ class SparseKind(StudyKind):
         if widths is None:
             return iter(()), 0, None
         space = self._phase2_space(widths)
-        points = self._search_variants()
-        count = count_phase2(**space) * len(points) * self._runs()
+        points, repeats = self._search_variants(2), self._search_runs(2)
+        count = count_phase2(**space) * len(points) * repeats
         candidates = (SearchTrial(c) for c in phase2_candidates(**space, seed=self.recipe.seed))
-        return self._specs(candidates, points), count, widths
+        return self._specs(candidates, points, repeats), count, widths
 
     def prepare(self) -> dict[str, Any]:
         facts: dict[str, Any] = {"total_weights": self.total_weights}

@@ -29,15 +29,26 @@ class WidthRange(Section):
 
     low: int = Field(1, ge=1, description="smallest active width of a hidden layer")
     high: int = Field(16, ge=1, description="largest active width of a hidden layer (at most the model's width)")
-    max_nonzeros: Optional[int] = Field(
-        None, gt=0, description="only width tuples with at most this many nonzero weights (the reference's fixed-"
-                                "initialisation search: Model NNZ below its bench of 37)")
+    max_model_nonzeros: Optional[int] = Field(
+        None, gt=0, description="only width tuples with at most this many nonzero weights + active biases (the "
+                                "reference's Model NNZ: its fixed-initialisation searches keep those below their "
+                                "bench, 36 for (3, 3, 3))")
 
     @model_validator(mode="after")
     def _ordered(self) -> "WidthRange":
         if self.high < self.low:
             raise ValueError(f"high ({self.high}) must be at least low ({self.low})")
         return self
+
+
+class SearchSweep(Section):
+    """The search's own grid axes (the paper sweeps the search over fewer learning rates than the methods)."""
+
+    lr: Optional[list[float]] = Field(None, description="learning rates of the search [default: sweep.lr]")
+    schedule: Optional[list[SweepSchedule]] = Field(None, description="schedules [default: sweep.schedule]")
+    epochs: Optional[list[int]] = Field(None, description="epochs [default: sweep.epochs]")
+    runs: Optional[int] = Field(None, gt=0, le=1000, description="runs of every point [default: sweep.runs; the "
+                                                                 "reference searches once per point]")
 
 
 class Phase2Section(Section):
@@ -59,6 +70,8 @@ class Phase2Section(Section):
     support_limits: Optional[list[Optional[int]]] = Field(
         None, description="per searched layer, only the first k supports of each nonzero count (null: all); the "
                           "reference's 99.5% search: [null, 3, null]")
+    sweep: Optional[SearchSweep] = Field(None, description="phase 2's grid axes where they differ from the search's "
+                                                           "(the reference's 99.5% phase 2: lr 0.05 only)")
 
     @field_validator("support_limits")
     @classmethod
@@ -73,14 +86,6 @@ class Phase2Section(Section):
         if isinstance(widths, list) and (len(widths) != SEARCH_LAYERS or min(widths) < 1):
             raise ValueError(f"give {SEARCH_LAYERS} positive widths, e.g. [3, 3, 3], or auto; got {widths}")
         return widths
-
-
-class SearchSweep(Section):
-    """The search's own grid axes (the paper sweeps the search over fewer learning rates than the methods)."""
-
-    lr: Optional[list[float]] = Field(None, description="learning rates of the search [default: sweep.lr]")
-    schedule: Optional[list[SweepSchedule]] = Field(None, description="schedules [default: sweep.schedule]")
-    epochs: Optional[list[int]] = Field(None, description="epochs [default: sweep.epochs]")
 
 
 class SearchSection(Section):
@@ -203,9 +208,10 @@ class SparseRecipe(StudyRecipe):
                 raise ValueError("sweep.applies_to: a sparse study sweeps its training (applies_to: training)")
             if sweep.report == "each":
                 raise ValueError("sweep.report: a sparse study reports each candidate's best run (report: best)")
-        if search is not None and search.sweep is not None and (sweep is None or sweep.points):
-            raise ValueError("sparse.search.sweep replaces axes of the recipe's sweep grid: give a sweep with lr, "
-                             "schedule or epochs")
+        own = [] if search is None else [search.sweep, search.phase2.sweep if search.phase2 else None]
+        if any(part is not None for part in own) and (sweep is None or sweep.points):
+            raise ValueError("sparse.search.sweep and phase2.sweep replace axes of the recipe's sweep grid: give a "
+                             "sweep with lr, schedule or epochs")
         return self
 
     def fingerprint_exclude(self) -> dict:
@@ -229,7 +235,8 @@ class SparseRecipe(StudyRecipe):
         search = sparse.get("search") or {}
         if "sweep" in search and search["sweep"] is None:
             search.pop("sweep")
-        for phase, names in (("phase1", ("max_nonzeros",)), ("phase2", ("max_nonzeros", "support_limits"))):
+        for phase, names in (("phase1", ("max_model_nonzeros",)),
+                             ("phase2", ("max_nonzeros", "support_limits", "sweep"))):
             for name in names:
                 if (search.get(phase) or {}).get(name, 0) is None:
                     search[phase].pop(name)

@@ -208,22 +208,27 @@ def _width_ranges(width_ranges: Sequence[int] | Sequence[Sequence[int]], depth: 
     return ranges
 
 
+def phase1_model_nonzeros(widths: Sequence[int]) -> int:
+    """Nonzero weights + active biases of a phase-1 candidate: the reference's Model NNZ (37 for (3, 3, 3))."""
+    return phase1_nonzeros(widths) + sum(widths) + NUM_OUTPUTS
+
+
 def phase1_candidates(width_ranges: Sequence[int] | Sequence[Sequence[int]] = range(1, 17),
-                      depth: int = 3, max_nonzeros: int | None = None) -> Iterator[SearchCandidate]:
+                      depth: int = 3, max_model_nonzeros: int | None = None) -> Iterator[SearchCandidate]:
     """Every tuple of active widths (d1 slowest, the last layer fastest), each a dense-block candidate; with
-    ``max_nonzeros``, only those with at most that many nonzero weights."""
+    ``max_model_nonzeros``, only those with at most that many weights + active biases."""
     for widths in product(*_width_ranges(width_ranges, depth)):
-        if max_nonzeros is None or phase1_nonzeros(widths) <= max_nonzeros:
+        if max_model_nonzeros is None or phase1_model_nonzeros(widths) <= max_model_nonzeros:
             yield SearchCandidate(1, widths)
 
 
 def count_phase1(width_ranges: Sequence[int] | Sequence[Sequence[int]] = range(1, 17), depth: int = 3,
-                 max_nonzeros: int | None = None) -> int:
+                 max_model_nonzeros: int | None = None) -> int:
     """How many phase-1 candidates :func:`phase1_candidates` yields."""
     ranges = _width_ranges(width_ranges, depth)
-    if max_nonzeros is None:
+    if max_model_nonzeros is None:
         return prod(len(layer) for layer in ranges)
-    return sum(1 for widths in product(*ranges) if phase1_nonzeros(widths) <= max_nonzeros)
+    return sum(1 for widths in product(*ranges) if phase1_model_nonzeros(widths) <= max_model_nonzeros)
 
 
 def _check_budgets(budgets: Iterable[int] | None) -> frozenset[int] | None:
