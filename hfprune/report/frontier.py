@@ -289,8 +289,8 @@ def frontier_markdown(records: Iterable[Any], x: str = NOMINAL) -> list[str]:
     lines += [f"The search trained {search['candidates']} candidates" + (f" ({phases})" if phases else "")
               + f"; its frontier (best final test accuracy at ≤ n on the x-axis) steps at: {steps}.", ""]
     if report["table"]:
-        lines += ["| method | budget | runs | mean acc | best acc | mean nonzeros | mean effective | mean with biases | "
-                  "search best ≤ x | gap (search − best) |",
+        lines += ["| method | budget | runs | mean acc | best acc | mean nonzeros | mean effective | "
+                  "mean with biases | search best ≤ x | gap (search − best) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in report["table"]:
             lines.append(f"| {row['method']} | {row['budget']} | {row['runs']} | {_cell(row['mean_acc'])} | "

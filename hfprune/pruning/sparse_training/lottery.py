@@ -57,7 +57,8 @@ class LotteryTicket(SparseTrainingMethod):
         masks, kept = dense_masks(run), []
         prunings = self.rounds - 1
         for round_index in range(1, self.rounds + 1):
-            yield run.phase(masks, seed=self.round_seed(run, round_index), description=f"{self.name} round {round_index}")
+            yield run.phase(masks, seed=self.round_seed(run, round_index),
+                            description=f"{self.name} round {round_index}")
             if round_index <= prunings:
                 keep = round_nonzeros(round_index, prunings, run.total_weights, budget)
                 masks = magnitude_masks(run, keep, masks)

@@ -117,7 +117,8 @@ class UnstructuredPlan:
 
     def trials(self) -> list[TrialSpec]:
         pruning = self.recipe.pruning
-        return expand(self.recipe, [MethodCandidate(pruning.unstructured_setting, method) for method in pruning.methods])
+        methods = [MethodCandidate(pruning.unstructured_setting, method) for method in pruning.methods]
+        return expand(self.recipe, methods)
 
     def masks(self, spec: TrialSpec, model: torch.nn.Module) -> tuple[ParameterMasks, dict[str, Any]]:
         pruning, method = self.recipe.pruning, spec.candidate.method
