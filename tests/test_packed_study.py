@@ -128,3 +128,20 @@ def test_pack_sizes_from_the_command_line():
     assert result.exit_code != 0 and "pack size in 1..4096 or auto" in result.output
     with pytest.raises(HfpruneError, match="pack size in 1..4096 or auto"):
         parse_recipe({**tiny(), "execution": {"pack": 0}})
+
+
+def test_auto_packs_after_a_short_calibration(tmp_path, capsys):
+    recipe = tiny(methods=["random_at_init"], budgets=[8], search=None)
+    recipe["sweep"] = {"runs": 3}
+    recipe["execution"] = {"pack": "auto"}
+    result = run_study(parse_recipe(recipe), tmp_path / "s", progress=False)
+    assert len(result.records) == 6
+    assert "execution.pack auto: packs of" in capsys.readouterr().err
+
+
+def test_hfprune_methods_says_how_each_sparse_training_method_packs():
+    listed = CliRunner().invoke(app, ["methods"]).output
+    for name in ("gradual_magnitude", "imp", "rigl", "snip", "synflow", "magnitude"):
+        line = next(line for line in listed.splitlines() if line.startswith(name + " "))
+        assert "packs: yes" in line, line
+    assert "round by round" in next(line for line in listed.splitlines() if line.startswith("imp "))
