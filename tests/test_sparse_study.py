@@ -168,11 +168,13 @@ def test_two_ray_workers_give_the_records_of_the_in_process_run(tmp_path):
     expected = run_study(parse_recipe(recipe), tmp_path / "in_process", progress=False)
     try:
         fanned = run_study(parse_recipe(recipe), tmp_path / "ray", progress=False, workers=2)
+        packed = run_study(parse_recipe(recipe), tmp_path / "ray_packed", progress=False, workers=2, pack=2)
     finally:
         ray.shutdown()
 
     def without_timings(records):
         return {r["trial_id"]: {k: v for k, v in r.items() if k != "timings"} for r in records}
 
-    assert fanned.trials_run == len(expected.records) == 1 + 1 + 2 * 2
+    assert fanned.trials_run == packed.trials_run == len(expected.records) == 1 + 1 + 2 * 2
     assert without_timings(fanned.records) == without_timings(expected.records)
+    assert without_timings(packed.records) == without_timings(expected.records)  # each worker ran whole packs
