@@ -121,19 +121,21 @@ def estimate(args) -> dict:
         chosen = [spec for index, spec in enumerate(_chain(kind.first, second)) if index in picks]
         context = SparseContext(TrialSetup(recipe, kind.adapter, kind.config, kind.task), checkpoints=False)
         size = recipe.execution.pack if recipe.execution.pack != "auto" else 64
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         trained = 0
         for group in packs(context, chosen, size):
             trained += len(context.run_pack(group) if len(group) > 1 else [context.run(group[0])])
-        seconds = time.perf_counter() - started
-    per_trial = seconds / trained
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    # one thread per process: on an idle machine a process's wall time is its CPU time; on a shared one the wall
+    # time is longer by the share of the cores others take
+    per_trial = cpu / trained
     wall = per_trial * total / args.cores
     print(f"{args.estimate}: {total:,} trials ({len(kind.first):,} in stage 1, {count:,} in phase 2 at widths "
           f"{args.phase2_widths}); a seeded sample of {trained} trained in packs of up to {size}: "
-          f"{per_trial:.3f} s per trial on one thread -> about {wall / 3600:.1f} hours on {args.cores} cores "
-          f"({wall / 86400:.1f} days)")
-    return {"trials": total, "sampled": trained, "seconds_per_trial": per_trial, "cores": args.cores,
-            "estimated_hours": wall / 3600}
+          f"{per_trial:.3f} CPU s per trial on one thread ({seconds / trained:.3f} s wall here) -> about "
+          f"{wall / 3600:.1f} hours on {args.cores} idle cores ({wall / 86400:.1f} days)")
+    return {"trials": total, "sampled": trained, "cpu_seconds_per_trial": per_trial,
+            "wall_seconds_per_trial": seconds / trained, "cores": args.cores, "estimated_hours": wall / 3600}
 
 
 def _chain(*parts):
