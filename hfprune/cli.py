@@ -66,6 +66,11 @@ def run(
     deterministic: bool = typer.Option(False, "--deterministic", help="deterministic torch kernels and a fixed "
                                        "thread count (execution.threads_per_trial): the same numbers on "
                                        "machines of one kind, whatever their core counts; slower"),
+    pack: Optional[str] = typer.Option(None, "--pack", help="train trials of one shape together as one stacked "
+                                       "model: a pack size, or auto (a short calibration on the device) "
+                                       "\\[default: the recipe's execution.pack]"),
+    yes: bool = typer.Option(False, "--yes", help="run a study of more trials than execution.max_trials (the count "
+                             "is printed before any work)"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
     from hfprune.study.registry import load_recipe, print_study_summary, report_study
@@ -76,7 +81,7 @@ def run(
     try:
         trackers = [name.strip() for name in (log_with or "").split(",") if name.strip()]
         result = run_study(parsed, directory, progress=progress, workers=workers, ray_address=ray_address,
-                           log_with=trackers, deterministic=deterministic)
+                           log_with=trackers, deterministic=deterministic, pack=_pack_size(pack), yes=yes)
     except KeyboardInterrupt:
         raise Interrupted(f"finished trials are saved in {directory}. Run the same command to resume.") from None
     from accelerate import PartialState
@@ -91,6 +96,15 @@ def run(
 
             url = push_checkpoint(directory / "best", push, private=parsed.export.private)
             typer.echo(f"pushed {directory / 'best'} to {url}")
+
+
+def _pack_size(text: str | None) -> int | str | None:
+    """``--pack``: a size in 1..4096 or auto."""
+    if text is None or text == "auto":
+        return text
+    if not text.isdigit() or not 1 <= int(text) <= 4096:
+        raise typer.BadParameter(f"give a pack size in 1..4096 or auto, not {text!r}", param_hint="--pack")
+    return int(text)
 
 
 @app.command()
@@ -194,7 +208,7 @@ def methods() -> None:
         options = [f"{key}={field.default!r}" for key, field in method.model_fields.items() if key != "name"]
         when = "at initialisation" if method.at_initialisation else "during or after training"
         typer.echo(f"{name:<12} sparse-training method ({when}; recipes' sparse.methods); options: "
-                   f"{', '.join(options) or 'none'}")
+                   f"{', '.join(options) or 'none'}; packs: {method.packs}")
 
 
 @app.command()

@@ -66,6 +66,11 @@ def shrink(recipe: dict, data_path: Path, pretrained: Path | None = None) -> dic
         if setting.get("schedule"):
             setting["schedule"]["rounds"] = 2
             setting["schedule"]["retrain"] = _short(setting["schedule"]["retrain"])
+    if pruning.get("schedule"):
+        pruning["schedule"]["rounds"] = 2
+        pruning["schedule"]["retrain"] = _short(pruning["schedule"]["retrain"])
+    for point in (recipe.get("sweep") or {}).get("points", []):
+        point["schedule"] = "constant"  # one short epoch: the points' milestones dropped, their lr kept
     recipe["evaluation"] = {"batch_size": 64}
     recipe["report"] = {"plots": False}
     return recipe
@@ -103,7 +108,8 @@ def test_cifar_recipe_runs_end_to_end(tmp_path, name):
 
 def test_resnet50_iterative_recipe_runs_both_round_schedules(tmp_path):
     out, records = run_tiny(tmp_path, "resnet50_cifar100_iterative", cifar100_copy(tmp_path, 40, 20))
-    assert sorted(record["setting"] for record in records) == ["LR1", "LR1", "LR2", "LR2"]
+    assert sorted(record["sweep_point"] for record in records) == ["LR1", "LR1", "LR2", "LR2"]
+    assert {record["sweep_lr"] for record in records} == {1e-3, 0.1}
     for record in records:
         assert record["pruned_train_loss_round2"] == record["pruned_train_loss"]
         assert record["pruned_train_loss_round1"] > 0

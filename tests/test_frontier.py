@@ -90,12 +90,13 @@ def test_markdown_section():
     assert lines[0] == "## Search frontier against the sparse-training methods"
     assert any("6 candidates (phase 1: 4, phase 2: 2)" in line and "5 → 0.6000, 7 → 0.7000, 10 → 0.8000, "
                "14 → 0.9500" in line for line in lines)
-    assert "| gmp | 7 | 2 | 0.5500 | 0.6000 | 7.0 | 5.5 | 0.7000 | +0.1000 |" in lines
-    assert "| snip | 4 | 1 | 0.5000 | 0.5000 | 4.0 | 3.0 | — | — |" in lines
+    assert "| gmp | 7 | 2 | 0.5500 | 0.6000 | 7.0 | 5.5 | — | 0.7000 | +0.1000 |" in lines
+    assert "| snip | 4 | 1 | 0.5000 | 0.5000 | 4.0 | 3.0 | — | — | — |" in lines
+    assert lines[2] == "x-axis: nonzero weights (`nonzeros`); budgets count nonzero weights."
     assert "- search above gmp at every budget (3 budgets; gap +0.0200 to +0.1000 against its best run)" in lines
     assert "- gmp: 8.1% of 62 nonzero weights over 6 runs" in lines
     assert "- snip: 17.4% of 23 nonzero weights over 3 runs" in lines
-    assert frontier_markdown([])[2] == "No finished sparse-study trials yet."
+    assert "No finished sparse-study trials yet." in frontier_markdown([])
 
 
 def test_json_is_plain_data():
@@ -131,5 +132,5 @@ def test_trial_records_are_read_like_their_json_lines():
     record.add("final_test_acc", 0.6, True)
     rows = frontier_table([record, search(7, 0.7)])
     assert rows == [{"method": "gmp", "budget": 7, "runs": 1, "mean_acc": 0.6, "best_acc": 0.6, "mean_nonzeros": 7,
-                     "mean_effective_nonzeros": 5, "search_best_acc": 0.7, "gap": pytest.approx(0.1),
-                     "gap_mean": pytest.approx(0.1)}]
+                     "mean_effective_nonzeros": 5, "mean_model_nonzeros": None, "search_best_acc": 0.7,
+                     "gap": pytest.approx(0.1), "gap_mean": pytest.approx(0.1), "best_trial": "t1"}]

@@ -126,9 +126,37 @@ def test_a_sparse_family_recipe_without_sparse_section_says_what_to_give():
 
 
 def test_shipped_sparse_recipes_load():
-    for name in ("cubist_spiral_search", "cubist_spiral_pruning", "cubist_spiral_quick"):
-        recipe = load_recipe(RECIPES / f"{name}.yaml")
-        assert recipe.kind == "sparse" and recipe.sparse.budgets
+    for path in sorted(RECIPES.glob("cubist_spiral_*.yaml")):
+        recipe = load_recipe(path)
+        assert recipe.kind == "sparse" and (recipe.sparse.budgets or recipe.sparse.search), path.name
+
+
+def _count(name: str) -> dict[str, int]:
+    from hfprune.study.sparse.kind import SparseKind
+
+    parts, _ = SparseKind(load_recipe(RECIPES / f"{name}.yaml"), Path("unused"), go_on=True)._count()
+    return parts
+
+
+def test_the_paper_recipes_count_the_trials_of_the_reference_configurations():
+    """The reference's README: parallel_run_fixed_init_95.py has 12,774 runs, _995 83,958 and the random-
+    initialisation runs 389,106 (the over-parameterisation pruning, both searches' phase 1 and the (3, 3, 3) and
+    restricted (7, 3, 3) phase 2, every one at its lr x schedule grid)."""
+    fixed_95 = _count("cubist_spiral_fixed_init_95")
+    width_3 = _count("cubist_spiral_optimal_width")
+    assert fixed_95["methods"] + width_3["methods"] + fixed_95["search phase 1"] + fixed_95["search phase 2"] \
+        == 12_774
+    fixed_995 = _count("cubist_spiral_fixed_init_995")
+    width_6 = _count("cubist_spiral_optimal_width_995")
+    assert fixed_995["methods"] + width_6["methods"] + fixed_995["search phase 1"] + fixed_995["search phase 2"] \
+        == 83_958
+    widths = [f"cubist_spiral_overparam_w{w}" for w in (3, 4, 5, 6, 7, 8, 32, 64, 128, 256)]
+    # the reference's nine methods (our recipes add a random mask: one trial in ten)
+    overparam = sum(_count(name)["methods"] * 9 // 10 for name in widths + ["cubist_spiral_pruning"])
+    search = _count("cubist_spiral_search")
+    phase2_333 = 25_992 * 6  # (3, 3, 3), the widths phase 1 reaches 95% with (auto: counted when phase 1 is done)
+    assert overparam + search["search phase 1"] + phase2_333 + _count("cubist_spiral_search_995")["search phase 2"] \
+        == 389_106
 
 
 @pytest.mark.slow
@@ -140,11 +168,13 @@ def test_two_ray_workers_give_the_records_of_the_in_process_run(tmp_path):
     expected = run_study(parse_recipe(recipe), tmp_path / "in_process", progress=False)
     try:
         fanned = run_study(parse_recipe(recipe), tmp_path / "ray", progress=False, workers=2)
+        packed = run_study(parse_recipe(recipe), tmp_path / "ray_packed", progress=False, workers=2, pack=2)
     finally:
         ray.shutdown()
 
     def without_timings(records):
         return {r["trial_id"]: {k: v for k, v in r.items() if k != "timings"} for r in records}
 
-    assert fanned.trials_run == len(expected.records) == 1 + 1 + 2 * 2
+    assert fanned.trials_run == packed.trials_run == len(expected.records) == 1 + 1 + 2 * 2
     assert without_timings(fanned.records) == without_timings(expected.records)
+    assert without_timings(packed.records) == without_timings(expected.records)  # each worker ran whole packs

@@ -115,17 +115,17 @@ def test_random_mask_is_seeded_and_pruned_at_initialisation():
 
 
 def test_magnitude_prunes_the_smallest_trained_weights_then_fine_tunes(monkeypatch):
-    from hfprune.pruning.sparse_training import baselines
+    from hfprune.pruning.sparse_training import baselines, phases
 
     seen = []
-    original = baselines.train_masked
-
-    def spy(run, masks, **kwargs):
-        seen.append(torch.cat([weight.detach().abs().reshape(-1) for weight in run.weights.values()]))
-        return original(run, masks, **kwargs)
-
-    monkeypatch.setattr(baselines, "train_masked", spy)
+    original = phases.train_phase
     run = make_run()
+
+    def spy(phase):
+        seen.append(torch.cat([weight.detach().abs().reshape(-1) for weight in run.weights.values()]))
+        return original(phase)
+
+    monkeypatch.setattr(phases, "train_phase", spy)
     after_dense = []
     monkeypatch.setattr(baselines, "magnitude_masks",
                         lambda r, k: after_dense.append(torch.cat([w.detach().abs().reshape(-1)
@@ -194,17 +194,20 @@ def test_gradual_magnitude_needs_two_steps():
 
 # -- IMP --------------------------------------------------------------------------------------------------------
 def test_imp_rewinds_every_parameter_to_initialisation_and_keeps_the_largest_trained(monkeypatch):
-    rounds = []
-    original = lottery.train_masked
+    from hfprune.pruning.sparse_training import phases
 
-    def spy(run, masks, **kwargs):
-        entry = {name: value.clone() for name, value in run.model.state_dict().items()}
-        result = original(run, masks, **kwargs)
-        rounds.append(SimpleNamespace(entry=entry, masks={k: v.clone() for k, v in masks.items()},
-                                      exit={name: value.clone() for name, value in run.model.state_dict().items()}))
+    rounds = []
+    original = phases.train_phase
+
+    def spy(phase):
+        entry = {name: value.clone() for name, value in phase.model.state_dict().items()}
+        masks = {name: mask.clone() for name, mask in zip(phase.masks.names, phase.masks.masks)}
+        result = original(phase)
+        rounds.append(SimpleNamespace(entry=entry, masks=masks, seed=phase.seed,
+                                      exit={name: value.clone() for name, value in phase.model.state_dict().items()}))
         return result
 
-    monkeypatch.setattr(lottery, "train_masked", spy)
+    monkeypatch.setattr(phases, "train_phase", spy)
     run = make_run()
     initial = {name: value.clone() for name, value in run.model.state_dict().items()}
     result = sparse_method_from("imp", rounds=3).run(run, 6)

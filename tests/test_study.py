@@ -132,3 +132,17 @@ def test_two_processes_train_each_trial_data_parallel(tmp_path):
     assert all(line["mask_violations"] == 0 for line in lines)
     assert result.stdout.count("3 trials run, 3 in the study") == 1
     assert json.loads((out / "study.json").read_text())["processes"] == 2
+
+
+def test_the_train_split_after_retraining_is_measured_only_when_asked(reference, tmp_path):
+    directory, result = reference
+    assert all("final_train_loss" not in r and r["measured"] == ["final_test"] for r in result.records)
+    from hfprune.study.registry import report_study
+
+    report_study(directory, plots=False)
+    assert "Measured after retraining: final_test (evaluation.final_train" in (directory / "report.md").read_text()
+    recipe = tiny_recipe(pruning={"settings": [{"ratios": {"conv1": 0.8}, "candidates": {"mode": "random",
+                                                                                       "num": 1}}]},
+                         evaluation={"batch_size": 500, "final_train": True})
+    asked = run_study(parse_recipe(recipe), tmp_path / "asked", progress=False)
+    assert all(r["final_train_loss"] > 0 and r["measured"] == ["final_test", "final_train"] for r in asked.records)

@@ -20,6 +20,12 @@ on the way back (a per-layer positive rescaling, which changes no sign). Then:
 
 The trick needs positive-homogeneous layers (Linear, Conv, ReLU, BatchNorm, pooling, residual additions):
 ReLU MLPs, conv chains and ResNets. Transformers (LayerNorm, softmax, GELU) are refused.
+
+**Live biases** (:func:`live_biases`) count as the sparse-MLP study's reference code counts its ``Model NNZ``: it
+masks the bias of every unit left without a nonzero outgoing weight and keeps the output layer's, then counts
+nonzero parameters; so a bias counts when it is nonzero and its unit feeds a nonzero weight of the next layer (or
+is an output). ``model_nonzeros`` = nonzero weights + live biases. Counted for chains of layers without
+BatchNorm (MLPs, LeNet), where "the next layer" is clear; None for residual and BatchNorm networks.
 """
 
 from __future__ import annotations
@@ -65,6 +71,12 @@ class Connectivity:
     effective: dict[str, torch.Tensor] = field(repr=False)
     no_path_to_output: dict[str, torch.Tensor] = field(repr=False)
     no_path_from_input: dict[str, torch.Tensor] = field(repr=False)
+    live_biases: int | None = None  # as the reference counts them (see the module docstring); None: not a chain
+
+    @property
+    def model_nonzeros(self) -> int | None:
+        """Nonzero weights + live biases: the reference's ``Model NNZ`` (None where biases are not counted)."""
+        return None if self.live_biases is None else self.nonzeros + self.live_biases
 
     @property
     def total(self) -> int:
@@ -100,7 +112,8 @@ class Connectivity:
                 "removable": self.removable, "sparsity": self.sparsity, "effective_sparsity": self.effective_sparsity,
                 "no_path_to_output": sum(layer.no_path_to_output for layer in self.layers),
                 "no_path_from_input": sum(layer.no_path_from_input for layer in self.layers),
-                "dead_units": sum(layer.dead_units for layer in self.layers)}
+                "dead_units": sum(layer.dead_units for layer in self.layers),
+                "live_biases": self.live_biases, "model_nonzeros": self.model_nonzeros}
 
     def to_dict(self) -> dict:
         return {"layers": [asdict(layer) for layer in self.layers], "totals": self.totals()}
@@ -122,6 +135,9 @@ class Connectivity:
         lines.append("")
         lines.append(f"sparsity {self.sparsity:.4f}, effective sparsity {self.effective_sparsity:.4f}, "
                      f"removable nonzeros {self.removable:,}")
+        if self.live_biases is not None:
+            lines.append(f"live biases {self.live_biases:,} (nonzero, feeding a nonzero weight or the output); "
+                         f"nonzero weights + live biases {self.model_nonzeros:,} (the reference's Model NNZ)")
         return "\n".join(lines)
 
 
@@ -263,6 +279,35 @@ def _receives_input(module: nn.Module, layer_input: torch.Tensor) -> torch.Tenso
     return grad > 0
 
 
+def _fed_units(weight_support: torch.Tensor) -> torch.Tensor:
+    """Per input unit (channel) of a layer: whether some kept weight reads it."""
+    return weight_support.transpose(0, 1).reshape(weight_support.shape[1], -1).any(dim=1)
+
+
+def live_biases(model: nn.Module, supports: dict[str, torch.Tensor] | None = None) -> int | None:
+    """Biases the reference's ``Model NNZ`` counts: nonzero biases whose unit feeds a nonzero weight of the next
+    layer, and the nonzero biases of the last layer. ``supports`` stands in for the weights' supports (default:
+    their nonzeros). None unless the Linear/Conv layers form a chain without BatchNorm (each reads the previous
+    one's units), where the next layer is clear."""
+    if any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
+        return None
+    layers = _layers(model)
+    names = list(layers)
+    if any(layers[a].weight.shape[0] != layers[b].weight.shape[1] for a, b in zip(names, names[1:])):
+        return None
+    support = {name: (supports or {}).get(name, layers[name].weight.detach() != 0).cpu() for name in names}
+    live = 0
+    for index, name in enumerate(names):
+        bias = layers[name].bias
+        if bias is None:
+            continue
+        kept = bias.detach().cpu() != 0
+        if index + 1 < len(names):
+            kept &= _fed_units(support[names[index + 1]])
+        live += int(kept.sum())
+    return live
+
+
 def analyse(model: nn.Module, weights: dict[str, torch.Tensor] | None = None,
             example_input: torch.Tensor | None = None) -> Connectivity:
     """Which nonzero weights of ``model`` lie on an input→output path of nonzero weights (see the module docstring).
@@ -304,4 +349,5 @@ def analyse(model: nn.Module, weights: dict[str, torch.Tensor] | None = None,
         dead = int((on_path.flatten(1).sum(1) == 0).sum()) if support.numel() else units
         rows.append(LayerConnectivity(name, support.numel(), int(support.sum()), int(on_path.sum()),
                                       int(no_output.sum()), int(no_input.sum()), units, dead))
-    return Connectivity(rows, effective, to_output, from_input)
+    return Connectivity(rows, effective, to_output, from_input,
+                        live_biases(model, {name: support.cpu() for name, support in supports.items()}))

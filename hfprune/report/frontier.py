@@ -5,10 +5,14 @@ The paper's main figure and table. Records are sparse-study trial lines (``trial
 ``nonzeros`` the nominal nonzero weights, ``effective_nonzeros`` those on an input→output path;
 ``final_test_acc`` the outcome. Records without a final accuracy (unfinished or failed) are left out.
 
-- The search's **frontier** at n is its best final test accuracy over candidates with at most n nonzeros.
-- A method is compared, at each budget, by its **best run** (over repeats) against the search's frontier at that
-  budget: ``gap`` = search − method's best run (``gap_mean`` uses the method's mean). Comparing with the best run
-  is the conservative reading of "the search is above the method".
+- The x-axis is ``nonzeros`` (nonzero weights, biases never counted) or ``model_nonzeros`` (weights + live
+  biases, as the reference code counts its ``Model NNZ``); the report names which.
+- The search's **frontier** at n is its best final test accuracy over candidates with at most n on the x-axis
+  (over every run and sweep point: the best of a grid, as the paper's points).
+- A method is compared, at each budget, run by run: each run against the search's frontier at ≤ that run's own x
+  (with weights on the axis and exact budgets, at ≤ the budget). ``gap`` = the smallest search − run over its runs
+  (so the search is above the method at a budget only when it is above its best run); ``gap_mean`` uses the
+  method's mean. Comparing with the best run is the conservative reading of "the search is above the method".
 - The **disconnected share** of a method is the share of its nonzero weights (pooled over its runs) that lie on
   no input→output path: 1 − Σ effective / Σ nominal.
 
@@ -29,7 +33,9 @@ SEARCH = "search"
 ACC = "final_test_acc"
 NOMINAL = "nonzeros"
 EFFECTIVE = "effective_nonzeros"
-X_LABELS = {NOMINAL: "nonzero weights", EFFECTIVE: "effective nonzero weights (on an input→output path)"}
+MODEL = "model_nonzeros"
+X_LABELS = {NOMINAL: "nonzero weights", EFFECTIVE: "effective nonzero weights (on an input→output path)",
+            MODEL: "nonzero weights + live biases (the reference's Model NNZ)"}
 
 
 def frontier(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -102,23 +108,29 @@ def _by_method(records: list[Mapping[str, Any]]) -> dict[str, dict[int, list[Map
     return {method: dict(sorted(budgets.items())) for method, budgets in sorted(grouped.items())}
 
 
-def frontier_table(records: Iterable[Any]) -> list[dict[str, Any]]:
-    """Per method and budget: runs, mean/best accuracy, mean nominal and effective nonzeros, and the search's best
-    accuracy at ≤ the budget with the gaps (search − best run, search − mean)."""
+def frontier_table(records: Iterable[Any], x: str = NOMINAL) -> list[dict[str, Any]]:
+    """Per method and budget: runs, mean/best accuracy, mean nominal, effective and model nonzeros, the search's
+    best accuracy at ≤ the best run's x, and the gaps (the smallest search − run over the runs, each run against
+    the frontier at ≤ its own x; search − mean)."""
     finished = _finished(records)
-    steps = search_frontier(finished)
+    steps = search_frontier(finished, x)
     rows = []
     for method, budgets in _by_method(finished).items():
         for budget, runs in budgets.items():
             accs = [float(r[ACC]) for r in runs]
             effective = [float(v) for v in map(_effective, runs) if v is not None]
-            search = best_at_most(steps, budget)
+            model = [float(r[MODEL]) for r in runs if r.get(MODEL) is not None]
             best, mean = max(accs), _mean(accs)
+            best_run = runs[accs.index(best)]
+            at = [(best_at_most(steps, _x(r, x)) if _x(r, x) is not None else None, float(r[ACC])) for r in runs]
+            gaps = [search - acc for search, acc in at if search is not None]
+            search = best_at_most(steps, _x(best_run, x)) if _x(best_run, x) is not None else None
             rows.append({"method": method, "budget": budget, "runs": len(runs), "mean_acc": mean, "best_acc": best,
                          "mean_nonzeros": _mean([float(r[NOMINAL]) for r in runs]),
-                         "mean_effective_nonzeros": _mean(effective), "search_best_acc": search,
-                         "gap": None if search is None else search - best,
-                         "gap_mean": None if search is None else search - mean})
+                         "mean_effective_nonzeros": _mean(effective), "mean_model_nonzeros": _mean(model),
+                         "search_best_acc": search, "gap": min(gaps) if len(gaps) == len(at) else None,
+                         "gap_mean": None if search is None else search - mean,
+                         "best_trial": best_run.get("trial_id")})
     return rows
 
 
@@ -156,6 +168,29 @@ def frontier_findings(table: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             line += f"; no search candidate at ≤ budgets {_budget_list(entry['no_search'])}"
         entry["line"] = line
     return findings
+
+
+def overall_finding(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's finding, checked: whether the search's frontier lies above every method's best run at every
+    budget, with the smallest gap, or where it does not."""
+    compared = [row for row in table if row["gap"] is not None]
+    missing = sorted({row["budget"] for row in table if row["gap"] is None})
+    below = [row for row in compared if row["gap"] <= 0]
+    budgets = sorted({row["budget"] for row in table})
+    if not table:
+        return {"holds": None, "line": "no method trials to compare with the search"}
+    if not below and not missing:
+        smallest = min(compared, key=lambda row: row["gap"])
+        line = (f"the search is above every method at every budget ({len({r['method'] for r in table})} methods × "
+                f"budgets {_budget_list(budgets)}; smallest gap {smallest['gap']:+.4f}, {smallest['method']} at "
+                f"{smallest['budget']})")
+        return {"holds": True, "smallest_gap": smallest["gap"], "line": line}
+    parts = [f"{row['method']} at {row['budget']} ({row['best_acc']:.4f} vs {row['search_best_acc']:.4f})"
+             for row in below]
+    line = "the search is not above every method: " + ("; ".join(parts) if parts else "")
+    if missing:
+        line += ("; " if parts else "") + f"no search candidate at ≤ budgets {_budget_list(missing)}"
+    return {"holds": False, "line": line}
 
 
 def disconnected_share(records: Iterable[Any]) -> dict[str, dict[str, Any]]:
@@ -223,42 +258,47 @@ def _cell(value: Any, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def frontier_json(records: Iterable[Any]) -> dict[str, Any]:
-    """The frontier report as plain data: the search's frontiers, the table, findings and disconnected shares."""
+def frontier_json(records: Iterable[Any], x: str = NOMINAL) -> dict[str, Any]:
+    """The frontier report as plain data: the x-axis, the search's frontiers, the table, findings (the overall one
+    first) and disconnected shares."""
     finished = _finished(records)
     search = [r for r in finished if r["setting"] == SEARCH]
     phases: dict[str, int] = {}
     for record in search:
         phases[str(record.get("phase"))] = phases.get(str(record.get("phase")), 0) + 1
-    table = frontier_table(finished)
-    return {"search": {"candidates": len(search), "by_phase": phases,
-                       "frontier": [list(step) for step in search_frontier(finished)],
+    table = frontier_table(finished, x)
+    return {"x_axis": x, "x_label": X_LABELS.get(x, x),
+            "search": {"candidates": len(search), "by_phase": phases,
+                       "frontier": [list(step) for step in search_frontier(finished, x)],
                        "frontier_effective": [list(step) for step in search_frontier(finished, EFFECTIVE)]},
-            "table": table, "findings": frontier_findings(table), "disconnected": disconnected_share(finished)}
+            "table": table, "finding": overall_finding(table), "findings": frontier_findings(table),
+            "disconnected": disconnected_share(finished)}
 
 
-def frontier_markdown(records: Iterable[Any]) -> list[str]:
-    """A markdown section: the search's frontier, the table per method and budget, one finding per method and
-    each method's share of disconnected nonzero weights."""
-    report = frontier_json(records)
-    lines = ["## Search frontier against the sparse-training methods", ""]
+def frontier_markdown(records: Iterable[Any], x: str = NOMINAL) -> list[str]:
+    """A markdown section: the x-axis, the search's frontier, the table per method and budget, the overall finding
+    and one per method, and each method's share of disconnected nonzero weights."""
+    report = frontier_json(records, x)
+    lines = ["## Search frontier against the sparse-training methods", "",
+             f"x-axis: {report['x_label']} (`{x}`); budgets count nonzero weights.", ""]
     search = report["search"]
     if not search["candidates"] and not report["table"]:
         return lines + ["No finished sparse-study trials yet.", ""]
     steps = ", ".join(f"{n:g} → {acc:.4f}" for n, acc in search["frontier"]) or "none"
     phases = ", ".join(f"phase {p}: {count}" for p, count in sorted(search["by_phase"].items()))
     lines += [f"The search trained {search['candidates']} candidates" + (f" ({phases})" if phases else "")
-              + f"; its frontier (best final test accuracy at ≤ n nonzero weights) steps at: {steps}.", ""]
+              + f"; its frontier (best final test accuracy at ≤ n on the x-axis) steps at: {steps}.", ""]
     if report["table"]:
         lines += ["| method | budget | runs | mean acc | best acc | mean nonzeros | mean effective | "
-                  "search best ≤ budget | gap (search − best) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "mean with biases | search best ≤ x | gap (search − best) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in report["table"]:
             lines.append(f"| {row['method']} | {row['budget']} | {row['runs']} | {_cell(row['mean_acc'])} | "
                          f"{_cell(row['best_acc'])} | {_cell(row['mean_nonzeros'], '.1f')} | "
-                         f"{_cell(row['mean_effective_nonzeros'], '.1f')} | {_cell(row['search_best_acc'])} | "
+                         f"{_cell(row['mean_effective_nonzeros'], '.1f')} | "
+                         f"{_cell(row['mean_model_nonzeros'], '.1f')} | {_cell(row['search_best_acc'])} | "
                          f"{_cell(row['gap'], '+.4f')} |")
-        lines += ["", "Findings:"]
+        lines += ["", f"**Finding: {report['finding']['line']}.**", "", "Per method:"]
         lines += [f"- {entry['line']}" for entry in report["findings"].values()]
     shares = {m: s for m, s in report["disconnected"].items() if m != SEARCH and s["share"] is not None}
     if shares:

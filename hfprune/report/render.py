@@ -140,6 +140,9 @@ def render_markdown(summary: dict) -> str:
     if summary["average_repeats"]:
         lines.append("Repeats of one mask (different retraining seeds) are averaged into one point; "
                      "n counts masks, 'dropped' counts trials missing x or y.")
+    if summary.get("measured_after_retraining"):
+        lines.append("Measured after retraining: " + ", ".join(summary["measured_after_retraining"])
+                     + " (evaluation.final_train opts into the train split).")
     dense = summary.get("dense")
     if dense:
         lines += ["", "## Dense model", "", "| metric | value |", "|---|---:|"]

@@ -1,21 +1,24 @@
-"""What every study recipe has, whatever its kind: the model, the data, evaluation, report and execution sections.
+"""What every study recipe has, whatever its kind: the model, the data, evaluation, report, execution and sweep
+sections.
 
 A study kind (see :mod:`hfprune.study.registry`) extends :class:`StudyRecipe` with its own sections: the oracle
-study its ``pruning``/``retrain`` sections, the sparse-training study its ``sparse``/``training`` sections.
+study its ``pruning``/``retrain`` sections, the sparse-training study its ``sparse``/``training`` sections. The
+``sweep`` section (grids over training settings × runs, expanded by :mod:`hfprune.study.sweep`) is every kind's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, ClassVar, Literal, Optional
+import math
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from hfprune.config.schema import Section, one_of
 from hfprune.data.registry import DATASETS, KNOWN_DATASETS, TASK_DATA
 from hfprune.models import FAMILIES
-from hfprune.train.sections import Count
+from hfprune.train.sections import Count, ScheduleSection
 
 
 class ModelSection(Section):
@@ -77,10 +80,17 @@ class EvaluationSection(Section):
     benchmark_data_dir: Optional[str] = Field(None, description="llava: local copies of the benchmarks as DIR/<name>")
     benchmark_limit: Optional[int] = Field(None, gt=0, description="llava: only the first N samples per benchmark")
     max_new_tokens: Optional[int] = Field(None, gt=0, description="llava: cap on answer tokens (quick checks only)")
+    final_train: Optional[bool] = Field(
+        None, description="oracle trials: also evaluate the whole train split after retraining (final_train_*), "
+                          "which no statistic reads [default: off; on for vision-language trials, whose progress "
+                          "may rank by it]")
 
 
 class ReportSection(Section):
     plots: bool = True
+    x_axis: Literal["nonzeros", "model_nonzeros"] = Field(
+        "nonzeros", description="sparse studies: the x-axis of the frontier: nonzero weights (biases never counted), "
+                                "or model_nonzeros, weights + live biases as the reference code counts its Model NNZ")
 
 
 class CandidatesSection(Section):
@@ -121,6 +131,19 @@ class ExecutionSection(Section):
                                       "study's records are the same however its trials run; for speed on many "
                                       "cores run trials side by side (--workers N) rather than raising it")
     max_retries: int = Field(3, ge=0, description="times a trial whose Ray worker died is run again")
+    pack: Union[Literal["auto"], int] = Field(
+        1, description="trials of one shape trained together as one stacked model (hfprune.train.packed): a pack "
+                       "size, or auto (a short measured calibration on the device; 1 where one at a time is faster)")
+    max_trials: Optional[int] = Field(
+        None, gt=0, description="run a study of more trials than this without asking [default: 20,000; `hfprune "
+                                "run --yes` goes on whatever the count]")
+
+    @field_validator("pack")
+    @classmethod
+    def _pack_size(cls, pack):
+        if pack != "auto" and (isinstance(pack, bool) or not 1 <= pack <= 4096):
+            raise ValueError(f"give a pack size in 1..4096 or auto, got {pack!r}")
+        return pack
 
     @field_validator("gpus_per_trial")
     @classmethod
@@ -130,6 +153,135 @@ class ExecutionSection(Section):
                              "each run one at a time over all GPUs with `accelerate launch -m hfprune run` "
                              "(no --workers)")
         return gpus
+
+
+SCHEDULE_NAMES = ("constant", "multistep", "cosine", "cosine_per_epoch")
+
+
+class SweepSchedule(ScheduleSection):
+    """A schedule of a sweep: the training schedules, plus the reference's ways to give them.
+
+    ``cosine_per_epoch``: the cosine of torch's ``CosineAnnealingLR(T = epochs)`` stepped once per epoch (the
+    reference), where ``cosine`` steps with every optimizer step. ``milestone_fractions`` (multistep): milestones at
+    ceil(f · epochs), the reference's [0.3, 0.6]. A bare name stands for the schedule with its defaults.
+    """
+
+    name: Literal["constant", "multistep", "cosine", "cosine_per_epoch"] = "constant"
+    milestone_fractions: Optional[list[float]] = Field(
+        None, description="multistep: milestones at ceil(f · epochs) for each f in (0, 1), e.g. [0.3, 0.6]")
+    label: Optional[str] = Field(None, description="the schedule's name in trial ids [default: from its settings]")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SweepSchedule":
+        fractions = self.milestone_fractions
+        if fractions is not None:
+            if self.name != "multistep" or self.milestones:
+                raise ValueError("milestone_fractions gives a multistep schedule's milestones: set name: multistep "
+                                 "and no milestones")
+            if any(not 0 < f < 1 for f in fractions) or any(b <= a for a, b in zip(fractions, fractions[1:])):
+                raise ValueError(f"milestone_fractions must increase within (0, 1), got {fractions}")
+            if self.gammas is not None and len(self.gammas) != len(fractions):
+                raise ValueError(f"gammas needs one factor per milestone fraction ({len(fractions)})")
+        elif self.gammas is not None and len(self.gammas) != len(self.milestones):
+            raise ValueError(f"gammas needs one positive factor per milestone ({len(self.milestones)})")
+        return self
+
+    @model_validator(mode="after")
+    def _one_gamma_per_milestone(self) -> "SweepSchedule":  # replaces the parent's check: fractions count too
+        return self
+
+    @property
+    def tag(self) -> str:
+        """Its name in trial ids and reports: the label, else its name (and milestones)."""
+        if self.label:
+            return self.label
+        if self.name == "multistep":
+            marks = self.milestone_fractions or self.milestones
+            return "step" + "-".join(f"{m:g}" for m in marks)
+        return {"cosine_per_epoch": "cosine_epoch"}.get(self.name, self.name)
+
+    def resolve(self, epochs: int) -> ScheduleSection:
+        """The plain schedule a training run of ``epochs`` epochs takes."""
+        if self.name == "cosine_per_epoch":
+            factors = [(1 + math.cos(math.pi * epoch / epochs)) / 2 for epoch in range(max(1, epochs))]
+            milestones = list(range(1, len(factors)))
+            gammas = [factors[m] / factors[m - 1] for m in milestones]
+            return ScheduleSection(name="multistep", milestones=milestones, gammas=gammas or None,
+                                   warmup_epochs=self.warmup_epochs)
+        fields = self.model_dump(exclude={"milestone_fractions", "label"})
+        if self.milestone_fractions is not None:
+            milestones = sorted({math.ceil(f * epochs) for f in self.milestone_fractions})
+            fields["milestones"] = [m for m in milestones if 0 < m]
+            if self.gammas is not None and len(fields["milestones"]) != len(self.gammas):
+                raise ValueError(f"{self.tag}: milestone fractions fall on the same epoch at {epochs} epochs")
+        return ScheduleSection(**fields)
+
+
+class SweepPoint(Section):
+    """One point of a sweep given by hand (as the paper's LR1 and LR2): any of lr, schedule and epochs."""
+
+    label: Optional[str] = Field(None, description="the point's name in trial ids and reports")
+    lr: Optional[float] = Field(None, gt=0, le=10)
+    schedule: Optional[SweepSchedule] = None
+    epochs: Optional[int] = Field(None, gt=0, le=1 << 24)
+
+
+class SweepSection(Section):
+    """Grids over training settings × runs: every candidate trains once per point and run.
+
+    A grid (``lr`` × ``schedule`` × ``epochs``, each list left empty keeps the recipe's value) or hand-made
+    ``points``. ``runs`` repeats every point; ``init`` (sparse studies) says where each run starts: ``per_run``, run
+    r of every candidate from initialisation r (differences between candidates come from their masks); ``fixed``,
+    every trial from one initialisation (the paper's fixed-initialisation experiments); ``fresh``, every trial its
+    own. The report takes the best run of each candidate (``report: best``, the paper's points) or analyses every
+    point as its own setting (``each``); every run keeps its record.
+    """
+
+    lr: list[float] = Field(default_factory=list, description="learning rates, e.g. [0.05, 0.1, 0.2]")
+    schedule: list[SweepSchedule] = Field(
+        default_factory=list, description="schedules: a name (cosine, cosine_per_epoch, constant) or a schedule, "
+                                          "e.g. {name: multistep, milestone_fractions: [0.3, 0.6]}")
+    epochs: list[int] = Field(default_factory=list, description="training epochs")
+    points: list[SweepPoint] = Field(default_factory=list, description="points given by hand instead of a grid")
+    runs: int = Field(1, gt=0, le=1000, description="runs of every point (seeds)")
+    init: Literal["per_run", "fixed", "fresh"] = Field(
+        "per_run", description="sparse studies: initialisation of each run: per_run (run r of every candidate "
+                               "shares one), fixed (one for all), fresh (one per trial)")
+    applies_to: Literal["training", "rounds"] = Field(
+        "training", description="which training the sweep changes: the study's (sparse: training; oracle: "
+                                "retrain), or an iterative oracle study's round retraining (pruning.schedule)")
+    report: Optional[Literal["best", "each"]] = Field(
+        None, description="best: a candidate's point is its best run (sparse default); each: every point is "
+                          "analysed as its own setting (oracle default)")
+
+    @field_validator("lr", "epochs")
+    @classmethod
+    def _positive_distinct(cls, values: list):
+        if any(v <= 0 for v in values) or len(set(values)) != len(values):
+            raise ValueError(f"give distinct positive values, got {values}")
+        return values
+
+    @model_validator(mode="after")
+    def _grid_or_points(self) -> "SweepSection":
+        if self.points and (self.lr or self.schedule or self.epochs):
+            raise ValueError("give grid axes (lr, schedule, epochs) or points, not both")
+        tags = [schedule.tag for schedule in self.schedule]
+        if len(set(tags)) != len(tags):
+            raise ValueError(f"schedules must differ (give a label to tell two apart), got {tags}")
+        labels = [point.label for point in self.points]
+        if None in labels and len(self.points) > 1:
+            raise ValueError("give every point a label (its name in trial ids and reports)")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"point labels must be unique, got {labels}")
+        for label in filter(None, labels + [s.label for s in self.schedule]):
+            if not all(c.isalnum() or c in "-_.%" for c in label):
+                raise ValueError(f"label '{label}' names trials: letters, digits, - _ . % only")
+        return self
 
 
 class StudyRecipe(Section):
@@ -147,6 +299,8 @@ class StudyRecipe(Section):
     evaluation: EvaluationSection = EvaluationSection()
     report: ReportSection = ReportSection()
     execution: ExecutionSection = ExecutionSection()
+    sweep: Optional[SweepSection] = Field(None, description="grids over training settings × runs (see "
+                                                            "docs/studies.md)")
 
     @field_validator("name")
     @classmethod
@@ -174,11 +328,18 @@ class StudyRecipe(Section):
         """What :meth:`fingerprint` leaves out: what changes no result (names, report, where trials run)."""
         return {"kind": True, "name": True, "description": True, "report": True, "execution": True}
 
-    def fingerprint(self) -> str:
-        """Hash of everything that changes results: two recipes with one fingerprint give the same trials."""
+    def fingerprint_payload(self) -> dict:
+        """What :meth:`fingerprint` hashes: the recipe as JSON less :meth:`fingerprint_exclude`, less fields added
+        after studies were run while they hold their old meaning (None, or the default that does what was done)."""
         payload = self.model_dump(mode="json", exclude=self.fingerprint_exclude())
-        for section, names in self.NEW_OPTIONAL_FIELDS.items():
+        for section, names in {"evaluation": ("final_train",), **self.NEW_OPTIONAL_FIELDS}.items():
             for name in names:
                 if payload[section].get(name) is None:
                     payload[section].pop(name, None)
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        if payload.get("sweep") is None:
+            payload.pop("sweep", None)
+        return payload
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results: two recipes with one fingerprint give the same trials."""
+        return hashlib.sha256(json.dumps(self.fingerprint_payload(), sort_keys=True).encode()).hexdigest()[:16]

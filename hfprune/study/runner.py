@@ -46,23 +46,25 @@ def use_determinism(recipe: StudyRecipe, deterministic: bool, workers: int | Non
 
 def run_study(recipe: StudyRecipe, directory: str | Path, progress: bool = True, workers: int | None = None,
               ray_address: str | None = None, log_with: list[str] | None = None,
-              deterministic: bool = False) -> StudyResult:
+              deterministic: bool = False, pack: int | str | None = None, yes: bool = False) -> StudyResult:
     """Run (or resume) every trial of ``recipe`` into ``directory``: in this process, or on Ray with up to
     ``workers`` trials at once (a local instance, or the cluster at ``ray_address``).
 
     ``progress``: on a terminal, bars (one over trials, nested ones per epoch in this process); elsewhere one
     line per finished trial on stderr. ``log_with``: Accelerate trackers (tensorboard, wandb, mlflow) that get
     one run per trial. ``deterministic``: deterministic kernels and a fixed thread count
-    (``execution.threads_per_trial``) for the whole run, in this process (not with Ray).
+    (``execution.threads_per_trial``) for the whole run, in this process (not with Ray). ``pack`` overrides
+    ``execution.pack`` (trials of one shape trained as one stacked model); ``yes`` runs a study of more trials than
+    ``execution.max_trials`` (the kind counts them before any work and refuses otherwise).
     """
     directory = Path(directory)
     use_determinism(recipe, deterministic, workers, ray_address)
     accelerator = get_accelerator()
     main = accelerator.is_main_process
     bars = progress and main and sys.stderr.isatty()
-    kind = kind_of(recipe)(recipe, directory, bars)
-    kind.check()  # everything the recipe can get wrong, before anything is written
-    executor = executor_for(recipe, kind.one_device_trials, workers, ray_address, accelerator.num_processes)
+    kind = kind_of(recipe)(recipe, directory, bars, go_on=yes)
+    kind.check()  # everything the recipe can get wrong, its cost included, before anything is written
+    executor = executor_for(recipe, kind.one_device_trials, workers, ray_address, accelerator.num_processes, pack)
     tracker = TrialTracker(log_with, directory, recipe.name) if log_with and main else None
     if main:
         claim_directory(recipe, directory)

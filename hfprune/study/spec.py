@@ -1,4 +1,5 @@
-"""What one trial of any study is: a candidate (what is pruned or trained) and which repeat (seed) of it."""
+"""What one trial of any study is: a candidate (what is pruned or trained), its sweep point and which repeat (seed)
+of it."""
 
 from __future__ import annotations
 
@@ -20,16 +21,24 @@ class Candidate(Protocol):
         """What a trial record keeps about the candidate."""
 
 
+class Variant(Protocol):
+    """A point of a recipe's sweep (:class:`hfprune.study.sweep.Variant`): its label names the trial."""
+
+    label: str
+
+
 @dataclass(frozen=True)
 class TrialSpec:
-    """A candidate and which repeat (seed) it is."""
+    """A candidate, the sweep point it trains with (None: the recipe's training) and which repeat (run) it is."""
 
     candidate: Candidate
     repeat: int
+    variant: Variant | None = None
 
     @property
     def trial_id(self) -> str:
-        return f"{self.candidate.setting}:{self.candidate.mask_id}:r{self.repeat}"
+        point = f":{self.variant.label}" if self.variant is not None and self.variant.label else ""
+        return f"{self.candidate.setting}:{self.candidate.mask_id}{point}:r{self.repeat}"
 
     @property
     def directory_name(self) -> str:

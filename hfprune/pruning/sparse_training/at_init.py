@@ -23,8 +23,9 @@ from pydantic import Field
 
 from hfprune.errors import HfpruneError
 from hfprune.pruning.sparse_training.base import SparseResult, SparseRun, SparseTrainingMethod
-from hfprune.pruning.sparse_training.loop import train_masked
+from hfprune.pruning.sparse_training.phases import Phases
 from hfprune.pruning.sparse_training.saliency import (
+    LinearisedCopy,
     Masks,
     connection_sensitivity,
     exponential_keeps,
@@ -82,13 +83,13 @@ class AtInitialisationMethod(SparseTrainingMethod):
         re-initialise ``run.model``'s weights first (SNIP, GraSP)."""
         raise NotImplementedError
 
-    def run(self, run: SparseRun, budget: int) -> SparseResult:
+    def phases(self, run: SparseRun, budget: int) -> Phases:
         """Prune ``run.model`` at initialisation to ``budget`` nonzero weights, then train it under the masks."""
         check_budget(run, budget)
         start = time.perf_counter()
         masks = self.prune(run, int(budget))
         scoring_seconds = time.perf_counter() - start
-        trained = train_masked(run, masks)
+        trained = yield run.phase(masks, description=self.name)
         return SparseResult(masks, epochs=run.training.epochs, facts={"last_epoch_loss": trained.last_epoch_loss},
                             timings={"masks_s": scoring_seconds, "masked_train_s": trained.seconds})
 
@@ -128,6 +129,7 @@ class IterSnip(AtInitialisationMethod):
     next batch of one seeded stream (the same kind of random batch)."""
 
     name: Literal["iter_snip"] = "iter_snip"
+    reference_shortfall: ClassVar[int] = 1  # its last round keeps the scores strictly above the budget-th
     steps: int = Field(10, gt=0, le=1 << 12, description="pruning rounds of the exponential schedule")
     batches: int = Field(1, gt=0, le=1 << 16, description="training batches each round's gradient averages over")
 
@@ -151,6 +153,7 @@ class Force(AtInitialisationMethod):
     step it is SNIP without re-initialisation."""
 
     name: Literal["force"] = "force"
+    reference_shortfall: ClassVar[int] = 1  # its last round keeps the scores strictly above the budget-th
     steps: int = Field(10, gt=0, le=1 << 12, description="pruning rounds of the exponential schedule")
     batches: int = Field(1, gt=0, le=1 << 16, description="training batches each round's gradient averages over")
 
@@ -231,14 +234,16 @@ class Synflow(AtInitialisationMethod):
     (the reference does not re-initialise)."""
 
     name: Literal["synflow"] = "synflow"
+    reference_shortfall: ClassVar[int] = 1  # keeps the scores strictly above its (N − budget)-th smallest
     iterations: int = Field(100, gt=0, le=1 << 12, description="pruning rounds of the exponential schedule")
 
     def prune(self, run: SparseRun, budget: int) -> Masks:
         check_budget(run, budget)
         shape = input_shape(run)
+        linearised = LinearisedCopy(run.model, run.weights)
         kept: Masks | None = None
         for keep in exponential_keeps(run.total_weights, budget, self.iterations):
-            kept = keep_highest(synflow_scores(run.model, run.weights, shape, masks=kept), keep, alive=kept)
+            kept = keep_highest(synflow_scores(linearised, run.weights, shape, masks=kept), keep, alive=kept)
         return kept
 
 

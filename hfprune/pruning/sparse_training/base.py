@@ -1,8 +1,10 @@
 """What every sparse-training method shares: the run it is given, what it hands back, and its base class.
 
-A method is one pydantic class that owns its options (like the unstructured methods); it trains the run's
-model in place and ends with exactly ``budget`` nonzero weights over the run's prunable weights, pruned weights
-exactly zero. Biases are never pruned and never counted.
+A method is one pydantic class that owns its options (like the unstructured methods). It does not train the
+model itself: :meth:`SparseTrainingMethod.phases` hands back each training run it needs (masks kept exact, what
+runs after every step; :mod:`.phases`), so the model trains alone or packed with others; :meth:`run` trains it
+alone. It ends with exactly ``budget`` nonzero weights over the run's prunable weights, pruned weights exactly zero.
+Biases are never pruned and never counted.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from hfprune.train.sections import TrainingSection
 from hfprune.config.schema import Section
+from hfprune.pruning.masking import MaskedParameters
+from hfprune.pruning.sparse_training.phases import Phases, TrainPhase, run_phases
+from hfprune.train.sections import TrainingSection
 
 LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
@@ -30,10 +34,22 @@ class SparseRun:
     loss_fn: LossFn  # loss_fn(model, batch) -> scalar
     seed: int
     progress: bool = False
+    drop_last: bool = False  # leave each epoch's last, smaller batch out (the reference's loader)
 
     @property
     def total_weights(self) -> int:
         return sum(weight.numel() for weight in self.weights.values())
+
+    def phase(self, masks: dict[str, torch.Tensor] | MaskedParameters | None, *, section: TrainingSection | None = None,
+              seed: int | None = None, description: str = "train", **options: Any) -> TrainPhase:
+        """A training phase of this run's model under ``masks`` (a dict, or a :class:`MaskedParameters` the method
+        keeps and updates), with ``section`` (default :attr:`training`) and data-order ``seed`` (default
+        :attr:`seed`); ``options``: ``on_step``, ``skip_update``, ``reset_momentum``."""
+        if masks is not None and not isinstance(masks, MaskedParameters):
+            masks = MaskedParameters(self.model, masks)
+        return TrainPhase(self.model, self.train_set, self.loss_fn, section or self.training,
+                          self.seed if seed is None else seed, masks, description=description,
+                          drop_last=self.drop_last, progress=self.progress, **options)
 
 
 @dataclass
@@ -55,10 +71,22 @@ class SparseTrainingMethod(Section):
 
     name: str
     at_initialisation: ClassVar[bool] = False  # prunes before any training (SNIP, GraSP, SynFlow, ...)
+    # nonzero weights the reference code ends with below the budget it is asked for (its strict thresholds)
+    reference_shortfall: ClassVar[int] = 0
+    packs: ClassVar[str] = "yes: one training run under a fixed mask"  # how its trials pack (``hfprune methods``)
+
+    def phases(self, run: SparseRun, budget: int) -> Phases:
+        """Hand back, one by one, the training phases that take ``run.model`` to ``budget`` nonzero weights over
+        ``run.weights``; return the :class:`SparseResult` (see :mod:`.phases`)."""
+        raise NotImplementedError
+
+    def phase_count(self, run_training: TrainingSection) -> int:
+        """How many training phases :meth:`phases` hands back (trials with as many pack together)."""
+        return 1
 
     def run(self, run: SparseRun, budget: int) -> SparseResult:
-        """Train ``run.model`` in place to ``budget`` nonzero weights over ``run.weights``."""
-        raise NotImplementedError
+        """Train ``run.model`` in place, alone, to ``budget`` nonzero weights over ``run.weights``."""
+        return run_phases(self.phases(run, budget))
 
     def options(self) -> dict[str, Any]:
         return self.model_dump(exclude={"name"})

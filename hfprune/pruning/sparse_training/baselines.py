@@ -7,8 +7,9 @@ from typing import ClassVar, Literal
 import torch
 
 from hfprune.pruning.sparse_training.base import SparseResult, SparseRun, SparseTrainingMethod
-from hfprune.pruning.sparse_training.loop import train_masked
 from hfprune.pruning.sparse_training.masks import check_budget, dense_masks, magnitude_masks, random_masks
+from hfprune.pruning.sparse_training.phases import Phases
+from hfprune.train.sections import TrainingSection
 
 
 class RandomSparse(SparseTrainingMethod):
@@ -19,10 +20,10 @@ class RandomSparse(SparseTrainingMethod):
     name: Literal["random_at_init"] = "random_at_init"
     at_initialisation: ClassVar[bool] = True
 
-    def run(self, run: SparseRun, budget: int) -> SparseResult:
+    def phases(self, run: SparseRun, budget: int) -> Phases:
         check_budget(run, budget, self.name)
         masks = random_masks(run, budget, torch.Generator().manual_seed(run.seed))
-        train_masked(run, masks, description=self.name)
+        yield run.phase(masks, description=self.name)
         return SparseResult(masks, run.training.epochs)
 
 
@@ -32,10 +33,14 @@ class MagnitudeAfterTraining(SparseTrainingMethod):
     the paper's pruning methods; its gradual and iterative relatives are ``gradual_magnitude`` and ``imp``."""
 
     name: Literal["magnitude"] = "magnitude"
+    packs: ClassVar[str] = "yes: phase by phase (the dense training, then the fine-tuning)"
 
-    def run(self, run: SparseRun, budget: int) -> SparseResult:
+    def phase_count(self, run_training: TrainingSection) -> int:
+        return 2
+
+    def phases(self, run: SparseRun, budget: int) -> Phases:
         check_budget(run, budget, self.name)
-        train_masked(run, dense_masks(run), description=f"{self.name} dense")
+        yield run.phase(dense_masks(run), description=f"{self.name} dense")
         masks = magnitude_masks(run, budget)
-        train_masked(run, masks, description=f"{self.name} fine-tune")
+        yield run.phase(masks, description=f"{self.name} fine-tune")
         return SparseResult(masks, 2 * run.training.epochs)

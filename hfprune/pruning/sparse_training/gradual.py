@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from hfprune.errors import HfpruneError
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.sparse_training.base import SparseResult, SparseRun, SparseTrainingMethod
-from hfprune.pruning.sparse_training.loop import total_steps, train_masked
+from hfprune.pruning.sparse_training.loop import total_steps
 from hfprune.pruning.sparse_training.masks import check_budget, dense_masks, magnitude_masks
+from hfprune.pruning.sparse_training.phases import Phases
 
 
 def cubic_nonzeros(event: int, events: int, total: int, budget: int) -> int:
@@ -29,13 +30,16 @@ class GradualMagnitude(SparseTrainingMethod):
     pruned down to :func:`cubic_nonzeros`; the last event reaches the budget, and training goes on with that
     mask to the end. Pruned weights never return. (Reading: the reference also prunes at a 200th event, where
     its schedule passes t/T = 1 and undershoots the budget; here the schedule ends at the budget. A run with
-    fewer steps than ``events + 1`` prunes after every step but the last.)
+    fewer steps than ``events + 1`` prunes after every step but the last.) The reference's thresholds keep one
+    weight fewer than asked and its last events pass t/T = 1, so it ends at budget − 2 (``reference_shortfall``).
     """
 
     name: Literal["gradual_magnitude"] = "gradual_magnitude"
     events: int = Field(199, ge=1, le=1_000_000, description="pruning events during training (paper: 199)")
+    reference_shortfall: ClassVar[int] = 2
+    packs: ClassVar[str] = "yes: each model's pruning events run on its own weights inside the pack"
 
-    def run(self, run: SparseRun, budget: int) -> SparseResult:
+    def phases(self, run: SparseRun, budget: int) -> Phases:
         check_budget(run, budget, self.name)
         steps = total_steps(run)
         if steps < 2:
@@ -55,7 +59,7 @@ class GradualMagnitude(SparseTrainingMethod):
             masked.update(magnitude_masks(run, keep, dict(zip(masked.names, masked.masks))))
             pruned_at.append((step, keep))
 
-        train_masked(run, masked, description=self.name, on_step=prune)
+        yield run.phase(masked, description=self.name, on_step=prune)
         masks = dict(zip(masked.names, masked.masks))
         return SparseResult(masks, run.training.epochs, {"events": events, "interval_steps": interval,
                                                          "pruned_at": pruned_at})

@@ -28,9 +28,11 @@ def train_masked(run: SparseRun, masks: dict[str, torch.Tensor] | MaskedParamete
 
 def steps_per_epoch(run: SparseRun, section: TrainingSection | None = None) -> int:
     """Optimizer steps in one epoch of ``section`` (default ``run.training``), as the trainer takes them (the
-    last, smaller batch included)."""
+    last, smaller batch included, unless the run drops it)."""
     section = section or run.training
-    return math.ceil(math.ceil(len(run.train_set) / section.batch_size) / section.gradient_accumulation_steps)
+    batches = len(run.train_set) // section.batch_size if run.drop_last else math.ceil(len(run.train_set) /
+                                                                                        section.batch_size)
+    return math.ceil(batches / section.gradient_accumulation_steps)
 
 
 def total_steps(run: SparseRun, section: TrainingSection | None = None) -> int:

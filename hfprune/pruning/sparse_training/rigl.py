@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
 
 from hfprune.pruning.masking import MaskedParameters
 from hfprune.pruning.sparse_training.base import SparseResult, SparseRun, SparseTrainingMethod
-from hfprune.pruning.sparse_training.loop import total_steps, train_masked
+from hfprune.pruning.sparse_training.loop import total_steps
 from hfprune.pruning.sparse_training.masks import Masks, check_budget, top_k
+from hfprune.pruning.sparse_training.phases import Phases, TrainPhase
 
 
 def erk_densities(shapes: list[torch.Size], density: float, power: float = 1.0) -> list[float]:
@@ -84,10 +84,13 @@ class RigL(SparseTrainingMethod):
     Prunes at initialisation to a random mask of exactly the budget spread over the layers by ERK
     (:func:`erk_counts`), then every ``delta`` steps until ``t_end`` of training rewires each layer
     (:func:`rewire`) with drop fraction alpha/2 · (1 + cos(π t / T_end)); each layer keeps its count, so the
-    budget holds at every step. Grown weights start at 0. (Readings: the dense gradient is that of the current
-    batch, taken after this step's update, where the reference skips the update of a rewiring step and uses
-    the gradient before it; momentum of a pruned weight is not reset, it decays by 0.9 each step it stays
-    pruned, ≥ ``delta`` steps before it can be grown.)
+    budget holds at every step. Grown weights start at 0. The dense gradient is that of the step's batch
+    (``gradient``): ``after_update`` (our reading) takes it after this step's update; ``before_update`` (the
+    reference) skips the update of a rewiring step, so the gradient is at the weights the batch saw and that batch
+    trains nothing. ``reset_momentum`` (the reference) zeroes the momentum of pruned weights after every step, so a
+    grown weight starts without momentum; without it a pruned weight's momentum decays by the momentum factor each
+    step it stays pruned (≥ ``delta`` steps before it can be grown). With ``before_update`` or ``reset_momentum``
+    (SGD only) the trial trains through the packed engine, alone or packed.
     """
 
     name: Literal["rigl"] = "rigl"
@@ -95,38 +98,46 @@ class RigL(SparseTrainingMethod):
     alpha: float = Field(0.3, gt=0, le=1, description="initial drop fraction, cosine-decayed (paper: 0.3)")
     t_end: float = Field(0.75, gt=0, le=1, description="share of training after which the mask is fixed (paper: 0.75)")
     erk_power: float = Field(1.0, ge=0, le=10, description="ERK exponent on (fan-in + fan-out)/size (paper: 1)")
+    gradient: Literal["after_update", "before_update"] = Field(
+        "after_update", description="dense gradient of a rewiring step: after its update, or before it with the "
+                                    "update skipped (the reference)")
+    reset_momentum: bool = Field(False, description="zero the momentum of pruned weights after every step (the "
+                                                    "reference; SGD)")
+    packs: ClassVar[str] = "yes: each model rewires from its own weights and the batch of the step inside the pack"
 
     def drop_fraction(self, step: int, end: int) -> float:
         return self.alpha / 2 * (1 + math.cos(step * math.pi / end))
 
-    def run(self, run: SparseRun, budget: int) -> SparseResult:
+    def rewires(self, step: int, end: int) -> bool:
+        """Whether the mask changes after step ``step`` (counted from 1)."""
+        return step % self.delta == 0 and step < end
+
+    def phases(self, run: SparseRun, budget: int) -> Phases:
         check_budget(run, budget, self.name)
         end = int(self.t_end * total_steps(run))
         masked = MaskedParameters(run.model, erk_random_masks(run, budget, self.erk_power,
                                                               torch.Generator().manual_seed(run.seed)))
-        seen: dict = {}
-        updates, grown_in_all = 0, 0
-
-        def loss_fn(model, batch):  # the trainer's model and batch, for the dense gradient of a rewiring step
-            seen["model"], seen["batch"] = model, batch
-            return run.loss_fn(model, batch)
+        counts = {"updates": 0, "grown": 0}
+        phase: TrainPhase
 
         def update(step: int) -> None:
-            nonlocal updates, grown_in_all
-            if step % self.delta or step >= end:
+            if not self.rewires(step, end):
                 return
-            gradients = dense_gradients(run, masked, seen["model"], seen["batch"])
+            gradients = dense_gradients(run, masked, phase.step_model, phase.step_batch)
             fraction = self.drop_fraction(step, end)
             old = dict(zip(masked.names, masked.masks))
             new = {name: rewire(old[name], weight.detach().cpu(), gradients[name], fraction)
                    for name, weight in run.weights.items()}
-            grown_in_all += sum(int((new[name] & ~old[name]).sum()) for name in new)
-            updates += 1
+            counts["grown"] += sum(int((new[name] & ~old[name]).sum()) for name in new)
+            counts["updates"] += 1
             masked.update(new)
 
-        train_masked(dataclasses.replace(run, loss_fn=loss_fn), masked, description=self.name, on_step=update)
+        skip = (lambda step: self.rewires(step, end)) if self.gradient == "before_update" else None
+        phase = run.phase(masked, description=self.name, on_step=update, skip_update=skip,
+                          reset_momentum=self.reset_momentum)
+        yield phase
         masks = dict(zip(masked.names, masked.masks))
-        return SparseResult(masks, run.training.epochs, {"updates": updates, "grown": grown_in_all,
+        return SparseResult(masks, run.training.epochs, {"updates": counts["updates"], "grown": counts["grown"],
                                                          "update_end_step": end})
 
 

@@ -162,19 +162,37 @@ def hessian_gradient_scores(model: nn.Module, weights: dict[str, nn.Parameter], 
 
 
 # -- SynFlow ----------------------------------------------------------------------------------------------------
-def synflow_scores(model: nn.Module, weights: dict[str, nn.Parameter], input_shape: Sequence[int],
+class LinearisedCopy:
+    """SynFlow's linearised network, made once per pruning: a float64 copy in evaluation mode with every parameter
+    replaced by its absolute value (biases too, as the reference does); :func:`synflow_scores` masks a fresh copy
+    of its weights for each round."""
+
+    def __init__(self, model: nn.Module, weights: dict[str, nn.Parameter]):
+        self.clone, self.weights = scoring_copy(model, weights, dtype=torch.float64)
+        self.clone.eval()
+        with torch.no_grad():
+            for parameter in self.clone.parameters():
+                parameter.abs_()
+        self.absolute = {name: weight.detach().clone() for name, weight in self.weights.items()}
+
+    def masked(self, masks: Masks | None) -> tuple[nn.Module, dict[str, nn.Parameter]]:
+        """The copy with its weights |w| ⊙ ``masks`` (all of them without masks)."""
+        with torch.no_grad():
+            for name, weight in self.weights.items():
+                weight.copy_(self.absolute[name])
+                if masks is not None:
+                    weight.mul_(masks[name].to(weight.device, weight.dtype))
+        return self.clone, self.weights
+
+
+def synflow_scores(model: nn.Module | LinearisedCopy, weights: dict[str, nn.Parameter], input_shape: Sequence[int],
                    masks: Masks | None = None) -> Scores:
     """|∂R/∂w ⊙ w| with R the summed output of the linearised network, in float64: every parameter replaced by
     its absolute value (biases too, as the reference does), pruned weights (``masks``) at zero, one all-ones
-    input of ``input_shape``, evaluation mode (ReLUs are kept; on positive values they pass everything)."""
-    clone, clone_weights = scoring_copy(model, weights, dtype=torch.float64)
-    clone.eval()
-    with torch.no_grad():
-        for parameter in clone.parameters():
-            parameter.abs_()
-        if masks is not None:
-            for name, weight in clone_weights.items():
-                weight.mul_(masks[name].to(weight.device, weight.dtype))
+    input of ``input_shape``, evaluation mode (ReLUs are kept; on positive values they pass everything). A
+    :class:`LinearisedCopy` of the model serves every round of one pruning (one copy instead of one per round)."""
+    linearised = model if isinstance(model, LinearisedCopy) else LinearisedCopy(model, weights)
+    clone, clone_weights = linearised.masked(masks)
     device = next(iter(clone_weights.values())).device
     output = clone(torch.ones(1, *input_shape, dtype=torch.float64, device=device))
     logits = output if isinstance(output, torch.Tensor) else output.logits

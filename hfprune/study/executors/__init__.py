@@ -1,7 +1,8 @@
-"""Where a study's trials run: in this process one after another (the default), or as Ray tasks.
+"""Where a study's trials run: in this process one after another (the default), or as Ray tasks; either way
+trials of one shape may train as packs (``execution.pack``, ``hfprune run --pack``; :mod:`.packing`).
 
-``hfprune run --workers N`` starts a local Ray instance and runs up to N trials at once; ``--ray-address``
-joins a running cluster. Without either, Ray is not imported.
+``hfprune run --workers N`` starts a local Ray instance and runs up to N trials (or packs) at once;
+``--ray-address`` joins a running cluster. Without either, Ray is not imported.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ __all__ = ["Executor", "FinishedTrial", "TrialRunner", "executor_for"]
 
 
 def executor_for(recipe: StudyRecipe, one_device_trials: bool, workers: int | None = None,
-                 ray_address: str | None = None, processes: int = 1) -> Executor:
-    """The executor the flags ask for; refuses Ray where a trial needs more than one device of its own."""
+                 ray_address: str | None = None, processes: int = 1, pack: int | str | None = None) -> Executor:
+    """The executor the flags ask for; refuses Ray where a trial needs more than one device of its own. ``pack``
+    (``--pack``) overrides ``execution.pack``."""
+    pack = recipe.execution.pack if pack is None else pack
     if workers is None and ray_address is None:
-        return InProcessExecutor(recipe.execution.threads_per_trial)
+        return InProcessExecutor(recipe.execution.threads_per_trial, pack)
     flag = "--workers" if workers is not None else "--ray-address"
     if processes > 1:
         raise HfpruneError(f"{flag} runs each trial in one process, but this run has {processes} processes "
@@ -33,4 +36,4 @@ def executor_for(recipe: StudyRecipe, one_device_trials: bool, workers: int | No
     except ImportError as error:
         raise HfpruneError(f"{flag} needs Ray ({error}); install it with pip install 'hfprune[ray]'") from None
     check_address(ray_address)
-    return RayExecutor(recipe.execution, workers, ray_address)
+    return RayExecutor(recipe.execution, workers, ray_address, pack)

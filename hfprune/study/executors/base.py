@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 import torch
 from transformers import PreTrainedModel
@@ -25,7 +25,12 @@ class FinishedTrial:
 
 class TrialRunner(Protocol):
     """What runs one trial of a study: built once per study, shared by all its trials (on Ray: put in the object
-    store once, fetched once per worker process)."""
+    store once, fetched once per worker process).
+
+    A runner that packs also has ``pack_key(spec) -> str | None`` (trials with one key may train as one pack;
+    None: alone), ``run_pack(specs, progress=None) -> list[FinishedTrial]`` (each record equal to the trial's
+    alone, within the packed engine's tolerance) and ``calibrate(spec) -> int`` (the pack size that trains the
+    most trials per second on this device)."""
 
     def run(self, spec: TrialSpec, progress: bool | None = None) -> FinishedTrial:
         """Run one trial; ``progress`` overrides the runner's own per-epoch bars (Ray workers: off)."""
@@ -38,7 +43,7 @@ class Executor(Protocol):
 
     def __exit__(self, *exc) -> None: ...
 
-    def run(self, runner: TrialRunner, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
+    def run(self, runner: TrialRunner, specs: Iterable[TrialSpec]) -> Iterator[FinishedTrial]:
         """Run ``specs`` with ``runner`` and yield each finished trial."""
 
 

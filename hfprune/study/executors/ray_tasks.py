@@ -12,30 +12,43 @@ from __future__ import annotations
 import math
 import os
 import socket
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import ray
 
 from hfprune.errors import HfpruneError, reason
 from hfprune.study.executors.base import FinishedTrial, TrialRunner, torch_threads
+from hfprune.study.executors.packing import packs, run_group
 from hfprune.study.recipe import ExecutionSection
 from hfprune.study.spec import TrialSpec
 
 _RUNNERS: dict[str, TrialRunner] = {}  # in a worker process: the trial runner of the study it serves, by object id
 
 
-def _run_on_worker(runner_ref: list, spec: TrialSpec, threads: int) -> FinishedTrial:
-    """The Ray task: one trial, on the device Ray assigned (``runner_ref`` is a one-element list so that Ray
-    hands over the reference, not a fresh copy of the runner per task)."""
+def _runner(runner_ref: list) -> TrialRunner:
     key = runner_ref[0].hex()
     if key not in _RUNNERS:
         _RUNNERS.clear()
         _RUNNERS[key] = ray.get(runner_ref[0])
+    return _RUNNERS[key]
+
+
+def _run_on_worker(runner_ref: list, specs: list[TrialSpec], threads: int) -> list[FinishedTrial]:
+    """The Ray task: one trial, or one pack of trials, on the device Ray assigned (``runner_ref`` is a one-element
+    list so that Ray hands over the reference, not a fresh copy of the runner per task)."""
+    runner = _runner(runner_ref)
     with torch_threads(threads):
-        finished = _RUNNERS[key].run(spec, progress=False)
-    if finished.checkpoint is not None:
-        finished.checkpoint.to("cpu")  # the driver may have no GPU
+        finished = run_group(runner, specs, progress=False)
+    for trial in finished:
+        if trial.checkpoint is not None:
+            trial.checkpoint.to("cpu")  # the driver may have no GPU
     return finished
+
+
+def _calibrate_on_worker(runner_ref: list, spec: TrialSpec, threads: int) -> int:
+    """The Ray task of ``execution.pack: auto``: the pack size a worker's device trains fastest."""
+    with torch_threads(threads):
+        return _runner(runner_ref).calibrate(spec)
 
 
 def check_address(address: str | None) -> None:
@@ -55,8 +68,10 @@ def check_address(address: str | None) -> None:
 class RayExecutor:
     """Trials fanned out as Ray tasks; ``workers`` caps how many run at once (None: as many as fit)."""
 
-    def __init__(self, execution: ExecutionSection, workers: int | None = None, address: str | None = None):
+    def __init__(self, execution: ExecutionSection, workers: int | None = None, address: str | None = None,
+                 pack: int | str | None = None):
         self.execution, self.workers, self.address = execution, workers, address
+        self.pack = execution.pack if pack is None else pack
         self.started = False
 
     def __enter__(self) -> "RayExecutor":
@@ -81,41 +96,56 @@ class RayExecutor:
             ray.shutdown()
             self.started = False
 
-    def _remote(self):
+    def _remote(self, function):
         execution = self.execution
         gpus = execution.gpus_per_trial if ray.cluster_resources().get("GPU", 0) > 0 else 0
         return ray.remote(num_cpus=execution.cpus_per_trial, num_gpus=gpus,
-                          max_retries=execution.max_retries)(_run_on_worker)
+                          max_retries=execution.max_retries)(function)
 
-    def run(self, runner: TrialRunner, specs: list[TrialSpec]) -> Iterator[FinishedTrial]:
-        if not specs:
-            return
+    def run(self, runner: TrialRunner, specs: Iterable[TrialSpec]) -> Iterator[FinishedTrial]:
+        """Each trial, or each pack of trials (``execution.pack``), as one task; up to ``workers`` at once."""
         execution = self.execution
         threads = execution.threads_per_trial
-        remote, runner_ref = self._remote(), ray.put(runner)
-        queue, pending = iter(specs), {}
-        limit = self.workers or len(specs)
+        remote, runner_ref = None, None
+        pending: dict = {}
 
-        def submit() -> None:
-            spec = next(queue, None)
-            if spec is not None:  # the task's name is its worker's process title: ray::<trial id>
-                pending[remote.options(name=spec.trial_id).remote([runner_ref], spec, threads)] = spec
+        def calibrate(spec: TrialSpec) -> int:
+            calibration = self._remote(_calibrate_on_worker).options(name=f"calibrate {spec.trial_id}")
+            return ray.get(calibration.remote([reference()], spec, threads))
 
-        for _ in range(limit):
-            submit()
+        def reference():
+            nonlocal runner_ref, remote
+            if runner_ref is None:
+                remote, runner_ref = self._remote(_run_on_worker), ray.put(runner)
+            return runner_ref
+
+        queue = packs(runner, specs, self.pack, calibrate)
+        limit = self.workers or float("inf")
+
+        def submit() -> bool:
+            group = next(queue, None)
+            if group is None:
+                return False
+            name = group[0].trial_id + (f" +{len(group) - 1}" if len(group) > 1 else "")  # the worker's title
+            ref = reference()
+            pending[remote.options(name=name).remote([ref], group, threads)] = group
+            return True
+
         try:
+            while len(pending) < limit and submit():
+                pass
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
-                spec = pending.pop(ref)
-                finished = _result(ref, spec, execution.max_retries)
+                group = pending.pop(ref)
+                finished = _result(ref, group[0], execution.max_retries)
                 submit()
-                yield finished
+                yield from finished
         finally:
             for ref in pending:  # an error or an interrupt: stop what is still running
                 ray.cancel(ref, force=True)
 
 
-def _result(ref, spec: TrialSpec, retries: int) -> FinishedTrial:
+def _result(ref, spec: TrialSpec, retries: int) -> list[FinishedTrial]:
     """The task's value; its own error as raised on the worker; one line if its workers kept dying."""
     try:
         return ray.get(ref)

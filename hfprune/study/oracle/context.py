@@ -13,7 +13,7 @@ from hfprune.study.executors import FinishedTrial
 from hfprune.study.oracle.physical import retraining_shrink
 from hfprune.study.oracle.plan import Plan
 from hfprune.study.oracle.recipe import OracleRecipe
-from hfprune.study.oracle.trial import run_trial
+from hfprune.study.oracle.trial import measures_final_train, run_trial
 from hfprune.study.spec import TrialSpec
 from hfprune.study.tasks import Task
 
@@ -32,10 +32,15 @@ class OracleContext:
 
     def run(self, spec: TrialSpec, progress: bool | None = None) -> FinishedTrial:
         """Run one trial (see :func:`hfprune.study.oracle.trial.run_trial`) and make the model its export saves."""
-        record, model = run_trial(spec, self.dense, self.plan.masks, self.task, self.recipe.retrain,
-                                  self.recipe.seed, self.progress if progress is None else progress,
+        recipe = self.recipe
+        retrain = recipe.retrain
+        if spec.variant is not None and recipe.sweep is not None and recipe.sweep.applies_to == "training":
+            retrain = spec.variant.apply(retrain)
+        record, model = run_trial(spec, self.dense, self.plan.masks, self.task, retrain,
+                                  recipe.seed, self.progress if progress is None else progress,
                                   workdir=trial_directory(self.directory, spec.trial_id),
-                                  shrink=retraining_shrink(self.plan, spec, self.recipe.retrain),
-                                  rounds=getattr(self.plan, "run_rounds", None))
+                                  shrink=retraining_shrink(self.plan, spec, retrain),
+                                  rounds=getattr(self.plan, "run_rounds", None),
+                                  final_train=measures_final_train(recipe, self.task))
         exports = self.recipe.export.checkpoints != "none" and PartialState().is_main_process
         return FinishedTrial(spec, record, self.plan.exported(spec, model) if exports else None)

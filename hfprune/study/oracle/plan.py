@@ -21,6 +21,7 @@ from hfprune.pruning.structured.samplers import MaskCandidate, candidates_for
 from hfprune.pruning.unstructured import UnstructuredMethod, list_targets
 from hfprune.report.sparsity import mask_counts, sparsity_facts
 from hfprune.study.spec import TrialSpec
+from hfprune.study.sweep import PLAIN, runs, variants
 
 ParameterMasks = dict[str, torch.Tensor]
 
@@ -68,13 +69,11 @@ class StructuredPlan:
         self.taylor_fo = PrunedTaylorFO(groups, calibration, task.loss_fn()) if calibration else None
 
     def trials(self) -> list[TrialSpec]:
-        recipe, specs = self.recipe, []
+        recipe, candidates = self.recipe, []
         for setting in recipe.pruning.settings:
-            candidates = candidates_for(self.groups, expand_kinds(self.groups, setting.ratios), setting.label,
-                                        setting.candidates.mode, setting.candidates.num, recipe.seed)
-            specs += [TrialSpec(candidate, repeat) for candidate in candidates
-                      for repeat in range(recipe.pruning.repeats)]
-        return specs
+            candidates += candidates_for(self.groups, expand_kinds(self.groups, setting.ratios), setting.label,
+                                         setting.candidates.mode, setting.candidates.num, recipe.seed)
+        return expand(recipe, candidates)
 
     def masks(self, spec: TrialSpec, model: torch.nn.Module) -> tuple[ParameterMasks, dict[str, Any]]:
         candidate: MaskCandidate = spec.candidate
@@ -102,6 +101,9 @@ class StructuredPlan:
 
         setting = next(s for s in self.recipe.pruning.settings if s.label == spec.candidate.setting)
         schedule = self.recipe.pruning.rounds_of(setting)
+        sweep = self.recipe.sweep
+        if schedule is not None and spec.variant is not None and sweep is not None and sweep.applies_to == "rounds":
+            schedule = schedule.model_copy(update={"retrain": spec.variant.apply(schedule.retrain)})
         if schedule is not None:
             run_earlier_rounds(model, self.groups, spec.candidate.mask, schedule, self.task, record, seed, progress)
         return schedule
@@ -115,8 +117,8 @@ class UnstructuredPlan:
 
     def trials(self) -> list[TrialSpec]:
         pruning = self.recipe.pruning
-        return [TrialSpec(MethodCandidate(pruning.unstructured_setting, method), repeat)
-                for method in pruning.methods for repeat in range(pruning.repeats)]
+        methods = [MethodCandidate(pruning.unstructured_setting, method) for method in pruning.methods]
+        return expand(self.recipe, methods)
 
     def masks(self, spec: TrialSpec, model: torch.nn.Module) -> tuple[ParameterMasks, dict[str, Any]]:
         pruning, method = self.recipe.pruning, spec.candidate.method
@@ -135,6 +137,13 @@ class UnstructuredPlan:
 
     def shrinker(self, spec: TrialSpec) -> None:
         return None
+
+
+def expand(recipe: OracleRecipe, candidates: list) -> list[TrialSpec]:
+    """Every candidate at every point of the recipe's sweep, × its runs (or ``pruning.repeats``)."""
+    points = variants(recipe.sweep)
+    return [TrialSpec(candidate, repeat, None if variant is PLAIN else variant) for candidate in candidates
+            for variant in points for repeat in range(runs(recipe.sweep, recipe.pruning.repeats))]
 
 
 def plan_for(recipe: OracleRecipe, adapter, groups: dict[str, Group], task) -> Plan:

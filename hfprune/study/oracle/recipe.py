@@ -11,6 +11,7 @@ from hfprune.config.schema import Section, one_of
 from hfprune.models import FAMILIES
 from hfprune.pruning.unstructured.registry import METHODS, MethodEntry
 from hfprune.study.recipe import MaskSetting, StudyRecipe
+from hfprune.study.sweep import check_runs
 from hfprune.train.sections import TrainingSection
 
 
@@ -199,6 +200,26 @@ class OracleRecipe(StudyRecipe):
         if self.pruning.selection is not None and self.data.validation_fraction is None:
             raise ValueError("pruning.selection ranks candidates on a validation split: set data.validation_fraction "
                              "(e.g. 0.1 of the train split)")
+        return self
+
+    @model_validator(mode="after")
+    def _sweep_fits(self) -> "OracleRecipe":
+        sweep = self.sweep
+        if sweep is None:
+            return self
+        check_runs(sweep, self.pruning.repeats, "pruning.repeats")
+        if sweep.init != "per_run":
+            raise ValueError("sweep.init: oracle trials start from the dense model; remove sweep.init")
+        if sweep.report == "best":
+            raise ValueError("sweep.report: an oracle study analyses every sweep point as its own setting "
+                             "(report: each)")
+        if self.pruning.selection is not None:
+            raise ValueError("sweep and pruning.selection: successive halving retrains with the recipe's retrain; "
+                             "drop one of them")
+        if sweep.applies_to == "rounds" and (self.pruning.schedule is None or
+                                             any(s.schedule is not None for s in self.pruning.settings)):
+            raise ValueError("sweep.applies_to: rounds changes pruning.schedule.retrain: give pruning.schedule "
+                             "(and no schedule per setting)")
         return self
 
     def fingerprint_exclude(self) -> dict:

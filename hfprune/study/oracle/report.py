@@ -63,6 +63,18 @@ def retrain_epochs(directory: Path) -> tuple[int | None, int | None]:
     return section.epochs, short
 
 
+def by_sweep_point(row: dict[str, Any]) -> dict[str, Any]:
+    """A trial of a sweep point belongs to its setting at that point (``conv1@0.5 [LR2]``): an oracle study analyses
+    every point of its sweep on its own (the paper's LR1 and LR2)."""
+    point = row.get("sweep_point")
+    return {**row, "setting": f"{row.get('setting')} [{point}]"} if point else row
+
+
+def measured(records: list[dict[str, Any]]) -> list[str]:
+    """What the trials measured after retraining (``final_test``, and ``final_train`` where asked)."""
+    return sorted({part for record in records for part in record.get("measured", ["final_test", "final_train"])})
+
+
 def report_oracle_study(directory: str | Path, pairs: Iterable[tuple[str, str]] | None = None,
                         directions: Mapping[str, bool] | None = None, plots: bool = True,
                         average_repeats: bool = True, bootstrap: Bootstrap | None = Bootstrap()) -> dict[str, Any]:
@@ -75,7 +87,7 @@ def report_oracle_study(directory: str | Path, pairs: Iterable[tuple[str, str]] 
     (resampled over candidates; None: none).
     """
     directory = Path(directory)
-    rows = load_table(directory)
+    rows = [by_sweep_point(row) for row in load_table(directory)]
     source = str(directory)
     directions = {**declared_directions(rows), **(directions or {})}
     if pairs is None:
@@ -112,6 +124,7 @@ def report_oracle_study(directory: str | Path, pairs: Iterable[tuple[str, str]] 
     outcome = next((c for c in SELECTION_OUTCOMES if has_values(rows, c, source)), None)
     summary["selection"] = [] if outcome is None else regret_table(
         rows, directions, source, outcome, *retrain_epochs(directory), bootstrap=bootstrap)
+    summary["measured_after_retraining"] = measured(records)
     summary["halving"] = halving_rows(records)
     summary["sparsity"] = sparsity_by_layer(records)
     summary["connectivity"] = connectivity_by_setting(records)

@@ -42,6 +42,7 @@ def run_trial(
     workdir: Path | None = None,
     shrink: Shrink | None = None,
     rounds: Callable | None = None,
+    final_train: bool = False,
 ) -> tuple[TrialRecord, PreTrainedModel]:
     """Prune a copy of ``dense``, measure it, retrain it (masks exact) and evaluate it.
 
@@ -64,12 +65,21 @@ def run_trial(
             _save_retrained(model, record, checkpoint)
     started = time.perf_counter()
     record.add_all("final_test", task.evaluate(model, "test", workdir), task.direction)
-    record.add_all("final_train", task.evaluate(model, "train"), task.direction)
+    if final_train:
+        record.add_all("final_train", task.evaluate(model, "train"), task.direction)
+    record.facts["measured"] = ["final_test"] + (["final_train"] if final_train else [])
     if is_supported(model):  # MLP and ConvNet families: the nominal and effective nonzero weights
         example = task.example_input() if hasattr(task, "example_input") else None
         add_connectivity(record, analyse(model, example_input=example))
     record.timings["final_eval_s"] = time.perf_counter() - started
     return record, model
+
+
+def measures_final_train(recipe, task: Task) -> bool:
+    """Whether trials evaluate the whole train split after retraining: ``evaluation.final_train``, by default only
+    where the task ranks trials by it (a vision-language study without a test split)."""
+    asked = recipe.evaluation.final_train
+    return getattr(task, "final_train_by_default", False) if asked is None else asked
 
 
 def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, task: Task,
@@ -82,6 +92,8 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     criteria = mask_facts.pop(MASK_CRITERIA, {})
     record = TrialRecord(spec.trial_id, spec.candidate.setting, spec.candidate.mask_id, spec.repeat, seed,
                          candidate={**spec.candidate.facts(), **mask_facts})
+    if spec.variant is not None:
+        record.facts.update(spec.variant.facts())
     timings = record.timings
     timings["masks_s"] = time.perf_counter() - started
     # the dense weights the masks remove (a method may have updated the model's kept weights, e.g. SparseGPT)

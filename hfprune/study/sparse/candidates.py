@@ -83,6 +83,11 @@ class MethodTrial:
     def mask_id(self) -> str:
         return f"nnz{self.budget}"
 
+    def target(self, final_count: str = "exact") -> int:
+        """The nonzero weights it ends with: the budget, or (``reference``) as many as the reference code's
+        thresholds leave."""
+        return self.budget - (self.method.reference_shortfall if final_count == "reference" else 0)
+
     def facts(self) -> dict[str, Any]:
         return {"kind": "method", "method": self.method.name, "method_options": self.method.options(),
                 "at_initialisation": self.method.at_initialisation, "budget": self.budget}

@@ -9,14 +9,15 @@ under their fixed masks. Any family and dataset hfprune has can run one.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
 from hfprune.config.schema import Section
 from hfprune.models import FAMILIES, StructuredAdapter
 from hfprune.pruning.sparse_training.registry import SparseMethodEntry
-from hfprune.study.recipe import MaskSetting, StudyRecipe
+from hfprune.study.recipe import MaskSetting, StudyRecipe, SweepSchedule
+from hfprune.study.sweep import check_runs
 from hfprune.train.sections import TrainingSection
 
 SEARCH_LAYERS = 3  # the search's MLP: 2 -> d1 -> d2 -> d3 -> 1 (the paper's four-layer MLP)
@@ -28,12 +29,26 @@ class WidthRange(Section):
 
     low: int = Field(1, ge=1, description="smallest active width of a hidden layer")
     high: int = Field(16, ge=1, description="largest active width of a hidden layer (at most the model's width)")
+    max_model_nonzeros: Optional[int] = Field(
+        None, gt=0, description="only width tuples with at most this many nonzero weights + active biases (the "
+                                "reference's Model NNZ: its fixed-initialisation searches keep those below their "
+                                "bench, 36 for (3, 3, 3))")
 
     @model_validator(mode="after")
     def _ordered(self) -> "WidthRange":
         if self.high < self.low:
             raise ValueError(f"high ({self.high}) must be at least low ({self.low})")
         return self
+
+
+class SearchSweep(Section):
+    """The search's own grid axes (the paper sweeps the search over fewer learning rates than the methods)."""
+
+    lr: Optional[list[float]] = Field(None, description="learning rates of the search [default: sweep.lr]")
+    schedule: Optional[list[SweepSchedule]] = Field(None, description="schedules [default: sweep.schedule]")
+    epochs: Optional[list[int]] = Field(None, description="epochs [default: sweep.epochs]")
+    runs: Optional[int] = Field(None, gt=0, le=1000, description="runs of every point [default: sweep.runs; the "
+                                                                 "reference searches once per point]")
 
 
 class Phase2Section(Section):
@@ -49,6 +64,21 @@ class Phase2Section(Section):
     per_budget_limit: Optional[int] = Field(
         None, gt=0, description="at most this many supports per nonzero count, a seeded uniform subset (quick runs); "
                                 "none: every support")
+    max_nonzeros: Optional[int] = Field(
+        None, gt=0, description="only candidates with at most this many nonzero weights (the reference's 99.5% "
+                                "search at (7, 3, 3): fewer than 33 in the three searched layers, i.e. 35)")
+    support_limits: Optional[list[Optional[int]]] = Field(
+        None, description="per searched layer, only the first k supports of each nonzero count (null: all); the "
+                          "reference's 99.5% search: [null, 3, null]")
+    sweep: Optional[SearchSweep] = Field(None, description="phase 2's grid axes where they differ from the search's "
+                                                           "(the reference's 99.5% phase 2: lr 0.05 only)")
+
+    @field_validator("support_limits")
+    @classmethod
+    def _limits(cls, limits):
+        if limits is not None and (len(limits) != SEARCH_LAYERS or any(k is not None and k < 1 for k in limits)):
+            raise ValueError(f"give {SEARCH_LAYERS} limits (positive or null), e.g. [null, 3, null]; got {limits}")
+        return limits
 
     @field_validator("widths")
     @classmethod
@@ -61,6 +91,8 @@ class Phase2Section(Section):
 class SearchSection(Section):
     phase1: Optional[WidthRange] = Field(None, description="structured phase: active widths per hidden layer")
     phase2: Optional[Phase2Section] = Field(None, description="unstructured phase: supports within fixed widths")
+    sweep: Optional[SearchSweep] = Field(None, description="the search's grid axes where they differ from the "
+                                                           "recipe's sweep (paper: lr 0.05, 0.1 for the search)")
 
     @model_validator(mode="after")
     def _some_phase(self) -> "SearchSection":
@@ -85,7 +117,19 @@ class SparseSection(Section):
                                           "e.g. {ratios: {conv1: 0.5}, candidates: {mode: random, num: 4}}), each "
                                           "trained from the same initialisation under its fixed mask, at its own "
                                           "count of kept weights")
-    repeats: int = Field(1, gt=0, le=1000, description="initialisations (seeds) per candidate and method")
+    repeats: int = Field(1, gt=0, le=1000, description="initialisations (seeds) per candidate and method (with a "
+                                                       "sweep: sweep.runs instead)")
+    final_count: Literal["exact", "reference"] = Field(
+        "exact", description="nonzero weights a method ends with: exactly the budget, or as many as the reference "
+                             "code's thresholds leave (gradual_magnitude budget − 2; imp, synflow, iter_snip, force "
+                             "budget − 1)")
+    drop_last: bool = Field(False, description="leave each epoch's last, smaller batch out, as the reference's loader "
+                                               "(390 steps of 128 on 49,982 points, not 391); trains through the "
+                                               "packed engine")
+    init_width: Optional[int] = Field(
+        None, gt=0, le=4096, description="MLP families: start every model from the top-left slice of the "
+                                         "initialisation of a model of this width (the paper's optimal-width and "
+                                         "optimal-initialisation runs: width 3 or 6 from a width-16 initialisation)")
     checkpoints: Literal["all", "none"] = Field(
         "all", description="save every trained model under checkpoints/ (for `hfprune diagnose STUDY --trial ID`), "
                            "or none")
@@ -150,7 +194,50 @@ class SparseRecipe(StudyRecipe):
         if self.sparse.structured and not issubclass(family, StructuredAdapter):
             raise ValueError(f"sparse.structured draws masks of the family's groups; model.family "
                              f"'{self.model.family}' has none; remove sparse.structured")
+        if self.sparse.init_width is not None:
+            if not family.searchable:
+                raise ValueError(f"sparse.init_width slices an MLP's initialisation; model.family "
+                                 f"'{self.model.family}' is not an MLP family; remove sparse.init_width")
+            if self.sparse.init_width < max(self.hidden_sizes):
+                raise ValueError(f"sparse.init_width ({self.sparse.init_width}) must be at least the model's widths "
+                                 f"{self.hidden_sizes}")
+        sweep = self.sweep
+        if sweep is not None:
+            check_runs(sweep, self.sparse.repeats, "sparse.repeats")
+            if sweep.applies_to != "training":
+                raise ValueError("sweep.applies_to: a sparse study sweeps its training (applies_to: training)")
+            if sweep.report == "each":
+                raise ValueError("sweep.report: a sparse study reports each candidate's best run (report: best)")
+        own = [] if search is None else [search.sweep, search.phase2.sweep if search.phase2 else None]
+        if any(part is not None for part in own) and (sweep is None or sweep.points):
+            raise ValueError("sparse.search.sweep and phase2.sweep replace axes of the recipe's sweep grid: give a "
+                             "sweep with lr, schedule or epochs")
         return self
 
     def fingerprint_exclude(self) -> dict:
         return {**super().fingerprint_exclude(), "sparse": {"checkpoints"}}
+
+    # fields added after sparse studies were run, with the value that does what those studies did
+    NEW_SPARSE_DEFAULTS: ClassVar[dict] = {"final_count": "exact", "drop_last": False, "init_width": None}
+    NEW_METHOD_DEFAULTS: ClassVar[dict] = {"imp": {"round_order": "same"},
+                                           "rigl": {"gradient": "after_update", "reset_momentum": False}}
+
+    def fingerprint_payload(self) -> dict:
+        payload = super().fingerprint_payload()
+        sparse = payload["sparse"]
+        for name, default in self.NEW_SPARSE_DEFAULTS.items():
+            if sparse.get(name) == default:
+                sparse.pop(name, None)
+        for method in sparse.get("methods", []):
+            for name, default in self.NEW_METHOD_DEFAULTS.get(method.get("name"), {}).items():
+                if method.get(name) == default:
+                    method.pop(name, None)
+        search = sparse.get("search") or {}
+        if "sweep" in search and search["sweep"] is None:
+            search.pop("sweep")
+        for phase, names in (("phase1", ("max_model_nonzeros",)),
+                             ("phase2", ("max_nonzeros", "support_limits", "sweep"))):
+            for name in names:
+                if (search.get(phase) or {}).get(name, 0) is None:
+                    search[phase].pop(name)
+        return payload

@@ -208,16 +208,27 @@ def _width_ranges(width_ranges: Sequence[int] | Sequence[Sequence[int]], depth: 
     return ranges
 
 
+def phase1_model_nonzeros(widths: Sequence[int]) -> int:
+    """Nonzero weights + active biases of a phase-1 candidate: the reference's Model NNZ (37 for (3, 3, 3))."""
+    return phase1_nonzeros(widths) + sum(widths) + NUM_OUTPUTS
+
+
 def phase1_candidates(width_ranges: Sequence[int] | Sequence[Sequence[int]] = range(1, 17),
-                      depth: int = 3) -> Iterator[SearchCandidate]:
-    """Every tuple of active widths (d1 slowest, the last layer fastest), each a dense-block candidate."""
+                      depth: int = 3, max_model_nonzeros: int | None = None) -> Iterator[SearchCandidate]:
+    """Every tuple of active widths (d1 slowest, the last layer fastest), each a dense-block candidate; with
+    ``max_model_nonzeros``, only those with at most that many weights + active biases."""
     for widths in product(*_width_ranges(width_ranges, depth)):
-        yield SearchCandidate(1, widths)
+        if max_model_nonzeros is None or phase1_model_nonzeros(widths) <= max_model_nonzeros:
+            yield SearchCandidate(1, widths)
 
 
-def count_phase1(width_ranges: Sequence[int] | Sequence[Sequence[int]] = range(1, 17), depth: int = 3) -> int:
+def count_phase1(width_ranges: Sequence[int] | Sequence[Sequence[int]] = range(1, 17), depth: int = 3,
+                 max_model_nonzeros: int | None = None) -> int:
     """How many phase-1 candidates :func:`phase1_candidates` yields."""
-    return prod(len(layer) for layer in _width_ranges(width_ranges, depth))
+    ranges = _width_ranges(width_ranges, depth)
+    if max_model_nonzeros is None:
+        return prod(len(layer) for layer in ranges)
+    return sum(1 for widths in product(*ranges) if phase1_model_nonzeros(widths) <= max_model_nonzeros)
 
 
 def _check_budgets(budgets: Iterable[int] | None) -> frozenset[int] | None:
@@ -229,14 +240,43 @@ def _check_budgets(budgets: Iterable[int] | None) -> frozenset[int] | None:
     return chosen
 
 
-def _count_groups(widths: Widths, budgets: frozenset[int] | None) -> Iterator[tuple[tuple[int, ...], list[int]]]:
-    """Per-layer nonzero counts in the reference's order (first layer slowest), each with its support counts,
-    keeping only those whose total nonzeros are among ``budgets``."""
+@dataclass(frozen=True)
+class Restriction:
+    """What of a phase-2 space is searched: totals among ``budgets`` (None: all), at most ``max_nonzeros`` in all,
+    and per searched layer only the first ``limits[i]`` supports of each count (None: all)."""
+
+    budgets: frozenset[int] | None = None
+    max_nonzeros: int | None = None
+    limits: tuple[int | None, ...] | None = None
+
+    @classmethod
+    def of(cls, budgets: Iterable[int] | None = None, max_nonzeros: int | None = None,
+           limits: Sequence[int | None] | None = None) -> "Restriction":
+        if max_nonzeros is not None and (isinstance(max_nonzeros, bool) or not isinstance(max_nonzeros, int)
+                                         or max_nonzeros < 1):
+            raise HfpruneError(f"max_nonzeros must be a positive integer or null, got {max_nonzeros!r}")
+        if limits is not None and any(k is not None and (not isinstance(k, int) or k < 1) for k in limits):
+            raise HfpruneError(f"support limits must be positive integers or null, got {list(limits)!r}")
+        return cls(_check_budgets(budgets), max_nonzeros, None if limits is None else tuple(limits))
+
+    def keeps(self, total: int) -> bool:
+        return (self.budgets is None or total in self.budgets) and (self.max_nonzeros is None
+                                                                   or total <= self.max_nonzeros)
+
+    def size(self, layer: int, supports: int) -> int:
+        limit = None if self.limits is None or layer >= len(self.limits) else self.limits[layer]
+        return supports if limit is None else min(limit, supports)
+
+
+def _count_groups(widths: Widths, restriction: Restriction) -> Iterator[tuple[tuple[int, ...], list[int]]]:
+    """Per-layer nonzero counts in the reference's order (first layer slowest), each with its (restricted) support
+    counts, keeping only the totals the restriction keeps."""
     shapes = layer_shapes(widths)[:-1]
     dense = widths[-1] * NUM_OUTPUTS
     for counts in product(*(_nnz_range(rows, cols) for rows, cols in shapes)):
-        if budgets is None or sum(counts) + dense in budgets:
-            yield counts, [count_supports(rows, cols, nnz) for (rows, cols), nnz in zip(shapes, counts)]
+        if restriction.keeps(sum(counts) + dense):
+            yield counts, [restriction.size(layer, count_supports(rows, cols, nnz))
+                           for layer, ((rows, cols), nnz) in enumerate(zip(shapes, counts))]
 
 
 def _check_limit(per_budget_limit: int | None) -> None:
@@ -246,12 +286,13 @@ def _check_limit(per_budget_limit: int | None) -> None:
 
 
 def count_phase2(widths: Sequence[int], budgets: Iterable[int] | None = None,
-                 per_budget_limit: int | None = None) -> int:
+                 per_budget_limit: int | None = None, max_nonzeros: int | None = None,
+                 support_limits: Sequence[int | None] | None = None) -> int:
     """How many candidates :func:`phase2_candidates` yields, counted without building any."""
-    widths, budgets = _check_widths(widths), _check_budgets(budgets)
+    widths, restriction = _check_widths(widths), Restriction.of(budgets, max_nonzeros, support_limits)
     _check_limit(per_budget_limit)
     per_total: dict[int, int] = {}
-    for counts, sizes in _count_groups(widths, budgets):
+    for counts, sizes in _count_groups(widths, restriction):
         total = sum(counts) + widths[-1] * NUM_OUTPUTS
         per_total[total] = per_total.get(total, 0) + prod(sizes)
     if per_budget_limit is None:
@@ -269,14 +310,16 @@ def _uniform_subset(rng: random.Random, size: int, count: int) -> list[int]:
     return sorted(chosen)
 
 
-def _sampled(widths: Widths, per_budget_limit: int, seed: int) -> dict[tuple[int, ...], list[int] | None]:
+def _sampled(widths: Widths, per_budget_limit: int, seed: int,
+             restriction: Restriction = Restriction()) -> dict[tuple[int, ...], list[int] | None]:
     """Per group of layer counts, the sorted positions kept within it (None: all of it).
 
     Each total nonzero count T keeps a uniform sample of at most ``per_budget_limit`` of its candidates, drawn by a
     generator seeded from ``(seed, T)`` alone, so a budget's sample does not depend on which other budgets run.
     """
     by_total: dict[int, list[tuple[tuple[int, ...], int]]] = {}
-    for counts, sizes in _count_groups(widths, None):
+    everything = Restriction(None, restriction.max_nonzeros, restriction.limits)
+    for counts, sizes in _count_groups(widths, everything):
         total = sum(counts) + widths[-1] * NUM_OUTPUTS
         by_total.setdefault(total, []).append((counts, prod(sizes)))
     kept: dict[tuple[int, ...], list[int] | None] = {}
@@ -304,16 +347,19 @@ def _unravel(position: int, sizes: list[int]) -> list[int]:
 
 
 def phase2_candidates(widths: Sequence[int], budgets: Iterable[int] | None = None,
-                      per_budget_limit: int | None = None, seed: int = 0) -> Iterator[SearchCandidate]:
+                      per_budget_limit: int | None = None, seed: int = 0, max_nonzeros: int | None = None,
+                      support_limits: Sequence[int | None] | None = None) -> Iterator[SearchCandidate]:
     """Every phase-2 candidate of these active widths, lazily, in the reference's order.
 
-    ``budgets`` keeps only candidates whose total nonzeros are listed; ``per_budget_limit`` keeps a seeded uniform
-    sample of at most that many candidates per total nonzero count (the order stays the reference's).
+    ``budgets`` keeps only candidates whose total nonzeros are listed, ``max_nonzeros`` those with at most that
+    many; ``support_limits`` keeps, per searched layer, the first k supports of each count (the reference's
+    restriction of its 99.5% search); ``per_budget_limit`` keeps a seeded uniform sample of at most that many
+    candidates per total nonzero count (the order stays the reference's).
     """
-    widths, budgets = _check_widths(widths), _check_budgets(budgets)
+    widths, restriction = _check_widths(widths), Restriction.of(budgets, max_nonzeros, support_limits)
     _check_limit(per_budget_limit)
-    kept = None if per_budget_limit is None else _sampled(widths, per_budget_limit, seed)
-    for counts, sizes in _count_groups(widths, budgets):
+    kept = None if per_budget_limit is None else _sampled(widths, per_budget_limit, seed, restriction)
+    for counts, sizes in _count_groups(widths, restriction):
         positions = None if kept is None else kept[counts]
         for position in (range(prod(sizes)) if positions is None else positions):
             yield SearchCandidate(2, widths, tuple(zip(counts, _unravel(position, sizes))))

@@ -132,6 +132,12 @@ class VisionLanguageTask:
             return False
         return True if metric.endswith("score") else None  # benchmark scores; the rest (tokens) are counts
 
+    @property
+    def final_train_by_default(self) -> bool:
+        """Oracle trials measure the train split after retraining when nothing else can rank them (no test split,
+        no benchmarks): :meth:`selection_metric` falls back to it."""
+        return self.test_set is None and not self.evaluation.benchmarks
+
     def selection_metric(self, record) -> str:
         for metric in ("final_test_mean_score", "final_test_loss"):
             if metric in record.metrics:

@@ -26,13 +26,19 @@ def tensor_columns(dataset) -> dict[str, torch.Tensor] | None:
 
 class PackedBatches:
     """Batches of ``batch_size`` for every job: job k's rows are those its solo run's loader would give in the
-    same step (its generator seeded with its seed, drawn from as iterating the loader draws)."""
+    same step (its generator seeded with its seed, drawn from as iterating the loader draws); with ``drop_last``
+    each epoch's last, smaller batch is left out, as a DataLoader with ``drop_last=True`` leaves it."""
 
-    def __init__(self, dataset, seeds: list[int], batch_size: int, device: torch.device):
+    def __init__(self, dataset, seeds: list[int], batch_size: int, device: torch.device, drop_last: bool = False):
         self.dataset, self.batch_size, self.device = dataset, batch_size, device
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.size = len(dataset)
-        self.steps = math.ceil(self.size / batch_size)
+        # drop_last: a DataLoader's drop_last, which draws the same permutation and leaves the last, smaller batch out
+        self.used = self.size // batch_size * batch_size if drop_last else self.size
+        if not self.used:
+            raise HfpruneError(f"train_packed: drop_last with batches of {batch_size} leaves none of the "
+                               f"{self.size} items; lower the batch size")
+        self.steps = math.ceil(self.used / batch_size)
         columns = tensor_columns(dataset)
         self.columns = None if columns is None else {key: value.to(device) for key, value in columns.items()}
         if self.columns is None:
@@ -48,7 +54,7 @@ class PackedBatches:
         orders = torch.stack([shuffled_order(self.size, generator) for generator in self.generators])
         if self.columns is not None:
             orders = orders.to(self.device)
-        for start in range(0, self.size, self.batch_size):
+        for start in range(0, self.used, self.batch_size):
             yield self._fetch(orders[:, start:start + self.batch_size])
 
     def _fetch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:

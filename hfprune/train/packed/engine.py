@@ -65,6 +65,7 @@ def train_packed(
     batch_transform: Callable[[dict], dict] | None = None,
     progress: bool = True,
     description: str = "train packed",
+    drop_last: bool = False,
 ) -> list[TrainResult]:
     """Train every job's model in place, as ``train(job.model, dataset, job.section, loss_fn, seed=job.seed,
     masks=job.masks, on_step=job.on_step)`` would alone, all of them together; returns their results in order.
@@ -80,6 +81,10 @@ rounding (see :data:`TOLERANCE`). ``engine``
     solo run's ``torch.manual_seed(seed)`` starts; afterwards torch's global generators are where the last job's
     solo run would leave them. A job's ``seconds`` is its share of the pack's time. One process only (no DDP or
     DeepSpeed), on ``device`` (default: the one ``train()`` uses).
+
+    ``drop_last`` leaves each epoch's last, smaller batch out (a DataLoader's ``drop_last``; ``train()`` has no
+    such option: a job that asks for it is defined by this engine, alone or packed). A job's ``skip_update`` and
+    ``reset_momentum`` (SGD) skip the update of chosen steps and zero the momentum of its pruned weights.
     """
     check_pack(jobs)
     if PartialState().num_processes > 1:
@@ -95,7 +100,7 @@ rounding (see :data:`TOLERANCE`). ``engine``
     elif engine not in ("mlp", "generic"):
         raise HfpruneError(f"train_packed: engine must be 'auto', 'mlp' or 'generic', got {engine!r}")
     device = torch.device(device) if device is not None else get_accelerator().device
-    batches = PackedBatches(dataset, [job.seed for job in jobs], section.batch_size, device)
+    batches = PackedBatches(dataset, [job.seed for job in jobs], section.batch_size, device, drop_last)
     streams = RngStreams([job.seed for job in jobs], device)
     for job in jobs:
         if job.masks is not None:
@@ -108,6 +113,8 @@ rounding (see :data:`TOLERANCE`). ``engine``
     optimizer = PackedOptimizer(stack, [job.section for job in jobs], batches.steps, section.epochs)
     weights = stack.flat.detach()
     watched = [k for k, job in enumerate(jobs) if job.on_step is not None]
+    skippers = [k for k, job in enumerate(jobs) if job.skip_update is not None]
+    resets = [k for k, job in enumerate(jobs) if job.reset_momentum]
     steps, losses = 0, torch.full((len(jobs),), float("nan"))
     try:
         stack.bind()
@@ -122,8 +129,14 @@ rounding (see :data:`TOLERANCE`). ``engine``
                 masks.apply(stack.grad)
                 if section.grad_clip:
                     _clip(stack, section.grad_clip)
+                skipped = [k for k in skippers if jobs[k].skip_update(steps + 1)]
+                kept = optimizer.snapshot(skipped) if skipped else None
                 optimizer.step(steps)
+                if kept is not None:
+                    optimizer.restore(skipped, kept)
                 masks.apply(weights)
+                for k in resets:
+                    optimizer.mask_momentum(k, masks)
                 steps += 1
                 for k in watched:
                     job = jobs[k]

@@ -30,6 +30,10 @@ class PackedJob:
     During ``on_step``, :attr:`batch` is the batch this job's loss saw in that step, for methods that need it
     (RigL's dense gradient: ``run.loss_fn(job.model, job.batch)``). ``on_step`` runs with torch's global random
     generators as they are: a callback that draws random numbers uses its own generator, seeded from ``seed``.
+
+    Beyond ``train()`` (SGD): ``skip_update(step)`` True skips that step's update of this job (its weights and
+    momentum stay as they were, as if the optimizer had not stepped: the reference RigL's rewiring steps), and
+    ``reset_momentum`` zeroes the momentum of the job's pruned weights after every step (the reference RigL).
     """
 
     model: nn.Module
@@ -37,6 +41,8 @@ class PackedJob:
     seed: int
     masks: MaskedParameters | None = None
     on_step: Callable[[int], None] | None = None
+    skip_update: Callable[[int], bool] | None = None
+    reset_momentum: bool = False
     _step_batch: tuple[dict, int] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -60,7 +66,7 @@ def _shapes(model: nn.Module) -> list[tuple]:
             + [(name, tuple(b.shape), b.dtype) for name, b in model.named_buffers()])
 
 
-def _unsupported(section: TrainingSection) -> str | None:
+def unsupported(section: TrainingSection) -> str | None:
     """What in ``section`` packed training does not do (None when it does all of it)."""
     if section.mixed_precision != "no":
         return f"mixed_precision {section.mixed_precision!r}"
@@ -103,9 +109,9 @@ def check_pack(jobs: list[PackedJob]) -> None:
             raise HfpruneError(f"train_packed: job {index} trains a model another job of the pack trains too; give "
                                "every job its own copy (copy.deepcopy)")
         seen.add(id(job.model))
-        unsupported = _unsupported(job.section)
-        if unsupported:
-            raise HfpruneError(f"train_packed: job {index} asks for {unsupported}, which packed training does not "
+        problem = unsupported(job.section)
+        if problem:
+            raise HfpruneError(f"train_packed: job {index} asks for {problem}, which packed training does not "
                                "do (fp32 steps, no accumulation, checkpointing, freezing or mixing); train it alone "
                                "with train()")
         if type(job.model) is not type(first.model) or _shapes(job.model) != first_shapes \
@@ -120,6 +126,9 @@ def check_pack(jobs: list[PackedJob]) -> None:
                                f"{first_shared[key]!r}; the jobs of a pack share batch_size, epochs, the optimizer "
                                f"name and every other training setting except optimizer {', '.join(PER_JOB_OPTIMIZER)}"
                                " and schedule: pack them separately")
+        if (job.skip_update is not None or job.reset_momentum) and job.section.optimizer.name != "sgd":
+            raise HfpruneError(f"train_packed: job {index} skips updates or resets momentum, which packed training "
+                               f"does for SGD only, not {job.section.optimizer.name}; use sgd or train it without them")
         if job.masks is not None:
             own = {id(param) for param in job.model.parameters()}
             if not isinstance(job.masks, MaskedParameters) or any(id(param) not in own for param in job.masks.params):

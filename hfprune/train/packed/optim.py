@@ -80,6 +80,27 @@ class PackedOptimizer:
             for _, jobs in self.groups]
 
     @torch.no_grad()
+    def snapshot(self, jobs: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weights and momentum of ``jobs`` (SGD), for :meth:`restore` after a step they skip."""
+        weights = self.stack.flat.detach()[jobs].clone()
+        return weights, None if self.buffer is None else self.buffer[jobs].clone()
+
+    @torch.no_grad()
+    def restore(self, jobs: list[int], kept: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+        """Undo the last step for ``jobs``: their weights and momentum as :meth:`snapshot` kept them (no momentum
+        yet: zeros, which the next step turns into its gradient, as a first step makes it)."""
+        weights, buffer = kept
+        self.stack.flat.detach()[jobs] = weights
+        if self.buffer is not None:
+            self.buffer[jobs] = 0.0 if buffer is None else buffer
+
+    @torch.no_grad()
+    def mask_momentum(self, k: int, masks) -> None:
+        """Zero job ``k``'s momentum where its weights are pruned (``masks``: the pack's :class:`StackedMasks`)."""
+        if self.buffer is not None and masks.flat is not None:
+            self.buffer[k].mul_(masks.flat[k])
+
+    @torch.no_grad()
     def step(self, step: int) -> None:
         """Optimizer step ``step`` (0 first) of every job, with the (masked, clipped) gradients in
         :attr:`FlatStack.grad`, which it may overwrite."""

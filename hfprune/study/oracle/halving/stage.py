@@ -17,6 +17,7 @@ from accelerate import PartialState
 
 from hfprune.records.record import DIRECTIONS, TrialRecord
 from hfprune.study.executors.base import Executor, FinishedTrial
+from hfprune.study.oracle.trial import measures_final_train
 from hfprune.study.oracle.context import OracleContext
 from hfprune.study.spec import TrialSpec
 from hfprune.study.oracle.halving.rung_trial import RungContext, RungSpec, checkpoint_path, load_checkpoint
@@ -91,7 +92,8 @@ def _chosen(context: OracleContext, choice: TrialSpec, plan: list[Rung], history
     model = copy.deepcopy(context.dense).to(PartialState().device)
     model.load_state_dict(load_checkpoint(context.directory, choice, plan[-1].budget)["model"])
     record.add_all("final_test", task.evaluate(model, "test"), task.direction)
-    record.add_all("final_train", task.evaluate(model, "train"), task.direction)
+    if measures_final_train(recipe, task):
+        record.add_all("final_train", task.evaluate(model, "train"), task.direction)
     selection = recipe.pruning.selection
     record.facts["selection"] = {
         "method": selection.method, "eta": selection.eta, "min_fraction": selection.min_fraction, "metric": metric,
