@@ -157,7 +157,8 @@ def test_offline_tokenizers_round_trip_and_reload(kind, tmp_path):
     tokenizer = build_tokenizer(kind, corpus, vocab_size=300)
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == TEXT
-    assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>" and tokenizer.eos_token_id == len(tokenizer) - 1
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|endoftext|>"
+    assert tokenizer.eos_token_id == len(tokenizer) - 1
     if kind == "byte":
         assert ids == list(TEXT.encode("utf-8")) and len(tokenizer) == 257
     else:

@@ -78,7 +78,8 @@ def _source(recipe: StudyRecipe) -> tuple[str, str | None]:
     spec = DATASETS[recipe.data.dataset]
     if spec.name == STDLIB:
         if recipe.data.path is not None:
-            raise HfpruneError(f"dataset '{STDLIB}' is this Python's standard library and takes no data.path; remove it")
+            raise HfpruneError(f"dataset '{STDLIB}' is this Python's standard library and takes no data.path; "
+                               "remove it")
         return STDLIB, None
     if recipe.data.path is not None:
         return recipe.data.path, spec.hub_config if spec.hub_id else None
