@@ -205,4 +205,32 @@ def test_the_task_refuses_a_model_that_cannot_hold_the_tokenizer():
                       progress=False)
     assert len(task.train_set) == 10 and task.train_set.blocks.shape[1] == 32 and len(task.test_set) >= 1
     assert task.direction("loss") is False and task.direction("perplexity") is False and task.direction("acc")
-    assert next(iter(task.calibration_batches()))["input_ids"].shape[1] == 32
+    calibration = next(iter(task.calibration_batches()))
+    assert calibration["input_ids"].shape[1] == 32 and torch.equal(calibration["labels"], calibration["input_ids"])
+
+
+def test_lm_eval_tasks_become_final_test_scores(monkeypatch):
+    from hfprune.evaluation import lm_eval_bridge
+    from hfprune.study.tasks import build_task
+    from hfprune.study.tasks.causal_lm import CausalLMTask, headline
+
+    monkeypatch.setattr(CausalLMTask, "_require_lm_eval", staticmethod(lambda: None))
+    recipe = _recipe(text={"tokenizer": "byte", "documents": 6}, train_limit=4, test_limit=2)
+    recipe["evaluation"] = {"batch_size": 2, "benchmarks": ["arc_easy", "boolq"], "benchmark_limit": 5}
+    task = build_task(parse_recipe(recipe), progress=False)
+    asked = {}
+
+    def fake_lm_eval(model, tokenizer, tasks, out_dir, limit, batch_size, include_path):
+        asked.update(tasks=tasks, limit=limit, tokenizer=len(tokenizer))
+        return {"arc_easy": {"acc,none": 0.4, "acc_norm,none": 0.5, "acc_stderr,none": 0.01},
+                "boolq": {"alias": "boolq", "acc,none": 0.7}}
+
+    monkeypatch.setattr(lm_eval_bridge, "run_lm_eval", fake_lm_eval)
+    metrics = task.evaluate(_tiny_llama(vocab=257), "test")
+    assert asked == {"tasks": ["arc_easy", "boolq"], "limit": 5, "tokenizer": 257}
+    assert metrics["arc_easy_score"] == 0.5 and metrics["boolq_score"] == 0.7  # acc_norm first, else acc
+    assert metrics["mean_score"] == pytest.approx(0.6) and "loss" in metrics and task.direction("mean_score")
+    assert "arc_easy_score" not in task.evaluate(_tiny_llama(vocab=257), "train"), "benchmarks on the test split only"
+    assert headline({"exact_match,strict-match": 0.25, "alias": "gsm8k"}) == 0.25
+    with pytest.raises(HfpruneError, match="no score"):
+        headline({"alias": "x"})

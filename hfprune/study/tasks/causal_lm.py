@@ -169,9 +169,10 @@ class CausalLMTask:
         return 0, 0, 0
 
     def calibration_batches(self, device: torch.device | None = None) -> Iterator[dict]:
-        """Batches of the calibration windows (random blocks of the train split), for calibration-aware methods."""
+        """Batches of the calibration windows (random blocks of the train split) with their labels, for
+        calibration-aware methods and criteria that take a loss (Taylor-FO)."""
         for batch in make_loader(self.calibration, self.evaluation.batch_size, shuffle=False, seed=0):
-            yield {"input_ids": batch["input_ids"].to(device) if device is not None else batch["input_ids"]}
+            yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
 
     def _metrics(self, model: torch.nn.Module, dataset) -> dict[str, float]:
         """:func:`token_metrics`; with several processes each measures its share and the totals add up."""
