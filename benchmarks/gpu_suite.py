@@ -234,12 +234,12 @@ STEPS: list[Step] = [
          dry_cap=150, target=_packing_target),
     Step("trials_per_hour_resnet56", "ResNet56 trials/hour packed 1,2,4,8 per GPU (Ray)", trials_per_hour_resnet56,
          150, dry_cap=150, family="resnet_cifar"),
-    Step("llm_structured_speed", "hfprune bench: random ~1B Llama vs FFN 50% + KV 25% and depth 25% pruned",
-         llm_structured_speed, 180, dry_cap=150, target=_llm_speed_target),
     Step("prune_vit_b16", "hfprune prune ViT-B/16 heads=0.5,ffn=0.5 (l1); reloaded == gated",
          lambda ctx: _checks().prune_vit(ctx.work, ctx.device, ctx.sizes), 60),
     *[Step(f"prune_llava_{method}", f"hfprune prune Phi-2-shape LLaVA --method {method} --sparsity 0.4375",
            _prune_llava(method), 90 if method in ("ump", "pnp", "sparsegpt") else 60) for method in UNSTRUCTURED],
+    Step("llm_structured_speed", "hfprune bench: random ~1B Llama vs FFN 50% + KV 25% and depth 25% pruned",
+         llm_structured_speed, 240, dry_cap=150, target=_llm_speed_target),  # last: writes three 1B checkpoints
 ]
 
 
