@@ -5,8 +5,9 @@ gradient checkpointing); gated == masked == physically pruned logits (LeNet5-Min
 families when they are registered); ``hfprune prune`` of a random ViT-B/16 and of a random LLaVA whose decoder
 has Phi-2's layer shape (8 layers by default, ``--llava-layers 32`` for its full depth) with every unstructured
 method; GMP at Phi-2's decoder shape against torch's ``global_unstructured``; the
-masked-step overhead; batched generation at 729 image tokens; trials/hour of LeNet5-Mini (and ResNet56) packed
-1, 2, 4, 8 on the GPU through the Ray executor; the bare-loop overhead of one trial.
+masked-step overhead; batched generation at 729 image tokens; ``hfprune bench`` of a random ~1B Llama against its
+FFN/KV-group and depth structured prunings (``benchmarks/llm_structured_speed.py``); trials/hour of LeNet5-Mini
+(and ResNet56) packed 1, 2, 4, 8 on the GPU through the Ray executor; the bare-loop overhead of one trial.
 
 A step runs in a child process (forked from this one, which imported torch but never touched CUDA, or a fresh
 interpreter with ``--isolation spawn``): a crash, a CUDA out-of-memory error or a timeout ends that step only and
@@ -122,6 +123,23 @@ def trial_overhead(ctx: Context) -> dict:
     return script("trial_overhead.py", [*size, "--device", ctx.device], ctx.work)
 
 
+def llm_structured_speed(ctx: Context) -> dict:
+    """``hfprune bench`` of a random ~1B Llama vs the same with half its FFN and a quarter of its KV groups removed,
+    and with a quarter of its layers removed (native configs: what a uniform structured pruning saves)."""
+    size = (["--hidden", 48, "--intermediate", 128, "--layers", 4, "--heads", 4, "--kv-heads", 4, "--vocab", 512,
+             "--prompt-length", 8, "--new-tokens", 2, "--repeats", 1, "--warmup", 0, "--dtype", "float32"] if ctx.dry
+            else ["--batch-size", 1, "--prompt-length", 128, "--new-tokens", 128, "--repeats", 3])
+    figures = script("llm_structured_speed.py", [*size, "--device", ctx.device, "--out", ctx.work / "llm_speed"],
+                     ctx.work)
+    figures.pop("bench", None)  # every model's figures stay in the step's log
+    return figures
+
+
+def _llm_speed_target(figures: dict) -> tuple[str, bool]:
+    return ("decoder params <= 0.6x and decode >= 1.4x (FFN 50% + KV 25%); decode >= 1.25x (depth 25%)",
+            all(target["met"] for target in figures["targets"].values()))
+
+
 def _packing(ctx: Context, extra: list) -> list:
     device = "cpu" if ctx.dry else "cuda"
     size = (["--pack", "2", "--trials", 2, "--epochs", 1, "--train-limit", 200] if ctx.dry  # one Ray start
@@ -227,6 +245,8 @@ STEPS: list[Step] = [
          lambda ctx: _checks().prune_vit(ctx.work, ctx.device, ctx.sizes), 60),
     *[Step(f"prune_llava_{method}", f"hfprune prune Phi-2-shape LLaVA --method {method} --sparsity 0.4375",
            _prune_llava(method), 90 if method in ("ump", "pnp", "sparsegpt") else 60) for method in UNSTRUCTURED],
+    Step("llm_structured_speed", "hfprune bench: random ~1B Llama vs FFN 50% + KV 25% and depth 25% pruned",
+         llm_structured_speed, 240, dry_cap=150, target=_llm_speed_target),  # last: writes three 1B checkpoints
 ]
 
 

@@ -187,6 +187,47 @@ def eval_command(
 
 
 @app.command()
+def bench(
+    models: list[str] = typer.Argument(..., help="checkpoints (directories or Hub ids) of causal LMs or "
+                                       "vision-language models; the first is the baseline of the ratios"),
+    batch_size: int = typer.Option(1, "--batch-size", help="sequences generated at once"),
+    prompt_length: int = typer.Option(128, "--prompt-length", help="tokens of each (random, seeded) prompt"),
+    new_tokens: int = typer.Option(64, "--new-tokens", help="greedy decode steps per run (no early stop)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (as saved), float32, bfloat16 or float16"),
+    repeats: int = typer.Option(3, "--repeats", help="timed runs per model, interleaved; medians are reported"),
+    warmup: int = typer.Option(1, "--warmup", help="untimed runs per model first"),
+    seed: int = typer.Option(0, "--seed", help="seed of the prompts"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="load checkpoints saved with their "
+                                           "own model code (non-uniform pruned widths)"),
+    json_out: Optional[str] = typer.Option(None, "--json", help="also write the figures as JSON to this file "
+                                           "('-': print only the JSON)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="say what is being measured on stderr"),
+) -> None:
+    """Prefill and decode speed, latency, memory, parameters and MACs of dense vs pruned LMs, side by side."""
+    from rich.console import Console
+
+    from hfprune.evaluation.speed import BenchSettings, bench as run_bench, bench_tables
+    from hfprune.report.format import dumps
+
+    settings = BenchSettings(batch_size, prompt_length, new_tokens, device, dtype, repeats, warmup, seed,
+                             trust_remote_code)
+    say = (lambda text: typer.echo(text, err=True)) if progress else None
+    result = run_bench(models, settings, progress=say)
+    if json_out == "-":
+        typer.echo(dumps(result))
+        return
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    for table in bench_tables(result):
+        console.print(table)
+    if json_out:
+        from hfprune.io import write_json_atomically
+
+        write_json_atomically(Path(json_out), result)
+        typer.echo(f"figures in {json_out}")
+
+
+@app.command()
 def methods() -> None:
     """List the pruning methods: structured criteria, unstructured methods and sparse-training methods, with their
     options."""

@@ -22,6 +22,12 @@ from hfprune.models import FAMILIES  # noqa: E402
 from waiting import patience, process_gone, wait_until  # noqa: E402
 
 
+def gpu_suite_targets():
+    import llm_structured_speed
+
+    return llm_structured_speed.TARGETS
+
+
 def _suite(out: Path, *args: str, env: dict | None = None, idle_seconds: int = 900) -> dict:
     """The dry run with ``args``; the steps' own caps and the budget lifted (``--cap-scale inf``): they are not
     what these tests check, and a loaded machine would reach them."""
@@ -70,6 +76,10 @@ def test_dry_run_reports_every_step_and_a_failing_step_stops_only_itself(tmp_pat
     assert steps["generation_throughput"]["figures"]["same_answers"] is True
     assert steps["trial_overhead"]["figures"]["trial_device"] == "cpu"
     assert steps["trials_per_hour_lenet"]["figures"]["packed_trials_per_hour"]["2"] > 0
+    llm = steps["llm_structured_speed"]["figures"]  # decoder layers of hidden 48, FFN 128, 4 heads in 4 KV groups
+    assert llm["ffn50_kv25_decoder_parameters"] == pytest.approx((2 * 48 * 36 * 2 + 3 * 48 * 64 + 96)
+                                                                 / (2 * 48 * 48 * 2 + 3 * 48 * 128 + 96))
+    assert llm["depth25_decoder_parameters"] == 0.75 and set(llm["targets"]) == set(gpu_suite_targets())
     assert steps["masked_step_overhead"]["target_met"] is None  # no speed verdict at dry-run sizes
 
     table = (tmp_path / "gpu_suite.md").read_text()

@@ -48,7 +48,8 @@ class DatasetSpec:
 # What each study task trains on, in words (for messages).
 TASK_DATA = {"image_classification": "an image-classification dataset",
              "vision_language": "an instruction dataset (conversations about images)",
-             "binary_classification": "a generated 2-D two-class point set"}
+             "binary_classification": "a generated 2-D two-class point set",
+             "causal_lm": "a text corpus"}
 DATASETS: dict[str, DatasetSpec] = {}
 KNOWN_DATASETS = DATASETS.keys()
 
@@ -109,6 +110,21 @@ register_dataset(DatasetSpec(
     "llava_v1_5", task="vision_language", requires=("path", "image_root"),
     description="LLaVA-1.5 instruction mix: llava_v1_5_mix665k.json (data.path) + data.image_root; loaded by the "
                 "vision-language task",
+))
+register_dataset(DatasetSpec(
+    "python_stdlib", task="causal_lm",
+    description="the Python standard library's own .py files (a fixed, sorted list without the test suites), "
+                "one document each; the same on every machine with the same Python; offline",
+))
+register_dataset(DatasetSpec(
+    "text", task="causal_lm", requires=("path",),
+    description="text at data.path: a .txt file (documents separated by blank lines), a folder of .txt files, a "
+                ".jsonl/.json file of records with a text field, a save_to_disk copy, or a Hub dataset id",
+))
+register_dataset(DatasetSpec(
+    "wikitext2", task="causal_lm", hub_id="Salesforce/wikitext", hub_config="wikitext-2-raw-v1",
+    description="WikiText-2 (raw), its train and test splits, one row (paragraph or heading) per document; "
+                "offline, data.path is a save_to_disk copy",
 ))
 
 

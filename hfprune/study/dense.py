@@ -42,7 +42,7 @@ def dense_config(recipe: StudyRecipe, adapter: ModelAdapter, task: Task) -> Pret
     except (TypeError, ValueError) as error:
         raise HfpruneError(f"model.config: {reason(error, 200)} (model.family '{adapter.name}'); fix or remove the "
                            "override") from None
-    check_buildable(adapter.model_class, config)
+    check_buildable(adapter.build, config)  # on the meta device; families found by structure build by Auto class
     return config
 
 
@@ -77,7 +77,7 @@ def dense_model(recipe: StudyRecipe, adapter: ModelAdapter, task: Task, study_di
     if (cache / "config.json").is_file():
         try:
             with contextlib.nullcontext() if progress else quiet_hf_progress():
-                return adapter.model_class.from_pretrained(cache)
+                return (adapter.model_class or adapter.auto_class_for(config)).from_pretrained(cache)
         except Exception as error:  # noqa: BLE001 - any unreadable cache is made again, deterministically
             print(f"warning: the cached dense model in {cache} is unreadable ({reason(error, 200)}); making it "
                   "again", file=sys.stderr)  # save_atomically replaces it below

@@ -89,3 +89,26 @@ class TrainingSection(Section):
         schedule = self.schedule.model_copy(update={"milestones": milestones, "gammas": gammas,
                                                     "warmup_epochs": self.schedule.warmup_epochs * fraction})
         return self.model_copy(update={"epochs": epochs, "schedule": schedule})
+
+
+class LoraSection(Section):
+    """Retraining through LoRA adapters (``peft``), merged into the weights afterwards (:mod:`hfprune.train.lora`)."""
+
+    r: int = Field(8, gt=0, le=1 << 14, description="rank of each adapter")
+    alpha: float = Field(16.0, gt=0, description="scaling numerator: the update is (alpha / r) · B A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' inputs")
+    target_modules: Optional[list[str]] = Field(
+        None, description="regexes (full match) of the Linear modules that get adapters [default: every Linear of "
+                          "the model's transformer blocks, as unstructured pruning's default targets]")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _valid_targets(cls, patterns: Optional[list[str]]) -> Optional[list[str]]:
+        if patterns is not None and not patterns:
+            raise ValueError("give at least one regex, or leave target_modules out for the default")
+        for pattern in patterns or ():
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"'{pattern}' is not a regular expression ({error})") from None
+        return patterns

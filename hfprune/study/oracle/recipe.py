@@ -8,11 +8,13 @@ from typing import ClassVar, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from hfprune.config.schema import Section, one_of
+from hfprune.data.registry import DATASETS
+from hfprune.data.text_corpus import TextSection
 from hfprune.models import FAMILIES
 from hfprune.pruning.unstructured.registry import METHODS, MethodEntry
-from hfprune.study.recipe import MaskSetting, StudyRecipe
+from hfprune.study.recipe import DataSection, MaskSetting, StudyRecipe
 from hfprune.study.sweep import check_runs
-from hfprune.train.sections import TrainingSection
+from hfprune.train.sections import LoraSection, TrainingSection
 
 
 class RetrainSection(TrainingSection):
@@ -23,6 +25,20 @@ class RetrainSection(TrainingSection):
         None, description="structured: retrain the physically pruned (smaller) model, which computes what masked "
                           "retraining computes with fewer FLOPs; false = the dense-shaped model with masks "
                           "[default: true for structured pruning]")
+    lora: Optional[LoraSection] = Field(
+        None, description="retrain LoRA adapters (peft) instead of every weight, then merge them into the (pruned) "
+                          "weights: shapes kept, pruned weights exactly zero")
+
+
+class OracleDataSection(DataSection):
+    text: Optional[TextSection] = Field(None, description="text corpora (causal-LM studies): tokenizer, test split, "
+                                                          "documents, text field")
+
+    @model_validator(mode="after")
+    def _text_of_text_data(self) -> "OracleDataSection":
+        if self.text is not None and DATASETS[self.dataset].task != "causal_lm":
+            raise ValueError(f"data.text applies to text corpora, not to data.dataset '{self.dataset}'; remove it")
+        return self
 
 
 class RoundsSection(Section):
@@ -149,10 +165,11 @@ class ExportSection(Section):
 class OracleRecipe(StudyRecipe):
     """An oracle-pruning study: dense model → candidate masks (or methods) → one retrained trial each → report."""
 
-    NEW_OPTIONAL_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {"data": ("validation_fraction",),
-                                                                 "pruning": ("selection",)}
+    NEW_OPTIONAL_FIELDS: ClassVar[dict[str, tuple[str, ...]]] = {"data": ("validation_fraction", "text"),
+                                                                 "pruning": ("selection",), "retrain": ("lora",)}
 
     kind: Literal["oracle"] = "oracle"
+    data: OracleDataSection
     pretrain: Optional[TrainingSection] = None
     pruning: PruningSection
     retrain: RetrainSection

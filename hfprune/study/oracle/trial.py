@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from hfprune.study.oracle.plan import TrialSpec
 from hfprune.study.oracle.iterative import record_last_round
 from hfprune.records.record import TrialRecord, add_connectivity
 from hfprune.study.tasks import Task
+from hfprune.train.lora import train_lora
 from hfprune.train.trainer import train
 
 TRIAL_FILE = "trial.json"
@@ -115,19 +117,20 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     record.facts.update(physical_facts(model, shrink is not None))
 
     loss_fn = task.loss_fn(retrain)
+    fit = train if retrain.lora is None else functools.partial(train_lora, lora=retrain.lora)  # LoRA, merged after
     if retrain.short_fraction:
         started = time.perf_counter()
         short_model = copy.deepcopy(model)
-        train(short_model, task.train_set, retrain.scaled(retrain.short_fraction), loss_fn, seed=seed,
-              masks=None if masked is None else MaskedParameters(short_model, masks), progress=progress,
-              description="short retrain", find_unused_parameters=task.find_unused_parameters)
+        fit(short_model, task.train_set, retrain.scaled(retrain.short_fraction), loss_fn, seed=seed,
+            masks=None if masked is None else MaskedParameters(short_model, masks), progress=progress,
+            description="short retrain", find_unused_parameters=task.find_unused_parameters)
         record.add_all("short_test", task.evaluate(short_model, "test"), task.direction)
         timings["short_retrain_s"] = time.perf_counter() - started
         del short_model
 
     started = time.perf_counter()
-    result = train(model, task.train_set, retrain, loss_fn, seed=seed, masks=masked, progress=progress,
-                   description="retrain", find_unused_parameters=task.find_unused_parameters)
+    result = fit(model, task.train_set, retrain, loss_fn, seed=seed, masks=masked, progress=progress,
+                 description="retrain", find_unused_parameters=task.find_unused_parameters)
     timings["retrain_s"] = time.perf_counter() - started
     record.facts.update(retrain_steps=result.steps, mask_violations=masked.violations() if masked is not None else 0)
     return record, model

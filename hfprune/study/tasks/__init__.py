@@ -64,8 +64,14 @@ def _binary_classification(recipe: StudyRecipe, progress: bool, calibration_samp
     return BinaryClassificationTask.from_recipe(recipe)
 
 
+def _causal_lm(recipe: StudyRecipe, progress: bool, calibration_samples: int) -> Task:
+    from hfprune.study.tasks.causal_lm import CausalLMTask
+
+    return CausalLMTask(recipe, progress, calibration_samples)
+
+
 TASKS = {"image_classification": _image_classification, "vision_language": _vision_language,
-         "binary_classification": _binary_classification}
+         "binary_classification": _binary_classification, "causal_lm": _causal_lm}
 
 
 def build_task(recipe: StudyRecipe, progress: bool = True, calibration_samples: int = 128) -> Task:
