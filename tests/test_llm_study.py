@@ -19,6 +19,7 @@ from hfprune.records.store import read_trials
 from hfprune.study.registry import parse_recipe, report_study
 from hfprune.study.runner import run_study
 from study_helpers import kill_after_records
+from waiting import patience
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "llm_stdlib_oracle.yaml"
 NUMBERS = ("pruned_train_loss", "pruned_test_acc", "final_test_loss", "final_test_acc", "final_test_perplexity")
@@ -81,9 +82,9 @@ def test_a_killed_llm_study_resumes_without_loss_or_repeats(reference, tmp_path)
     recipe.write_text(yaml.safe_dump(llm_recipe()))
     out = tmp_path / "study"
     command = [sys.executable, "-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress"]
-    done_at_kill = kill_after_records(command, out, 2, timeout=600)
+    done_at_kill = kill_after_records(command, out, 2, idle_seconds=300)
     assert 2 <= done_at_kill < 8
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=patience(90))
     assert finished.returncode == 0, finished.stderr
     assert f"{8 - done_at_kill} trials run, 8 in the study" in finished.stdout
     ids = [json.loads(line)["trial_id"] for line in (out / "trials.jsonl").read_text().splitlines() if line.strip()]
