@@ -93,3 +93,50 @@ def test_a_killed_llm_study_resumes_without_loss_or_repeats(reference, tmp_path)
     for record in read_trials(out):
         for key in NUMBERS:
             assert record[key] == pytest.approx(expected[record["trial_id"]][key], abs=1e-6), (record["trial_id"], key)
+
+
+STRUCTURED = RECIPE.with_name("llm_stdlib_structured_oracle.yaml")
+
+
+def structured_recipe() -> dict:
+    """The shipped structured recipe at a tiny size: 2 layers of 4 query heads in 2 key/value groups, two random masks
+    of key/value groups and of FFN neurons, both one-layer masks."""
+    recipe = yaml.safe_load(STRUCTURED.read_text())
+    tiny = llm_recipe()
+    recipe["model"]["config"].update(tiny["model"]["config"], num_attention_heads=4, num_key_value_heads=2)
+    for section in ("data", "pretrain", "evaluation", "report"):
+        recipe[section] = tiny[section]
+    ratios = [setting["ratios"] for setting in recipe["pruning"]["settings"]]
+    assert ratios == [{"kv_groups": 0.5}, {"ffn": 0.5}, {"layers": 0.25}], "the shipped settings changed"
+    recipe["pruning"]["settings"] = [{"ratios": {"kv_groups": 0.5}, "candidates": {"mode": "random", "num": 2}},
+                                     {"ratios": {"ffn": 0.5}, "candidates": {"mode": "random", "num": 2}},
+                                     {"ratios": {"layers": 0.5}, "candidates": {"mode": "exhaustive"}}]
+    return recipe
+
+
+def test_the_structured_llm_study_retrains_smaller_models_that_plain_transformers_loads(tmp_path):
+    result = run_study(parse_recipe(structured_recipe()), tmp_path, progress=False)
+    report_study(tmp_path, plots=False)
+    records = result.records
+    by_setting = {}
+    for record in records:
+        by_setting.setdefault(record["setting"], []).append(record)
+        assert record["mask_violations"] == 0 and record["retrain_form"] == "physical"
+        assert all(record[key] is not None for key in NUMBERS)
+    assert {setting: len(group) for setting, group in by_setting.items()} == \
+        {"kv_groups@0.5": 2, "ffn@0.5": 2, "layers@0.5": 2}
+    assert sorted(json.dumps(r["mask"], sort_keys=True) for r in by_setting["layers@0.5"]) == \
+        ['{"layers": [0]}', '{"layers": [1]}'], "exhaustive: each of the two layers removed once"
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense")
+    dense_parameters = sum(parameter.numel() for parameter in dense.parameters())
+    assert all(record["retrain_params"] < dense_parameters for record in records)
+    report = json.loads((tmp_path / "report.json").read_text())
+    taus = {r["setting"] for r in report["results"] if (r["x"], r["y"]) == ("pruned_train_loss", "final_test_loss")}
+    assert taus == set(by_setting)
+    best = json.loads((tmp_path / "best.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "best")  # native: no remote code
+    config, setting = model.config, next(r["setting"] for r in records if r["trial_id"] == best["trial_id"])
+    shrunk = {"kv_groups@0.5": config.num_key_value_heads == 1, "ffn@0.5": config.intermediate_size == 16,
+              "layers@0.5": config.num_hidden_layers == 1}
+    assert shrunk[setting] and sum(shrunk.values()) == 1
+    assert sum(p.numel() for p in model.parameters()) < dense_parameters
