@@ -74,6 +74,7 @@ def test_the_llm_study_runs_end_to_end(reference):
                if isinstance(module, torch.nn.Linear) and ".layers." in name]
     zeros = sum(int((weight == 0).sum()) for weight in weights) / sum(weight.numel() for weight in weights)
     assert zeros == pytest.approx(0.5, abs=1e-3), "LoRA merged into the pruned weights keeps their zeros"
+    assert "best trial by final_test_loss, measured on the test split" in (best / "README.md").read_text()
 
 
 @pytest.mark.slow
@@ -139,4 +140,6 @@ def test_the_structured_llm_study_retrains_smaller_models_that_plain_transformer
     shrunk = {"kv_groups@0.5": config.num_key_value_heads == 1, "ffn@0.5": config.intermediate_size == 16,
               "layers@0.5": config.num_hidden_layers == 1}
     assert shrunk[setting] and sum(shrunk.values()) == 1
+    card = (tmp_path / "best" / "README.md").read_text()
+    assert "measured on the test split" in card and "Kept units per group" in card
     assert sum(p.numel() for p in model.parameters()) < dense_parameters

@@ -59,6 +59,8 @@ def test_tiny_study_runs_through_the_cli_and_reports_frontier_and_effective_nonz
         assert (out / "checkpoints" / record["trial_id"].replace(":", "_") / "config.json").is_file()
     report = (out / "report.md").read_text()
     assert "effective" in report and "search" in report and "gradual_magnitude" in report
+    assert "measured on the training points" in report and "| acc on training points |" in report
+    assert "run-to-run noise is not measured" in report, "one run per method and budget: no noise figure"
     assert (out / "frontier.png").stat().st_size > 0 and (out / "cubist_spiral.png").stat().st_size > 0
 
     pruned = by_setting["gradual_magnitude"][0]
@@ -178,3 +180,18 @@ def test_two_ray_workers_give_the_records_of_the_in_process_run(tmp_path):
     assert fanned.trials_run == packed.trials_run == len(expected.records) == 1 + 1 + 2 * 2
     assert without_timings(fanned.records) == without_timings(expected.records)
     assert without_timings(packed.records) == without_timings(expected.records)  # each worker ran whole packs
+
+
+def test_run_to_run_spread_is_best_minus_worst_run_of_one_method_at_one_budget():
+    from hfprune.study.sparse.report import run_to_run
+
+    def run(method, budget, acc):
+        return {"kind": "method", "method": method, "budget": budget, "final_test_acc": acc}
+
+    records = [run("snip", 8, 0.9), run("snip", 8, 0.7), run("imp", 8, 0.5), run("imp", 8, 0.45),
+               run("imp", 8, 0.4), run("imp", 12, 0.3), {"kind": "search", "method": "search", "budget": 8,
+                                                           "final_test_acc": 0.1}]
+    noise = run_to_run(records)
+    assert noise["median_spread"] == pytest.approx(0.15) and noise["max_spread"] == pytest.approx(0.2)
+    assert noise["runs"] == 2  # the median of 2, 3 and 1 runs
+    assert run_to_run([run("snip", 8, 0.9), run("snip", 12, 0.8)]) is None

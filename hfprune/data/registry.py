@@ -42,6 +42,7 @@ class DatasetSpec:
     lazy_loader: Optional[Callable[..., ImageClassificationData]] = None
     test_split: str = "test"
     task: str = "image_classification"  # the study task that trains on it (a model family's task)
+    test_is_train: bool = False  # its test split is its train split (accuracy on the points trained on)
     requires: tuple[str, ...] = ()  # data.<field>s a recipe must give, e.g. ("path", "image_root")
 
 
@@ -102,7 +103,7 @@ register_dataset(DatasetSpec(
 ))
 
 register_dataset(DatasetSpec(
-    "cubist_spiral", 2, task="binary_classification", bundled=load_bundled_spiral,
+    "cubist_spiral", 2, task="binary_classification", bundled=load_bundled_spiral, test_is_train=True,
     description="the Cubist Spiral (STUDY §5b): ~50,000 generated 2-D points of two classes, standardised; test "
                 "set = train set, as in the paper; offline",
 ))

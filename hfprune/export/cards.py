@@ -133,6 +133,7 @@ def unstructured_card(facts: dict[str, Any], adapter: ModelAdapter) -> Card:
     if facts.get("calibration"):
         bullets.append(f"calibration data: {facts['calibration']}")
     made_by = f"Pruned with `{facts['command']}`." if facts.get("command") else "Pruned with hfprune."
+    made_by += f" {facts['note']}" if facts.get("note") else ""
     tags = ["hfprune", "pruned", "unstructured-pruning", facts["method"]]
     tags += ["semi-structured-sparsity", f"{facts['pattern']}-sparsity"] if facts.get("pattern") else []
     return Card(facts["title"], facts.get("source"), tags,
@@ -145,28 +146,37 @@ def unstructured_card(facts: dict[str, Any], adapter: ModelAdapter) -> Card:
                        "`transformers`."])
 
 
-def trial_card(recipe, record, adapter: ModelAdapter) -> Card:
-    """The card of a study's exported model: what the trial pruned and what it measured."""
+def chosen_note(metric: str) -> str:
+    """What ``best/`` is: the best trial by ``metric``, measured on the test split."""
+    return (f"This is the study's best trial by {metric}, measured on the test split: a look at the best pruned "
+            "model, not a choice made without the test data (`pruning.selection` chooses on a validation split).")
+
+
+def trial_card(recipe, record, adapter: ModelAdapter, chosen_by: str | None = None) -> Card:
+    """The card of a study's exported model: what the trial pruned and what it measured; ``chosen_by``: the metric
+    that made it the study's best (``best/``)."""
     metrics = {name: value for name, value in record.metrics.items() if name.startswith(("pruned_", "short_", "final_"))}
     title = f"{recipe.name}: trial {record.trial_id}"
+    note = "" if chosen_by is None else " " + chosen_note(chosen_by)
     if not isinstance(adapter, StructuredAdapter) or getattr(recipe, "structure", None) == "unstructured":
         candidate = record.to_json()
         return unstructured_card({**candidate, "source": recipe.model.pretrained, "title": title,
                                   "options": candidate.get("method_options"), "higher_is_better": record.directions,
                                   "requested_sparsity": recipe.pruning.sparsity, "targets": recipe.pruning.targets,
-                                  "metrics": metrics, "command": f"hfprune run {recipe.name}"}, adapter)
+                                  "metrics": metrics, "command": f"hfprune run {recipe.name}", "note": note.strip()},
+                                 adapter)
     kept = ["| group | kept |", "|---|---|",
             *(f"| {group} | {', '.join(map(str, units))} |" for group, units in record.candidate.get("mask", {}).items())]
     return Card(title, recipe.model.pretrained, ["hfprune", "pruned", "structured-pruning"],
-                f"Exported by `hfprune run` from study `{recipe.name}`.",
+                f"Exported by `hfprune run` from study `{recipe.name}`.{note}",
                 sections=[("Kept units per group", kept), ("Metrics", metric_rows(metrics, record.directions))],
                 loading=adapter.loading_code())
 
 
-def write_trial_card(folder: Path, recipe, record, adapter: ModelAdapter) -> None:
+def write_trial_card(folder: Path, recipe, record, adapter: ModelAdapter, chosen_by: str | None = None) -> None:
     """Write :func:`trial_card` as ``folder/README.md``; a checkpoint that carries its own model code (its config
     has an ``auto_map``) is loaded with ``trust_remote_code=True``."""
-    card = trial_card(recipe, record, adapter)
+    card = trial_card(recipe, record, adapter, chosen_by)
     config = Path(folder) / "config.json"
     if config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8")):
         card.loading = [line.replace("(PATH)", "(PATH, trust_remote_code=True)") for line in card.loading]

@@ -67,7 +67,8 @@ def export_trial(trial: FinishedTrial, adapter: ModelAdapter, task: Task, recipe
         if not _is_better(record, best_so_far(directory, metric), metric):
             return
     save_atomically(trial.checkpoint, target,
-                    extras=[task.save_companions, lambda folder: write_trial_card(folder, recipe, record, adapter)])
+                    extras=[task.save_companions, lambda folder: write_trial_card(
+                        folder, recipe, record, adapter, chosen_by=metric if mode == "best" else None)])
     if mode == "best":
         value = record.metrics[metric]
         write_json_atomically(directory / BEST_FILE, {"trial_id": record.trial_id, "metric": metric,

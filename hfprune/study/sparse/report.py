@@ -4,6 +4,7 @@ with its disconnected weights."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ from hfprune.study.sweep import best_per_candidate
 FRONTIER_PLOT, CONNECTIVITY_PLOT = "frontier.png", "connectivity.png"
 
 
-def _trial_rows(records: list[dict]) -> list[str]:
-    """Every trial's nominal and effective nonzeros beside its accuracy (the issue's per-trial view)."""
+def _trial_rows(records: list[dict], accuracy: str) -> list[str]:
+    """Every trial's nominal and effective nonzeros beside its accuracy (named ``accuracy``)."""
     lines = ["## Every trial: nominal vs effective nonzeros", "",
-             "| trial | nonzeros | effective | disconnected | with live biases | test acc |",
+             f"| trial | nonzeros | effective | disconnected | with live biases | {accuracy} |",
              "|---|---:|---:|---:|---:|---:|"]
     for record in sorted(records, key=lambda r: (r["setting"], r.get("nonzeros", 0), r["trial_id"])):
         lines.append(f"| {record['trial_id']} | {record.get('nonzeros')} | {record.get('effective_nonzeros')} | "
@@ -87,6 +88,20 @@ def _sweep_section(records: list[dict], sweep: dict | None) -> tuple[dict[str, A
     return data, lines + [""]
 
 
+def run_to_run(records: list[dict]) -> dict[str, Any] | None:
+    """How far apart one method's runs at one budget end (best minus worst final accuracy): the noise a gap between
+    best runs must exceed; None without a method and budget run more than once."""
+    runs: dict[tuple, list[float]] = {}
+    for record in records:
+        if record.get("kind") == "method" and record.get("final_test_acc") is not None:
+            runs.setdefault((record["method"], record["budget"]), []).append(record["final_test_acc"])
+    spreads = [max(accs) - min(accs) for accs in runs.values() if len(accs) > 1]
+    if not spreads:
+        return None
+    return {"median_spread": statistics.median(spreads), "max_spread": max(spreads),
+            "runs": statistics.median(len(accs) for accs in runs.values())}
+
+
 def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, Any]:
     """Write ``report.md``, ``report.json`` and the figures of a sparse study; return the JSON dict."""
     directory = Path(directory)
@@ -94,15 +109,18 @@ def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, 
     records = read_trials(directory)
     recipe = recipe_as_run(directory)
     x = (recipe.get("report") or {}).get("x_axis", "nonzeros")
-    dense = max((r for r in records if r["setting"] == DENSE), key=lambda r: r.get("final_test_acc") or 0,
-                default=None)
+    denses = [r["final_test_acc"] for r in records if r["setting"] == DENSE and r.get("final_test_acc") is not None]
+    spec = DATASETS.get(recipe.get("data", {}).get("dataset"))
+    on_train = spec is not None and spec.test_is_train
     sparse = [r for r in records if r["setting"] != DENSE]
     sweep, sweep_lines = _sweep_section(records, recipe.get("sweep"))
     summary: dict[str, Any] = {"kind": "sparse", "study": manifest.get("name") or directory.resolve().name,
                                "directory": str(directory), "n_trials": len(records),
                                "phase2_widths": manifest.get("phase2_widths"),
                                "total_weights": manifest.get("total_weights"),
-                               "dense_acc": None if dense is None else dense.get("final_test_acc"),
+                               "dense_acc": max(denses, default=None),
+                               "dense_runs": len(denses), "dense_mean_acc": statistics.fmean(denses) if denses else None,
+                               "accuracy_on_training_points": on_train, "run_to_run": run_to_run(records),
                                "final_count": (recipe.get("sparse") or {}).get("final_count", "exact"),
                                **frontier_json(sparse, x), "sweep": sweep}
     figures: list[str] = []
@@ -119,14 +137,23 @@ def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, 
     summary["figures"] = figures
     counts = ("exactly its budget of nonzero weights" if summary["final_count"] == "exact" else
               "as many nonzero weights as the reference code's thresholds leave (sparse.final_count: reference)")
+    dense = ("" if not denses else f"; the dense model reaches {max(denses):.4f}" + (
+        f" (best of {len(denses)} runs, mean {summary['dense_mean_acc']:.4f})" if len(denses) > 1 else " (one run)"))
+    noise = summary["run_to_run"]
+    caveat = ("Each comparison is between best runs. " + (
+        f"One method's runs at one budget (about {noise['runs']:g} each) end {noise['median_spread']:.4f} apart "
+        f"at the median and up to {noise['max_spread']:.4f}: a gap smaller than that is within run-to-run noise."
+        if noise else "No method and budget was run more than once here, so run-to-run noise is not measured: "
+        "read small gaps as unsettled."))
+    where = ("Accuracy is measured on the training points (this dataset's test split is its train split, as in "
+             "the paper)." if on_train else "Accuracy is measured on the test split.")
     lines = [f"# Sparse-training study: {summary['study']}", "",
-             f"{len(records)} trials; model weights {summary['total_weights']}"
-             + ("" if dense is None else f"; the dense model reaches {summary['dense_acc']:.4f}")
+             f"{len(records)} trials; model weights {summary['total_weights']}" + dense
              + (f"; phase-2 widths {summary['phase2_widths']}" if summary["phase2_widths"] else "")
-             + f"; every method ends with {counts}.", "",
-             f"Finding: {summary['finding']['line']}.", "",
+             + f"; every method ends with {counts}. {where}", "",
+             f"Finding: {summary['finding']['line']}.", "", caveat, "",
              *frontier_markdown(sparse, x), "", *sweep_lines, *(f"![{name}]({name})" for name in figures), "",
-             *_trial_rows(records)]
+             *_trial_rows(records, "acc on training points" if on_train else "test acc")]
     (directory / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (directory / "report.json").write_text(dumps(summary) + "\n", encoding="utf-8")
     return summary
@@ -138,6 +165,12 @@ def print_sparse_summary(summary: dict[str, Any], console) -> None:
                   f"{summary.get('x_label', 'nonzero weights')})")
     if summary.get("finding"):
         console.print(f"finding: {summary['finding']['line']}")
+    noise = summary.get("run_to_run")
+    if noise:
+        console.print(f"run-to-run spread of one method at one budget: median {noise['median_spread']:.4f}, "
+                      f"max {noise['max_spread']:.4f} (a smaller gap is noise)")
+    if summary.get("accuracy_on_training_points"):
+        console.print("accuracy is measured on the training points (test split = train split, as in the paper)")
     table = Table(title="accuracy vs nonzero weights")
     for name, justify in (("method", "left"), ("budget", "right"), ("acc", "right"), ("search acc", "right"),
                           ("nonzeros", "right"), ("effective", "right")):
