@@ -36,7 +36,7 @@ class RungSpec(TrialSpec):
     @property
     def base(self) -> TrialSpec:
         """The candidate's ordinary trial (its id, seed and folder)."""
-        return TrialSpec(self.candidate, self.repeat)
+        return TrialSpec(self.candidate, self.repeat, self.variant)
 
     @property
     def trial_id(self) -> str:

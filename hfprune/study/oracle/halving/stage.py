@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 from typing import Any, Iterable, Iterator
 
 from accelerate import PartialState
@@ -51,20 +52,34 @@ def _ranked(alive: list[TrialSpec], specs: list[RungSpec], records: dict[str, di
 
 
 def _select(context: RungContext, executor: Executor, store: RungStore, candidates: list[TrialSpec],
-            plan: list[Rung], metric: str) -> tuple[TrialSpec, list[dict], dict[str, dict]]:
-    """Run the rungs of one setting; returns the choice, the history per rung and every rung record."""
+            plan: list[Rung], metric: str) -> tuple[TrialSpec, list[dict], dict[str, dict], float]:
+    """Run the rungs of one setting; returns the choice, the history per rung, every rung record and the seconds
+    its rung trials trained."""
     main = PartialState().is_main_process
-    alive, start, history, records = candidates, 0, [], store.records()
+    alive, start, history, records, spent = candidates, 0, [], store.records(), 0.0
     for k, rung in enumerate(plan):
         alive = alive[:rung.size]
-        specs = [RungSpec(spec.candidate, spec.repeat, k, start, rung.budget) for spec in alive]
-        for trial in executor.run(context, [spec for spec in specs if spec.trial_id not in records]):
+        specs = [RungSpec(spec.candidate, spec.repeat, spec.variant, rung=k, start=start, stop=rung.budget) for spec in alive]
+        pending = [spec for spec in specs if spec.trial_id not in records]
+        if main:
+            _say(f"selection rung {k + 1}/{len(plan)}: {rung.size} candidate(s) to {rung.budget:g} epochs"
+                 + (f" ({rung.size - len(pending)} recorded before)" if len(pending) < rung.size else ""))
+        for done, trial in enumerate(executor.run(context, pending), 1):
             records[trial.spec.trial_id] = trial.record.to_json()
             if main:
                 store.append(trial.record)
+                _say(f"  rung {k + 1}/{len(plan)}, candidate {done}/{len(pending)} {trial.spec.candidate.mask_id}: "
+                     f"{metric} {trial.record.metrics.get(metric, float('nan')):.4f} "
+                     f"in {sum(trial.record.timings.values()):.1f} s")
         alive = _ranked(alive, specs, records, metric)
+        seconds = sum(sum((records[spec.trial_id].get("timings") or {}).values()) for spec in specs)
         history.append({"rung": k, "budget": rung.budget, "size": rung.size, "best": alive[0].candidate.mask_id,
-                        f"best_{metric}": records[RungSpec(alive[0].candidate, alive[0].repeat, k).trial_id][metric]})
+                        f"best_{metric}": records[RungSpec(alive[0].candidate, alive[0].repeat, alive[0].variant, rung=k).trial_id][metric]})
+        spent += seconds
+        if main:
+            _say(f"selection rung {k + 1}/{len(plan)} done in {seconds:.1f} s: best {metric} "
+                 f"{history[-1][f'best_{metric}']:.4f} ({alive[0].candidate.mask_id})"
+                 + (f"; {plan[k + 1].size} go on to {plan[k + 1].budget:g} epochs" if k + 1 < len(plan) else ""))
         if main:  # the checkpoints this rung continued from, and those of candidates that stop here
             keep = plan[k + 1].size if k + 1 < len(plan) else 1
             for spec in alive[keep:]:
@@ -73,16 +88,21 @@ def _select(context: RungContext, executor: Executor, store: RungStore, candidat
                 if start:
                     checkpoint_path(context.directory, spec.base, start).unlink(missing_ok=True)
         start = rung.budget
-    return alive[0], history, records
+    return alive[0], history, records, spent
+
+
+def _say(line: str) -> None:
+    """A line of the selection's progress on stderr (a rung takes minutes: never silent, even redirected)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _chosen(context: OracleContext, choice: TrialSpec, plan: list[Rung], history: list[dict],
-            records: dict[str, dict], metric: str) -> FinishedTrial:
+            records: dict[str, dict], metric: str, spent: float) -> FinishedTrial:
     """The setting's trial record: the choice's pruned and validation metrics from its rungs, its final test
     metrics (the first look at the test split) and the selection's history and cost."""
     recipe, task = context.recipe, context.task
-    first = TrialRecord.from_json(records[RungSpec(choice.candidate, choice.repeat, 0).trial_id])
-    last = TrialRecord.from_json(records[RungSpec(choice.candidate, choice.repeat, len(plan) - 1).trial_id])
+    first = TrialRecord.from_json(records[RungSpec(choice.candidate, choice.repeat, choice.variant, rung=0).trial_id])
+    last = TrialRecord.from_json(records[RungSpec(choice.candidate, choice.repeat, choice.variant, rung=len(plan) - 1).trial_id])
     record = TrialRecord(choice.trial_id, choice.candidate.setting, choice.candidate.mask_id, choice.repeat,
                          first.seed, candidate={**choice.candidate.facts(), **first.candidate})
     for source, prefix in ((first, "pruned_"), (last, "val_")):
@@ -92,6 +112,7 @@ def _chosen(context: OracleContext, choice: TrialSpec, plan: list[Rung], history
     model = copy.deepcopy(context.dense).to(PartialState().device)
     model.load_state_dict(load_checkpoint(context.directory, choice, plan[-1].budget)["model"])
     record.add_all("final_test", task.evaluate(model, "test"), task.direction)
+    record.timings["selection"] = spent  # every rung trial's training and evaluation
     if measures_final_train(recipe, task):
         record.add_all("final_train", task.evaluate(model, "train"), task.direction)
     selection = recipe.pruning.selection
@@ -119,8 +140,8 @@ def successive_halving(context: OracleContext, executor: Executor, specs: Iterab
         if any(spec.trial_id in finished for spec in candidates):
             continue
         plan = rungs(len(candidates), selection.eta, selection.min_fraction, context.recipe.retrain.epochs)
-        choice, history, records = _select(rung_context, executor, store, candidates, plan, metric)
-        yield _chosen(context, choice, plan, history, records, metric)
+        choice, history, records, spent = _select(rung_context, executor, store, candidates, plan, metric)
+        yield _chosen(context, choice, plan, history, records, metric, spent)
         # the driver has recorded (and exported) the choice before asking for the next one
         if PartialState().is_main_process:
             checkpoint_path(context.directory, choice, plan[-1].budget).unlink(missing_ok=True)
