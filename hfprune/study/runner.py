@@ -19,6 +19,7 @@ from hfprune.seeding import make_deterministic
 from hfprune.study.directory import RETRAINED, claim_directory, record_environment, trial_directory, write_manifest
 from hfprune.study.environment import describe
 from hfprune.study.executors import executor_for
+from hfprune.study.executors.base import torch_threads
 from hfprune.study.progress import TrialProgress
 from hfprune.study.recipe import StudyRecipe
 from hfprune.study.registry import kind_of
@@ -71,7 +72,8 @@ def run_study(recipe: StudyRecipe, directory: str | Path, progress: bool = True,
         record_environment(directory, describe(accelerator.device, accelerator.num_processes, deterministic,
                                                recipe.execution.threads_per_trial))
     accelerator.wait_for_everyone()
-    facts = kind.prepare()
+    with torch_threads(recipe.execution.threads_per_trial):  # the dense model too: the same whatever the machine
+        facts = kind.prepare()
     fingerprint = recipe.fingerprint()
     recorded = read_trials(directory, fingerprint)
     planned = kind.planned(recorded)
