@@ -45,6 +45,9 @@ def claims(description: str, recipe: dict) -> list[tuple[str, object, object]]:
     for low, high in re.findall(r"widths (\d+)\.\.(\d+)", description):
         phase1 = (sparse.get("search") or {}).get("phase1") or {}
         found.append(("phase-1 widths", (int(low), int(high)), (phase1.get("low"), phase1.get("high"))))
+    for limit in re.findall(r"up to (\d+) phase-2 supports per budget", description):
+        phase2 = (sparse.get("search") or {}).get("phase2") or {}
+        found.append(("phase-2 supports per budget", int(limit), phase2.get("per_budget_limit")))
     for low, high in re.findall(r"(\d+)-(\d+) nonzero weights", description):
         budgets = sparse.get("budgets") or []
         found.append(("nonzero budgets", (int(low), int(high)), (min(budgets), max(budgets)) if budgets else None))

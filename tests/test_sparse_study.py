@@ -17,9 +17,10 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def tiny(**sparse) -> dict:
-    """The quick recipe on few points and epochs, a width-3 model and a small search."""
+    """The quick recipe on few points and epochs, a width-3 model and a small search, without its sweep."""
     recipe = yaml.safe_load((RECIPES / "cubist_spiral_quick.yaml").read_text())
     recipe["model"]["config"] = {"hidden_sizes": [3, 3, 3]}
+    recipe.pop("sweep"), recipe.pop("execution")  # one run per candidate, one at a time
     recipe["data"]["train_limit"] = 256
     recipe["training"].update(epochs=2, batch_size=64)
     recipe["sparse"] = {"budgets": [8, 12], "methods": ["gradual_magnitude", "snip", "random_at_init"],
