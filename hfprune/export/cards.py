@@ -155,7 +155,8 @@ def chosen_note(metric: str) -> str:
 def trial_card(recipe, record, adapter: ModelAdapter, chosen_by: str | None = None) -> Card:
     """The card of a study's exported model: what the trial pruned and what it measured; ``chosen_by``: the metric
     that made it the study's best (``best/``)."""
-    metrics = {name: value for name, value in record.metrics.items() if name.startswith(("pruned_", "short_", "final_"))}
+    metrics = {name: value for name, value in record.metrics.items()
+               if name.startswith(("pruned_", "short_", "final_"))}
     title = f"{recipe.name}: trial {record.trial_id}"
     note = "" if chosen_by is None else " " + chosen_note(chosen_by)
     if not isinstance(adapter, StructuredAdapter) or getattr(recipe, "structure", None) == "unstructured":

@@ -59,7 +59,8 @@ def _select(context: RungContext, executor: Executor, store: RungStore, candidat
     alive, start, history, records, spent = candidates, 0, [], store.records(), 0.0
     for k, rung in enumerate(plan):
         alive = alive[:rung.size]
-        specs = [RungSpec(spec.candidate, spec.repeat, spec.variant, rung=k, start=start, stop=rung.budget) for spec in alive]
+        specs = [RungSpec(spec.candidate, spec.repeat, spec.variant, rung=k, start=start, stop=rung.budget)
+                 for spec in alive]
         pending = [spec for spec in specs if spec.trial_id not in records]
         if main:
             _say(f"selection rung {k + 1}/{len(plan)}: {rung.size} candidate(s) to {rung.budget:g} epochs"
@@ -74,7 +75,7 @@ def _select(context: RungContext, executor: Executor, store: RungStore, candidat
         alive = _ranked(alive, specs, records, metric)
         seconds = sum(sum((records[spec.trial_id].get("timings") or {}).values()) for spec in specs)
         history.append({"rung": k, "budget": rung.budget, "size": rung.size, "best": alive[0].candidate.mask_id,
-                        f"best_{metric}": records[RungSpec(alive[0].candidate, alive[0].repeat, alive[0].variant, rung=k).trial_id][metric]})
+                        f"best_{metric}": records[_rung_id(alive[0], k)][metric]})
         spent += seconds
         if main:
             _say(f"selection rung {k + 1}/{len(plan)} done in {seconds:.1f} s: best {metric} "
@@ -91,6 +92,11 @@ def _select(context: RungContext, executor: Executor, store: RungStore, candidat
     return alive[0], history, records, spent
 
 
+def _rung_id(spec: TrialSpec, rung: int) -> str:
+    """The trial id of ``spec``'s candidate at ``rung``."""
+    return RungSpec(spec.candidate, spec.repeat, spec.variant, rung=rung).trial_id
+
+
 def _say(line: str) -> None:
     """A line of the selection's progress on stderr (a rung takes minutes: never silent, even redirected)."""
     print(line, file=sys.stderr, flush=True)
@@ -101,8 +107,8 @@ def _chosen(context: OracleContext, choice: TrialSpec, plan: list[Rung], history
     """The setting's trial record: the choice's pruned and validation metrics from its rungs, its final test
     metrics (the first look at the test split) and the selection's history and cost."""
     recipe, task = context.recipe, context.task
-    first = TrialRecord.from_json(records[RungSpec(choice.candidate, choice.repeat, choice.variant, rung=0).trial_id])
-    last = TrialRecord.from_json(records[RungSpec(choice.candidate, choice.repeat, choice.variant, rung=len(plan) - 1).trial_id])
+    first = TrialRecord.from_json(records[_rung_id(choice, 0)])
+    last = TrialRecord.from_json(records[_rung_id(choice, len(plan) - 1)])
     record = TrialRecord(choice.trial_id, choice.candidate.setting, choice.candidate.mask_id, choice.repeat,
                          first.seed, candidate={**choice.candidate.facts(), **first.candidate})
     for source, prefix in ((first, "pruned_"), (last, "val_")):
