@@ -169,6 +169,8 @@ def main() -> None:
     if args.child in ("disk", "whole"):
         print(json.dumps((run_disk if args.child == "disk" else run_whole)(args)))
         return
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)  # --work DIR need not exist yet
     work = Path(tempfile.mkdtemp(prefix="offload_memory_", dir=args.work))
     try:
         source = work / "checkpoint"
