@@ -28,7 +28,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator
@@ -155,6 +155,12 @@ def make_loader(dataset, batch_size: int, shuffle: bool, seed: int,
         dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
         collate_fn=_identity if batched else None, **loader_options(dataset),
     )
+
+
+def batches_in_order(dataset, batch_size: int, device: torch.device | None = None) -> Iterator[dict]:
+    """``dataset``'s batches in order (no shuffling), each tensor moved to ``device`` where one is given."""
+    for batch in make_loader(dataset, batch_size, shuffle=False, seed=0):
+        yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
 
 
 @dataclass

@@ -34,7 +34,7 @@ from hfprune.models.generic.causal_lm import CausalLMAdapter
 from hfprune.seeding import stable_seed
 from hfprune.study.recipe import StudyRecipe
 from hfprune.train.sections import TrainingSection
-from hfprune.train.trainer import LossFn, make_loader
+from hfprune.train.trainer import LossFn, batches_in_order, make_loader
 
 IGNORE_INDEX = -100
 TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -171,8 +171,7 @@ class CausalLMTask:
     def calibration_batches(self, device: torch.device | None = None) -> Iterator[dict]:
         """Batches of the calibration windows (random blocks of the train split) with their labels, for
         calibration-aware methods and criteria that take a loss (Taylor-FO)."""
-        for batch in make_loader(self.calibration, self.evaluation.batch_size, shuffle=False, seed=0):
-            yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
+        yield from batches_in_order(self.calibration, self.evaluation.batch_size, device)
 
     def _metrics(self, model: torch.nn.Module, dataset) -> dict[str, float]:
         """:func:`token_metrics`; with several processes each measures its share and the totals add up."""

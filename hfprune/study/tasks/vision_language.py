@@ -27,7 +27,7 @@ from hfprune.models.generic.vision_language import VisionLanguageAdapter
 from hfprune.evaluation.lm_loss import causal_lm_loss, pruned_train_loss
 from hfprune.study.recipe import StudyRecipe
 from hfprune.train.sections import TrainingSection
-from hfprune.train.trainer import LossFn, make_loader
+from hfprune.train.trainer import LossFn, batches_in_order
 
 
 def split_indices(total: int, train_limit: int | None, test_limit: int | None, seed: int) -> tuple[list, list]:
@@ -83,8 +83,7 @@ class VisionLanguageTask:
 
     def calibration_batches(self, device: torch.device | None = None) -> Iterator[dict]:
         """Batches of the calibration conversations (for activation-aware pruning scores)."""
-        for batch in make_loader(self.calibration_set, self.evaluation.batch_size, shuffle=False, seed=0):
-            yield {key: value.to(device) if device is not None else value for key, value in batch.items()}
+        yield from batches_in_order(self.calibration_set, self.evaluation.batch_size, device)
 
     def _token_loss(self, model: torch.nn.Module, dataset) -> dict[str, float]:
         """Token-weighted loss over ``dataset``; with several processes each measures its share and they add up."""
