@@ -75,7 +75,8 @@ def test_dry_run_reports_every_step_and_a_failing_step_stops_only_itself(tmp_pat
     assert steps["masked_step_overhead"]["figures"]["violations"] == 0
     assert steps["generation_throughput"]["figures"]["same_answers"] is True
     assert steps["trial_overhead"]["figures"]["trial_device"] == "cpu"
-    assert steps["trials_per_hour_lenet"]["figures"]["packed_trials_per_hour"]["2"] > 0
+    assert steps["trials_per_hour_lenet"]["figures"]["packed_trials_per_hour"]["2"] > 0  # packs of 2 in the dry run
+    assert steps["trials_per_hour_resnet56"]["figures"]["packing_speedup"]["1"] == 1.0
     llm = steps["llm_structured_speed"]["figures"]  # decoder layers of hidden 48, FFN 128, 4 heads in 4 KV groups
     assert llm["ffn50_kv25_decoder_parameters"] == pytest.approx((2 * 48 * 36 * 2 + 3 * 48 * 64 + 96)
                                                                  / (2 * 48 * 48 * 2 + 3 * 48 * 128 + 96))

@@ -94,6 +94,11 @@ class StructuredPlan:
         groups = self.adapter.groups(model.config)
         return any(name not in groups or groups[name].size != group.size for name, group in self.groups.items())
 
+    def iterative(self, spec: TrialSpec) -> bool:
+        """Whether ``spec``'s setting prunes in rounds (retraining between them)."""
+        setting = next(s for s in self.recipe.pruning.settings if s.label == spec.candidate.setting)
+        return self.recipe.pruning.rounds_of(setting) is not None
+
     def run_rounds(self, spec: TrialSpec, model: torch.nn.Module, record, seed: int, progress: bool = False):
         """The iterative pipeline's rounds before the last, on ``model`` in place (see
         :mod:`hfprune.study.oracle.iterative`); returns the setting's schedule, or None for a one-shot setting."""

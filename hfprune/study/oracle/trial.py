@@ -1,4 +1,5 @@
-"""Stage 3 of a study: one candidate, from pruning to final evaluation, as one typed record."""
+"""Stage 3 of a study: one candidate, from pruning to final evaluation, as one typed record (several candidates
+with their retraining packed: :func:`run_packed_trials`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 import functools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +27,8 @@ from hfprune.study.oracle.iterative import record_last_round
 from hfprune.records.record import TrialRecord, add_connectivity
 from hfprune.study.tasks import Task
 from hfprune.train.lora import train_lora
-from hfprune.train.trainer import train
+from hfprune.train.packed import PackedJob, pack_key, train_packed
+from hfprune.train.trainer import TrainResult, train
 
 TRIAL_FILE = "trial.json"
 MasksFor = Callable[[TrialSpec, torch.nn.Module], tuple[dict[str, torch.Tensor], dict[str, Any]]]
@@ -61,10 +64,47 @@ def run_trial(
     if resumed is not None:
         record, model = resumed
     else:
-        record, model = _prune_and_retrain(spec, dense, masks_for, task, retrain, study_seed, progress, shrink,
-                                           rounds)
+        pruned = prune_trial(spec, dense, masks_for, task, study_seed, progress, shrink, rounds)
+        retrain_trial(pruned, task, retrain, progress)
+        record, model = pruned.record, pruned.model
         if checkpoint is not None:
             _save_retrained(model, record, checkpoint)
+    finish_trial(record, model, task, workdir, final_train)
+    return record, model
+
+
+def run_packed_trials(specs: list[TrialSpec], dense: PreTrainedModel, masks_for: MasksFor, task: Task,
+                      retrains: list[RetrainSection], study_seed: int, workdirs: list[Path | None],
+                      shrinks: list[Shrink | None],
+                      final_train: bool = False) -> list[tuple[TrialRecord, PreTrainedModel]]:
+    """Several trials as :func:`run_trial` runs each, their retraining as packs (:mod:`hfprune.train.packed`): each
+    is pruned and measured alone, the pruned models of one shape and shared settings retrain as one stacked model,
+    each is evaluated alone. A record equals the trial's alone within :data:`hfprune.train.packed.TOLERANCE` of
+    the weights (masks, nonzeros and every fact identical). The task splits its loss for packing (``pack_loss``);
+    the caller packs only retraining the packed engine does (no LoRA, short retrain, iterative rounds or kept
+    retrained models)."""
+    pruned = [prune_trial(spec, dense, masks_for, task, study_seed, False, shrink)
+              for spec, shrink in zip(specs, shrinks)]
+    groups: dict[str, list[int]] = {}
+    for index, (trial, retrain) in enumerate(zip(pruned, retrains)):
+        groups.setdefault(pack_key(trial.model, retrain), []).append(index)
+    for indices in groups.values():
+        started = time.perf_counter()
+        loss_fn, transform = task.pack_loss(retrains[indices[0]])
+        jobs = [PackedJob(pruned[i].model, retrains[i], pruned[i].seed, pruned[i].masked) for i in indices]
+        results = train_packed(jobs, task.train_set, loss_fn, batch_transform=transform, progress=False,
+                               description=f"retrain pack of {len(jobs)}")
+        share = (time.perf_counter() - started) / len(indices)
+        for i, result in zip(indices, results):
+            _retrained(pruned[i], result, share)
+    for trial, workdir in zip(pruned, workdirs):
+        finish_trial(trial.record, trial.model, task, workdir, final_train)
+    return [(trial.record, trial.model) for trial in pruned]
+
+
+def finish_trial(record: TrialRecord, model: PreTrainedModel, task: Task, workdir: Path | None,
+                 final_train: bool) -> None:
+    """The retrained model's final metrics (test; train where asked) and nonzero weights, into ``record``."""
     started = time.perf_counter()
     record.add_all("final_test", task.evaluate(model, "test", workdir), task.direction)
     if final_train:
@@ -74,7 +114,6 @@ def run_trial(
         example = task.example_input() if hasattr(task, "example_input") else None
         add_connectivity(record, analyse(model, example_input=example))
     record.timings["final_eval_s"] = time.perf_counter() - started
-    return record, model
 
 
 def measures_final_train(recipe, task: Task) -> bool:
@@ -84,9 +123,21 @@ def measures_final_train(recipe, task: Task) -> bool:
     return getattr(task, "final_train_by_default", False) if asked is None else asked
 
 
-def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, task: Task,
-                       retrain: RetrainSection, study_seed: int, progress: bool,
-                       shrink: Shrink | None = None, rounds: Callable | None = None) -> tuple[TrialRecord, PreTrainedModel]:
+@dataclass
+class PrunedTrial:
+    """A trial between pruning and retraining: its record so far, the model it retrains (masked, or physically
+    pruned: then ``masked`` is None), and its seed."""
+
+    record: TrialRecord
+    model: PreTrainedModel
+    masked: MaskedParameters | None
+    seed: int
+
+
+def prune_trial(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, task: Task, study_seed: int,
+                progress: bool, shrink: Shrink | None = None, rounds: Callable | None = None) -> PrunedTrial:
+    """Prune a copy of ``dense`` as ``spec`` says (after ``rounds``' earlier rounds), measure it, and shrink it
+    where ``shrink`` is given."""
     seed = stable_seed(study_seed, spec.trial_id)
     model = copy.deepcopy(dense).to(PartialState().device)  # pruned on the device it is measured on
     started = time.perf_counter()
@@ -115,7 +166,13 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
     if shrink is not None:  # the same network, retrained without masks at fewer FLOPs
         model, masked = shrink(model), None
     record.facts.update(physical_facts(model, shrink is not None))
+    return PrunedTrial(record, model, masked, seed)
 
+
+def retrain_trial(trial: PrunedTrial, task: Task, retrain: RetrainSection, progress: bool) -> None:
+    """Retrain ``trial``'s model in place (masks exact; a short retrain of a copy first where asked)."""
+    record, model, masked, seed = trial.record, trial.model, trial.masked, trial.seed
+    masks = None if masked is None else dict(zip(masked.names, masked.masks))
     loss_fn = task.loss_fn(retrain)
     fit = train if retrain.lora is None else functools.partial(train_lora, lora=retrain.lora)  # LoRA, merged after
     if retrain.short_fraction:
@@ -125,15 +182,19 @@ def _prune_and_retrain(spec: TrialSpec, dense: PreTrainedModel, masks_for: Masks
             masks=None if masked is None else MaskedParameters(short_model, masks), progress=progress,
             description="short retrain", find_unused_parameters=task.find_unused_parameters)
         record.add_all("short_test", task.evaluate(short_model, "test"), task.direction)
-        timings["short_retrain_s"] = time.perf_counter() - started
+        record.timings["short_retrain_s"] = time.perf_counter() - started
         del short_model
 
     started = time.perf_counter()
     result = fit(model, task.train_set, retrain, loss_fn, seed=seed, masks=masked, progress=progress,
                  description="retrain", find_unused_parameters=task.find_unused_parameters)
-    timings["retrain_s"] = time.perf_counter() - started
-    record.facts.update(retrain_steps=result.steps, mask_violations=masked.violations() if masked is not None else 0)
-    return record, model
+    _retrained(trial, result, time.perf_counter() - started)
+
+
+def _retrained(trial: PrunedTrial, result: TrainResult, seconds: float) -> None:
+    trial.record.timings["retrain_s"] = seconds
+    trial.record.facts.update(retrain_steps=result.steps,
+                              mask_violations=trial.masked.violations() if trial.masked is not None else 0)
 
 
 def _save_retrained(model: PreTrainedModel, record: TrialRecord, checkpoint: Path) -> None:

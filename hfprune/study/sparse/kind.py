@@ -84,9 +84,7 @@ class SparseContext:
         model = initial_model(setup.adapter, setup.config, setup.recipe.seed, spec.repeat)
         calibration = calibrate_pack_size(model, setup.task.train_set, section, setup.task.loss_fn(section),
                                           sizes=(1, 8, 32, 128))
-        rates = ", ".join(f"{size}: {rate:.1f}" for size, rate in calibration.jobs_per_second.items())
-        print(f"execution.pack auto: packs of {calibration.best} (4-step runs per second by pack size: {rates})",
-              file=sys.stderr)
+        print(calibration.describe(), file=sys.stderr)
         return calibration.best
 
 

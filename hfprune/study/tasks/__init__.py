@@ -28,6 +28,9 @@ class Task(Protocol):
     def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
         """The training loss under ``section``'s label smoothing and batch mixing (None: plain)."""
 
+    # A task whose trials may retrain as packs also has ``pack_loss(section) -> (loss, batch_transform | None)``:
+    # ``loss_fn(section)`` with its random augmentation split off as a transform of a batch (hfprune.train.packed).
+
     def evaluate(self, model: torch.nn.Module, split: str, workdir: Path | None = None) -> dict[str, float]:
         """Metrics of ``model`` on ``split`` ('train', 'test', or 'validation' where the task holds one out); keys
         include 'loss'. ``workdir`` keeps

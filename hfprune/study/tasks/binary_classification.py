@@ -38,6 +38,10 @@ class BinaryClassificationTask:
     def loss_fn(self, section: TrainingSection | None = None) -> LossFn:
         return binary_loss
 
+    def pack_loss(self, section: TrainingSection) -> tuple[LossFn, None]:
+        """The loss for packed training (nothing random to draw per job)."""
+        return binary_loss, None
+
     def data_shape(self) -> tuple[int, int, int]:
         """(classes, input features, image size 0): what a model built for these points takes."""
         return 2, self.data.input_size, 0

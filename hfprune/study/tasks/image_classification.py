@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -55,9 +55,14 @@ def mixed_classification_loss(model: torch.nn.Module, batch: dict, label_smoothi
         logits, labels.flip(0), label_smoothing=label_smoothing)
 
 
-def augmented_loss(model: torch.nn.Module, batch: dict, loss: LossFn, augment) -> torch.Tensor:
-    """``loss`` on the batch with its images augmented (on their device) by ``augment``."""
-    return loss(model, {**batch, "pixel_values": augment(batch["pixel_values"])})
+def augment_batch(batch: dict, augment) -> dict:
+    """The batch with its images augmented (on their device) by ``augment``."""
+    return {**batch, "pixel_values": augment(batch["pixel_values"])}
+
+
+def augmented_loss(model: torch.nn.Module, batch: dict, loss: LossFn, transform) -> torch.Tensor:
+    """``loss`` on the batch as ``transform`` (e.g. :func:`augment_batch`) makes it."""
+    return loss(model, transform(batch))
 
 
 class ImageClassificationTask:
@@ -100,14 +105,19 @@ class ImageClassificationTask:
         """The training loss; under a ``section`` (training) batches are first augmented where the data says."""
         if section is None:
             return classification_loss
+        loss, augment = self.pack_loss(section)
+        return loss if augment is None else functools.partial(augmented_loss, loss=loss, transform=augment)
+
+    def pack_loss(self, section: TrainingSection) -> tuple[LossFn, Callable[[dict], dict] | None]:
+        """``loss_fn(section)`` split for packed training: the loss of an augmented batch, and the augmentation as
+        a transform of a batch (None: none), which the packed engine draws from each job's own random stream."""
         if section.mixup or section.cutmix:
             loss = functools.partial(mixed_classification_loss, label_smoothing=section.label_smoothing,
                                      mixup=section.mixup, cutmix=section.cutmix)
         else:
             loss = functools.partial(classification_loss, label_smoothing=section.label_smoothing)
-        if self.data.batch_augment is None:
-            return loss
-        return functools.partial(augmented_loss, loss=loss, augment=self.data.batch_augment)
+        augment = self.data.batch_augment
+        return loss, (None if augment is None else functools.partial(augment_batch, augment=augment))
 
     def data_shape(self) -> tuple[int, int, int]:
         """(classes, channels, image size): what a model built for this data takes."""

@@ -21,6 +21,11 @@ class PackCalibration:
     best: int
     jobs_per_second: dict[int, float]
 
+    def describe(self) -> str:
+        """One line: the size chosen and the rates it was chosen from."""
+        rates = ", ".join(f"{size}: {rate:.1f}" for size, rate in self.jobs_per_second.items())
+        return f"execution.pack auto: packs of {self.best} (short runs per second by pack size: {rates})"
+
 
 def _subset(dataset, size: int):
     """The first ``size`` items, as the same kind of in-memory dataset where it is one (its fast path kept)."""
