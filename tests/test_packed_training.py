@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from hfprune.pruning.sparse_training.loop import total_steps
 from hfprune.pruning.sparse_training.masks import dense_masks, magnitude_masks, random_masks
 from hfprune.pruning.sparse_training.rigl import RigL, dense_gradients, erk_random_masks, rewire
 from hfprune.pruning.structured.groups import parameter_masks
+import hfprune.train.packed.calibrate as calibrate
 from hfprune.train.packed import TOLERANCE, PackedJob, calibrate_pack_size, pack_key, train_packed
 from hfprune.train.trainer import train
 
@@ -300,9 +302,26 @@ def test_pack_keys_group_the_jobs_that_may_share_a_pack():
 
 def test_calibration_measures_every_pack_size_and_picks_the_fastest():
     calibration = calibrate_pack_size(_mlp(0), SPIRAL, _section(), binary_loss, sizes=(1, 2, 4), steps=2,
-                                      repeats=1)
+                                      repeats=1, every_size=True)
     assert set(calibration.jobs_per_second) == {1, 2, 4} and all(r > 0 for r in calibration.jobs_per_second.values())
     assert calibration.jobs_per_second[calibration.best] == max(calibration.jobs_per_second.values())
+
+
+def test_calibration_stops_at_the_first_size_slower_than_a_smaller_one(monkeypatch):
+    """Where a pack of two trains slower per job than one at a time (a ConvNet on a CPU), four is never tried."""
+    clock = [0.0]
+
+    def alone(*args, **kwargs):
+        clock[0] += 1.0
+
+    def packed(jobs, *args, **kwargs):
+        clock[0] += 2.0 * len(jobs)
+
+    monkeypatch.setattr(calibrate, "train", alone)
+    monkeypatch.setattr(calibrate, "train_packed", packed)
+    monkeypatch.setattr(calibrate, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    calibration = calibrate_pack_size(_mlp(0), SPIRAL, _section(), binary_loss, sizes=(1, 2, 4), steps=2, repeats=1)
+    assert calibration.jobs_per_second == {1: 1.0, 2: 0.5} and calibration.best == 1
 
 
 @pytest.mark.slow

@@ -42,11 +42,13 @@ def _synchronize(device: torch.device | None) -> None:
 
 def calibrate_pack_size(model: torch.nn.Module, dataset, section: TrainingSection, loss_fn: LossFn, *,
                         sizes: tuple[int, ...] = (1, 8, 32, 128), steps: int = 4, repeats: int = 2,
-                        device: torch.device | str | None = None) -> PackCalibration:
+                        device: torch.device | str | None = None, every_size: bool = False) -> PackCalibration:
     """Train copies of ``model`` for ``steps`` steps of ``section`` (one epoch of ``steps`` batches of ``dataset``)
     at every pack size in ``sizes`` (1 = one at a time with :func:`train`), ``repeats`` times after a warm-up, and
     return the pack size that trained the most jobs per second (the fastest of the repeats). A size that runs out of
-    device memory ends the search. Takes seconds on small models; the models and ``dataset`` are not changed.
+    device memory ends the search, and so does a size slower than a smaller one (the larger sizes are not tried:
+    on a CPU a pack of ConvNets is slower at every size, and a large one costs minutes) unless ``every_size``.
+    Takes seconds on small models; the models and ``dataset`` are not changed.
     """
     section = section.model_copy(update={"epochs": 1})
     data = _subset(dataset, steps * section.batch_size)
@@ -68,5 +70,9 @@ def calibrate_pack_size(model: torch.nn.Module, dataset, section: TrainingSectio
                 times.append(time.perf_counter() - started)
         except torch.OutOfMemoryError:
             break
-        rates[size] = size / min(times[1:])
+        rate = size / min(times[1:])
+        slower = bool(rates) and rate < max(rates.values())
+        rates[size] = rate
+        if slower and not every_size:
+            break
     return PackCalibration(max(rates, key=rates.get), rates)
