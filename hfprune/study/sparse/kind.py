@@ -29,7 +29,8 @@ from hfprune.pruning.structured.samplers import candidates_for
 from hfprune.study.dense import dense_config
 from hfprune.study.directory import write_manifest
 from hfprune.study.executors import FinishedTrial
-from hfprune.study.kind import DEFAULT_MAX_TRIALS, Cost, Stage, StudyKind, TrialsStage
+from hfprune.study.cost import DEFAULT_MAX_TRIALS, Cost
+from hfprune.study.kind import Stage, StudyKind, TrialsStage
 from hfprune.study.sparse.candidates import SEARCH, DenseTrial, MethodTrial, SearchTrial, StructuredTrial
 from hfprune.study.sparse.recipe import SEARCH_LAYERS, SparseRecipe
 from hfprune.study.sparse.search import count_phase2, phase1_candidates, phase2_candidates, smallest_widths
