@@ -28,6 +28,10 @@ class Cost:
     def trials(self) -> int:
         return sum(self.parts.values())
 
+    def beyond(self, max_trials: int | None) -> bool:
+        """Whether it counts more trials than ``max_trials`` (None: :data:`DEFAULT_MAX_TRIALS`)."""
+        return self.trials > (max_trials or DEFAULT_MAX_TRIALS)
+
     def line(self, name: str) -> str:
         parts = ", ".join(f"{part} {count:,}" for part, count in self.parts.items() if count)
         steps = "" if self.steps is None else f"; about {self.steps:.3g} training steps"
@@ -40,7 +44,7 @@ def guard(cost: Cost, name: str, max_trials: int | None, go_on: bool) -> None:
     ``max_trials`` (None: :data:`DEFAULT_MAX_TRIALS`) unless the run says to go on (``hfprune run --yes``)."""
     print(cost.line(name), file=sys.stderr, flush=True)
     bound = max_trials or DEFAULT_MAX_TRIALS
-    if cost.trials > bound and not go_on:
+    if cost.beyond(bound) and not go_on:
         raise HfpruneError(f"{name} has {cost.trials:,} trials, more than execution.max_trials ({bound:,}); "
                            f"to run them give `hfprune run --yes`, or set execution.max_trials: {cost.trials} in "
                            "the recipe (or narrow it: budgets, per_budget_limit, max_nonzeros, sweep)")
