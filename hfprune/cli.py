@@ -73,10 +73,16 @@ def run(
                              "is printed before any work)"),
 ) -> None:
     """Run (or resume) the study a recipe describes, then write its report."""
-    from hfprune.study.registry import load_recipe, print_study_summary, report_study
+    from hfprune.config.schema import read_yaml
+    from hfprune.study.sparse.plan import refuse_before_the_engine
+
+    path = _resolve_recipe(recipe)
+    document = read_yaml(path, "recipe")
+    refuse_before_the_engine(document, go_on=yes)  # a huge sparse study: counted and refused before torch is imported
+    from hfprune.study.registry import parse_recipe, print_study_summary, report_study
     from hfprune.study.runner import run_study
 
-    parsed = load_recipe(_resolve_recipe(recipe))
+    parsed = parse_recipe(document, source=str(path))
     directory = out or Path("runs") / parsed.name
     try:
         trackers = [name.strip() for name in (log_with or "").split(",") if name.strip()]

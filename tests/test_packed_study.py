@@ -4,6 +4,10 @@ trials, and a study counts its trials before any work, refusing a huge one with 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -13,8 +17,13 @@ from hfprune.errors import HfpruneError
 from hfprune.records.store import TrialStore, read_trials
 from hfprune.study.registry import parse_recipe
 from hfprune.study.runner import run_study
+from hfprune.study.sparse.plan import refuse_before_the_engine
 from hfprune.train.packed import TOLERANCE
+from study_helpers import tiny_recipe
 from test_sparse_study import tiny
+from waiting import patience
+
+ROOT = Path(__file__).resolve().parent.parent
 
 METHODS = ["gradual_magnitude", "snip", "synflow", "random_at_init", {"name": "imp", "rounds": 2},
            {"name": "rigl", "delta": 3}]
@@ -121,6 +130,46 @@ def test_the_cli_refuses_a_huge_study_in_one_line_and_yes_goes_on(tmp_path):
     kind.check()  # counted, printed, and let through; nothing runs here
     bounded = {**_huge(), "execution": {"max_trials": 10 ** 9}}
     SparseKind(parse_recipe(bounded), tmp_path / "s").check()
+
+
+def test_the_cli_counts_and_refuses_a_huge_study_before_it_imports_torch(tmp_path):
+    """The count and the refusal come from the recipe alone, so hfprune run answers at once: nothing of the engine
+    (torch, transformers, accelerate) is imported before it refuses."""
+    path = tmp_path / "huge.yaml"
+    path.write_text(yaml.safe_dump(_huge()))
+    engine = ("torch", "transformers", "accelerate")
+    code = "\n".join([
+        "import atexit, sys",
+        f"atexit.register(lambda: print([name for name in {engine!r} if name in sys.modules]))",
+        f"sys.argv = ['hfprune', 'run', {str(path)!r}, '--out', {str(tmp_path / 's')!r}]",
+        "from hfprune.cli import main",
+        "main()",
+    ])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            timeout=patience(60))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()  # the count, then the refusal, as the engine prints them
+    assert lines[0] == "cubist_spiral_quick: 296,842,157 trials (dense 1, search phase 2 296,842,156)"
+    assert lines[1].startswith("error: cubist_spiral_quick has 296,842,157 trials, more than execution.max_trials "
+                               "(20,000); to run them give `hfprune run --yes`, or set execution.max_trials: "
+                               "296842157")
+    assert result.stdout.strip() == "[]", f"imported before the refusal: {result.stdout}"
+    assert not (tmp_path / "s").exists()
+
+
+def test_only_a_sparse_recipe_beyond_its_bound_is_refused_before_the_engine(capsys):
+    huge = _huge()
+    with pytest.raises(HfpruneError, match="296,842,157 trials, more than execution.max_trials"):
+        refuse_before_the_engine(huge)
+    assert "296,842,157 trials (dense 1, search phase 2 296,842,156)" in capsys.readouterr().err
+    for let_through in ({**huge, "execution": {"max_trials": 10 ** 9}},  # within its bound: the engine counts it
+                        {**huge, "pruning": {}},  # another kind's section: the engine says what is wrong
+                        {**huge, "kind": "oracle"},
+                        {**huge, "sparse": {**huge["sparse"], "search": {"phase3": {}}}},  # the engine names it
+                        tiny_recipe()):
+        refuse_before_the_engine(let_through)
+    refuse_before_the_engine(huge, go_on=True)  # hfprune run --yes
+    assert capsys.readouterr().err == ""
 
 
 def test_pack_sizes_from_the_command_line():

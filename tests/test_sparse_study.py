@@ -135,9 +135,11 @@ def test_shipped_sparse_recipes_load():
 
 
 def _count(name: str) -> dict[str, int]:
-    from hfprune.study.sparse.kind import SparseKind
+    """Trials per part, as the engine and hfprune run count them from the recipe alone."""
+    from hfprune.study.sparse.plan import count_trials
 
-    parts, _ = SparseKind(load_recipe(RECIPES / f"{name}.yaml"), Path("unused"), go_on=True)._count()
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
+    parts, _ = count_trials(recipe.sparse, recipe.sweep)
     return parts
 
 

@@ -10,14 +10,13 @@ report section).
 
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
-from hfprune.errors import HfpruneError
 from hfprune.records.record import TrialRecord
+from hfprune.study.cost import Cost, guard
 from hfprune.study.executors import Executor, FinishedTrial, TrialRunner
 from hfprune.study.spec import TrialSpec
 from hfprune.study.recipe import StudyRecipe
@@ -42,30 +41,6 @@ class TrialsStage:
         yield from executor.run(self.runner, (spec for spec in self.specs if spec.trial_id not in finished))
 
 
-DEFAULT_MAX_TRIALS = 20_000  # a study of more trials asks first (execution.max_trials, hfprune run --yes)
-
-
-@dataclass
-class Cost:
-    """What a study (or one of its stages) will train, counted before any work: trials by part, and an estimate of
-    optimizer steps (None where unknown); ``pending`` names what is counted only later (a stage planned from an
-    earlier one's records)."""
-
-    parts: dict[str, int]
-    steps: int | None = None
-    pending: list[str] = field(default_factory=list)
-
-    @property
-    def trials(self) -> int:
-        return sum(self.parts.values())
-
-    def line(self, name: str) -> str:
-        parts = ", ".join(f"{part} {count:,}" for part, count in self.parts.items() if count)
-        steps = "" if self.steps is None else f"; about {self.steps:.3g} training steps"
-        later = "".join(f"; {text}" for text in self.pending)
-        return f"{name}: {self.trials:,} trials ({parts or 'none'}){steps}{later}"
-
-
 class StudyKind(ABC):
     """A registered study kind (see :mod:`hfprune.study.registry`)."""
 
@@ -79,14 +54,8 @@ class StudyKind(ABC):
 
     def guard(self, cost: Cost, what: str | None = None) -> None:
         """Print what ``cost`` counts and refuse, before any work, a study beyond ``execution.max_trials`` (default
-        :data:`DEFAULT_MAX_TRIALS`) unless the run says to go on (``hfprune run --yes``)."""
-        name = what or self.recipe.name
-        print(cost.line(name), file=sys.stderr, flush=True)
-        bound = self.recipe.execution.max_trials or DEFAULT_MAX_TRIALS
-        if cost.trials > bound and not self.go_on:
-            raise HfpruneError(f"{name} has {cost.trials:,} trials, more than execution.max_trials ({bound:,}); "
-                               f"to run them give `hfprune run --yes`, or set execution.max_trials: {cost.trials} in "
-                               "the recipe (or narrow it: budgets, per_budget_limit, max_nonzeros, sweep)")
+        :data:`hfprune.study.cost.DEFAULT_MAX_TRIALS`) unless the run says to go on (``hfprune run --yes``)."""
+        guard(cost, what or self.recipe.name, self.recipe.execution.max_trials, self.go_on)
 
     @property
     def one_device_trials(self) -> bool:

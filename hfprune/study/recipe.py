@@ -16,9 +16,22 @@ from typing import Any, ClassVar, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from hfprune.config.schema import Section, one_of
-from hfprune.data.registry import DATASETS, KNOWN_DATASETS, TASK_DATA
-from hfprune.models import FAMILIES
 from hfprune.train.sections import Count, ScheduleSection
+
+
+def _families() -> dict:
+    """The model families, imported when a recipe's model is validated (they import torch and transformers): the
+    other sections load without them, so ``hfprune run`` counts a study, and refuses a huge one, at once."""
+    from hfprune.models import FAMILIES
+
+    return FAMILIES
+
+
+def _datasets() -> tuple[dict, dict]:
+    """The registered datasets and what each study task trains on, imported when a recipe's data is validated."""
+    from hfprune.data.registry import DATASETS, TASK_DATA
+
+    return DATASETS, TASK_DATA
 
 
 class ModelSection(Section):
@@ -32,11 +45,11 @@ class ModelSection(Section):
     @field_validator("family")
     @classmethod
     def _known_family(cls, family: str) -> str:
-        return one_of(family, FAMILIES, "model family")
+        return one_of(family, _families(), "model family")
 
     @model_validator(mode="after")
     def _overrides_fit_family(self) -> "ModelSection":
-        problems = FAMILIES[self.family].config_problems(self.config)
+        problems = _families()[self.family].config_problems(self.config)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -68,7 +81,7 @@ class DataSection(Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, dataset: str) -> str:
-        return one_of(dataset, KNOWN_DATASETS, "dataset")
+        return one_of(dataset, _datasets()[0], "dataset")
 
 
 class EvaluationSection(Section):
@@ -314,10 +327,11 @@ class StudyRecipe(Section):
 
     @model_validator(mode="after")
     def _data_of_family(self) -> "StudyRecipe":
-        task, dataset = FAMILIES[self.model.family].task, DATASETS[self.data.dataset]
+        datasets, task_data = _datasets()
+        task, dataset = _families()[self.model.family].task, datasets[self.data.dataset]
         if dataset.task != task:
-            fitting = ", ".join(name for name, spec in DATASETS.items() if spec.task == task)
-            raise ValueError(f"model.family '{self.model.family}' trains on {TASK_DATA[task]} ({fitting}); "
+            fitting = ", ".join(name for name, spec in datasets.items() if spec.task == task)
+            raise ValueError(f"model.family '{self.model.family}' trains on {task_data[task]} ({fitting}); "
                              f"data.dataset '{self.data.dataset}' is not one")
         missing = [f"data.{name}" for name in dataset.requires if getattr(self.data, name) is None]
         if missing:

@@ -29,10 +29,13 @@ from hfprune.pruning.structured.samplers import candidates_for
 from hfprune.study.dense import dense_config
 from hfprune.study.directory import write_manifest
 from hfprune.study.executors import FinishedTrial
-from hfprune.study.kind import DEFAULT_MAX_TRIALS, Cost, Stage, StudyKind, TrialsStage
+from hfprune.study.cost import Cost
+from hfprune.study.kind import Stage, StudyKind, TrialsStage
 from hfprune.study.sparse.candidates import SEARCH, DenseTrial, MethodTrial, SearchTrial, StructuredTrial
-from hfprune.study.sparse.recipe import SEARCH_LAYERS, SparseRecipe
-from hfprune.study.sparse.search import count_phase2, phase1_candidates, phase2_candidates, smallest_widths
+from hfprune.study.sparse.plan import (SEARCH_LAYERS, SECTIONS, count_trials, phase2_space, phase2_trials,
+                                       search_runs, search_variants)
+from hfprune.study.sparse.recipe import SparseRecipe
+from hfprune.study.sparse.search import phase1_candidates, phase2_candidates, smallest_widths
 from hfprune.study.sparse.trial import TrialSetup, initial_model, run_sparse_trial, trial_phases
 from hfprune.study.spec import TrialSpec
 from hfprune.study.sweep import PLAIN, Variant, runs, variants
@@ -97,33 +100,21 @@ class SparseKind(StudyKind):
 
     name = "sparse"
     recipe_class = SparseRecipe
-    sections = ("sparse", "training")
+    sections = SECTIONS
     shown: ClassVar[str] = "nonzeros"
 
     # -- what runs ---------------------------------------------------------------------------------------------
     def _variants(self) -> list[Variant]:
         return variants(self.recipe.sweep)
 
-    def _search_sweeps(self, phase: int) -> list:
-        """The search's own sweep axes for ``phase``, the more particular last (phase 2's over the search's)."""
-        search = self.recipe.sparse.search
-        if search is None:
-            return []
-        return [search.sweep] + ([search.phase2.sweep] if phase == 2 and search.phase2 is not None else [])
-
     def _search_variants(self, phase: int = 1) -> list[Variant]:
-        """The search's sweep points in ``phase``: the recipe's grid with the search's own axes in place of its."""
-        sweep = self.recipe.sweep
-        own = {name: getattr(part, name) for part in self._search_sweeps(phase) if part is not None
-               for name in ("lr", "schedule", "epochs") if getattr(part, name) is not None}
-        return self._variants() if sweep is None or not own else variants(sweep.model_copy(update=own))
+        return search_variants(self.recipe.sweep, self.recipe.sparse.search, phase)
 
     def _runs(self) -> int:
         return runs(self.recipe.sweep, self.recipe.sparse.repeats)
 
     def _search_runs(self, phase: int = 1) -> int:
-        own = [part.runs for part in self._search_sweeps(phase) if part is not None and part.runs is not None]
-        return own[-1] if own else self._runs()
+        return search_runs(self.recipe.sweep, self.recipe.sparse.search, self.recipe.sparse.repeats, phase)
 
     def _phase1(self) -> list[SearchTrial]:
         search = self.recipe.sparse.search
@@ -132,30 +123,6 @@ class SparseKind(StudyKind):
         phase1 = search.phase1
         return [SearchTrial(c) for c in phase1_candidates(range(phase1.low, phase1.high + 1), SEARCH_LAYERS,
                                                           phase1.max_model_nonzeros)]
-
-    def _phase2_space(self, widths: tuple[int, ...]) -> dict[str, Any]:
-        """The arguments of phase 2's candidates (and of their count) at ``widths``."""
-        recipe = self.recipe
-        phase2 = recipe.sparse.search.phase2
-        budgets = recipe.sparse.budgets if phase2.budgets is None else (phase2.budgets or None)
-        return {"widths": widths, "budgets": budgets, "per_budget_limit": phase2.per_budget_limit,
-                "max_nonzeros": phase2.max_nonzeros, "support_limits": phase2.support_limits}
-
-    def _count(self, structured: int = 0) -> tuple[dict[str, int], list[str]]:
-        """Trials per part (counted, never listed) and what is counted only later."""
-        sparse, per = self.recipe.sparse, len(self._variants()) * self._runs()
-        per_search = len(self._search_variants()) * self._search_runs()
-        per_phase2 = len(self._search_variants(2)) * self._search_runs(2)
-        parts = {"dense": per, "search phase 1": len(self._phase1()) * per_search,
-                 "structured": structured * per, "methods": len(sparse.methods) * len(sparse.budgets) * per}
-        pending = []
-        search = sparse.search
-        if search is not None and search.phase2 is not None:
-            if search.phase2.widths == "auto":
-                pending.append("search phase 2: counted when phase 1 has chosen its widths")
-            else:
-                parts["search phase 2"] = count_phase2(**self._phase2_space(tuple(search.phase2.widths))) * per_phase2
-        return parts, pending
 
     def _steps(self, parts: dict[str, int]) -> int:
         """Optimizer steps of ``parts``' trials, roughly (IMP's rounds and magnitude's two runs counted)."""
@@ -173,9 +140,11 @@ class SparseKind(StudyKind):
         if get_accelerator().num_processes > 1:
             raise HfpruneError("a sparse study trains small models one per process: run it without accelerate "
                                "launch (use --workers N to run trials side by side)")
-        parts, pending = self._count()  # counted from the recipe alone: a huge space is refused at once
-        if sum(parts.values()) > (recipe.execution.max_trials or DEFAULT_MAX_TRIALS) and not self.go_on:
-            self.guard(Cost(parts, None, pending))
+        # counted from the recipe alone, as hfprune run counts it before importing the engine: refused at once
+        parts, pending = count_trials(recipe.sparse, recipe.sweep)
+        early = Cost(parts, None, pending)
+        if early.beyond(recipe.execution.max_trials) and not self.go_on:
+            self.guard(early)
         self.adapter = get_adapter(recipe.model.family, recipe.model.dtype)
         self.task = build_task(recipe, self.progress)
         self.config = dense_config(recipe, self.adapter, self.task)
@@ -194,7 +163,7 @@ class SparseKind(StudyKind):
                                "them or use final_count: exact")
         self.structured = self._structured(shapes)
         self.first = self._stage_one()
-        parts, pending = self._count(len(self.structured))
+        parts, pending = count_trials(recipe.sparse, recipe.sweep, len(self.structured))
         self.guard(Cost(parts, self._steps(parts), pending))
     def _structured(self, shapes: dict[str, torch.Size]) -> list[StructuredTrial]:
         """The structured masks of ``sparse.structured``, each with the count of prunable weights it keeps."""
@@ -246,9 +215,9 @@ class SparseKind(StudyKind):
         widths = None if search is None or search.phase2 is None else self._phase2_widths(records)
         if widths is None:
             return iter(()), 0, None
-        space = self._phase2_space(widths)
+        space = phase2_space(self.recipe.sparse, widths)
         points, repeats = self._search_variants(2), self._search_runs(2)
-        count = count_phase2(**space) * len(points) * repeats
+        count = phase2_trials(self.recipe.sparse, self.recipe.sweep, widths)
         candidates = (SearchTrial(c) for c in phase2_candidates(**space, seed=self.recipe.seed))
         return self._specs(candidates, points, repeats), count, widths
 

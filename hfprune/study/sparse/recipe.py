@@ -4,104 +4,25 @@
 Every model of such a study starts from the same seeded initialisation (per repeat) and trains once with the
 ``training`` section: each pruning method on its own way to a budget of nonzero weights, structured masks of the
 family's groups (the oracle study's candidates) and, for MLP families, the combinatorial search's candidates
-under their fixed masks. Any family and dataset hfprune has can run one.
+under their fixed masks. Any family and dataset hfprune has can run one. The search's sections, and the count of
+a recipe's trials, are in :mod:`hfprune.study.sparse.plan` (no torch).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from hfprune.config.schema import Section
 from hfprune.models import FAMILIES, StructuredAdapter
 from hfprune.pruning.sparse_training.registry import SparseMethodEntry
-from hfprune.study.recipe import MaskSetting, StudyRecipe, SweepSchedule
+from hfprune.study.recipe import MaskSetting, StudyRecipe
+from hfprune.study.sparse.plan import SEARCH_LAYERS, SearchSection
 from hfprune.study.sweep import check_runs
 from hfprune.train.sections import TrainingSection
 
-SEARCH_LAYERS = 3  # the search's MLP: 2 -> d1 -> d2 -> d3 -> 1 (the paper's four-layer MLP)
 DEFAULT_HIDDEN = [16, 16, 16]
-
-
-class WidthRange(Section):
-    """Phase 1 of the search: every tuple of active hidden widths, each in [low, high]."""
-
-    low: int = Field(1, ge=1, description="smallest active width of a hidden layer")
-    high: int = Field(16, ge=1, description="largest active width of a hidden layer (at most the model's width)")
-    max_model_nonzeros: Optional[int] = Field(
-        None, gt=0, description="only width tuples with at most this many nonzero weights + active biases (the "
-                                "reference's Model NNZ: its fixed-initialisation searches keep those below their "
-                                "bench, 36 for (3, 3, 3))")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "WidthRange":
-        if self.high < self.low:
-            raise ValueError(f"high ({self.high}) must be at least low ({self.low})")
-        return self
-
-
-class SearchSweep(Section):
-    """The search's own grid axes (the paper sweeps the search over fewer learning rates than the methods)."""
-
-    lr: Optional[list[float]] = Field(None, description="learning rates of the search [default: sweep.lr]")
-    schedule: Optional[list[SweepSchedule]] = Field(None, description="schedules [default: sweep.schedule]")
-    epochs: Optional[list[int]] = Field(None, description="epochs [default: sweep.epochs]")
-    runs: Optional[int] = Field(None, gt=0, le=1000, description="runs of every point [default: sweep.runs; the "
-                                                                 "reference searches once per point]")
-
-
-class Phase2Section(Section):
-    """Phase 2 of the search: every valid support of each layer within fixed active widths."""
-
-    widths: Union[Literal["auto"], list[int]] = Field(
-        "auto", description="active hidden widths, e.g. [3, 3, 3]; auto: phase 1's widths with the fewest nonzeros "
-                            "that reach target_acc (needs phase1)")
-    target_acc: float = Field(0.95, gt=0, le=1, description="auto widths: the accuracy phase 1 must reach "
-                                                            "(paper: 0.95 and 0.995)")
-    budgets: Optional[list[int]] = Field(
-        None, description="total nonzero weights to search [default: sparse.budgets]; all counts when empty list")
-    per_budget_limit: Optional[int] = Field(
-        None, gt=0, description="at most this many supports per nonzero count, a seeded uniform subset (quick runs); "
-                                "none: every support")
-    max_nonzeros: Optional[int] = Field(
-        None, gt=0, description="only candidates with at most this many nonzero weights (the reference's 99.5% "
-                                "search at (7, 3, 3): fewer than 33 in the three searched layers, i.e. 35)")
-    support_limits: Optional[list[Optional[int]]] = Field(
-        None, description="per searched layer, only the first k supports of each nonzero count (null: all); the "
-                          "reference's 99.5% search: [null, 3, null]")
-    sweep: Optional[SearchSweep] = Field(None, description="phase 2's grid axes where they differ from the search's "
-                                                           "(the reference's 99.5% phase 2: lr 0.05 only)")
-
-    @field_validator("support_limits")
-    @classmethod
-    def _limits(cls, limits):
-        if limits is not None and (len(limits) != SEARCH_LAYERS or any(k is not None and k < 1 for k in limits)):
-            raise ValueError(f"give {SEARCH_LAYERS} limits (positive or null), e.g. [null, 3, null]; got {limits}")
-        return limits
-
-    @field_validator("widths")
-    @classmethod
-    def _positive(cls, widths):
-        if isinstance(widths, list) and (len(widths) != SEARCH_LAYERS or min(widths) < 1):
-            raise ValueError(f"give {SEARCH_LAYERS} positive widths, e.g. [3, 3, 3], or auto; got {widths}")
-        return widths
-
-
-class SearchSection(Section):
-    phase1: Optional[WidthRange] = Field(None, description="structured phase: active widths per hidden layer")
-    phase2: Optional[Phase2Section] = Field(None, description="unstructured phase: supports within fixed widths")
-    sweep: Optional[SearchSweep] = Field(None, description="the search's grid axes where they differ from the "
-                                                           "recipe's sweep (paper: lr 0.05, 0.1 for the search)")
-
-    @model_validator(mode="after")
-    def _some_phase(self) -> "SearchSection":
-        if self.phase1 is None and self.phase2 is None:
-            raise ValueError("give search.phase1 (active widths) and/or search.phase2 (supports), or drop search")
-        if self.phase2 is not None and self.phase2.widths == "auto" and self.phase1 is None:
-            raise ValueError("search.phase2.widths: auto picks widths from phase 1; give search.phase1 or "
-                             "explicit widths such as [3, 3, 3]")
-        return self
 
 
 class SparseSection(Section):

@@ -13,9 +13,9 @@ The network is 2 → d1 → d2 → d3 → 1 inside a model 2 → w → w → w �
   (last layer fastest).
 
 Everything is lazy: the phase-2 space grows as the product of the layers' support counts, so it is counted by
-formula (:func:`count_phase2`) and walked one candidate at a time; a layer with many supports is indexed by
-unranking, so a sampled candidate of wide widths still gets its exact masks (about a second per support at 10
-columns, tens of seconds at 16).
+formula (:func:`count_phase2`, pure Python in :mod:`hfprune.study.sparse.space`) and walked one candidate at
+a time; a layer with many supports is indexed by unranking, so a sampled candidate of wide widths still gets its
+exact masks (about a second per support at 10 columns, tens of seconds at 16).
 """
 
 from __future__ import annotations
@@ -32,38 +32,40 @@ import torch
 from torch import nn
 
 from hfprune.errors import HfpruneError
-from hfprune.study.sparse.supports import count_supports, support, valid_supports
+from hfprune.study.sparse.space import (INPUT_SIZE, NUM_OUTPUTS, Restriction, Widths, check_limit, check_widths,
+                                        count_groups, count_phase1, count_phase2, layer_shapes, phase1_model_nonzeros,
+                                        phase1_nonzeros, widths_per_layer)
+from hfprune.study.sparse.supports import count_supports, support_rows, unrank_support
 
 __all__ = ["INPUT_SIZE", "NUM_OUTPUTS", "SearchCandidate", "count_phase1", "count_phase2", "count_supports",
            "layer_shapes", "phase1_candidates", "phase1_nonzeros", "phase2_candidates", "smallest_widths",
            "valid_supports"]
 
-INPUT_SIZE = 2
-NUM_OUTPUTS = 1
-Widths = tuple[int, ...]
+
+def as_tensor(bit_rows: tuple[int, ...], cols: int) -> torch.Tensor:
+    """A support's row bit sets as a bool ``rows × cols`` tensor."""
+    return torch.tensor([[bool(bits >> column & 1) for column in range(cols)] for bits in bit_rows], dtype=torch.bool)
 
 
-def _check_widths(widths: Iterable[int], what: str = "widths") -> Widths:
-    widths = tuple(widths)
-    if not widths or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in widths):
-        raise HfpruneError(f"{what} must be positive integers, one per hidden layer (e.g. [3, 3, 3]), "
-                           f"got {list(widths)!r}")
-    return widths
+def valid_supports(rows: int, cols: int, nnz: int) -> list[torch.Tensor]:
+    """Every canonical valid support of a ``rows × cols`` layer with ``nnz`` ones, as bool tensors, in order."""
+    return [as_tensor(bit_rows, cols) for bit_rows in support_rows(rows, cols, nnz)]
 
 
-def layer_shapes(widths: Sequence[int]) -> list[tuple[int, int]]:
-    """The active ``(rows, cols)`` block of every layer, input side first, classifier last."""
-    sizes = (INPUT_SIZE, *widths, NUM_OUTPUTS)
-    return [(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)]
+ENUMERATE_UP_TO = 50_000  # layers with more supports than this are indexed by unranking, never listed
 
 
-def phase1_nonzeros(widths: Sequence[int]) -> int:
-    """Nonzero weights of the dense active blocks: 2·d1 + d1·d2 + d2·d3 + d3 for three hidden layers."""
-    return sum(rows * cols for rows, cols in layer_shapes(_check_widths(widths)))
+def support(rows: int, cols: int, nnz: int, index: int) -> torch.Tensor:
+    """The ``index``-th canonical valid support (the order of :func:`valid_supports`); a layer with many supports
+    is unranked directly (:func:`unrank_support`) instead of listed."""
+    total = count_supports(rows, cols, nnz)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < total:
+        raise HfpruneError(f"support index {index!r} is out of range: a {rows}×{cols} layer with {nnz} nonzeros "
+                           f"has {total} supports (0..{total - 1})")
+    if total > ENUMERATE_UP_TO:
+        return as_tensor(unrank_support(rows, cols, nnz, index), cols)
+    return as_tensor(support_rows(rows, cols, nnz)[index], cols)
 
-
-def _nnz_range(rows: int, cols: int) -> range:
-    return range(max(rows, cols), rows * cols + 1)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class SearchCandidate:
     layers: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "widths", _check_widths(self.widths))
+        object.__setattr__(self, "widths", check_widths(self.widths))
         if self.phase not in (1, 2):
             raise HfpruneError(f"search phase must be 1 or 2, got {self.phase!r}")
         if self.phase == 1:
@@ -170,7 +172,7 @@ class SearchCandidate:
 def _hidden_sizes(model: int | Sequence[int] | Mapping[str, Any] | nn.Module, depth: int) -> Widths:
     """Hidden sizes of a 2 → ... → 1 model given as a width, hidden sizes, parameter shapes or a module."""
     if isinstance(model, int) and not isinstance(model, bool):
-        return _check_widths([model] * depth, "model width")
+        return check_widths([model] * depth, "model width")
     if isinstance(model, nn.Module):
         model = dict(model.named_parameters())
     if isinstance(model, Mapping):
@@ -187,117 +189,20 @@ def _hidden_sizes(model: int | Sequence[int] | Mapping[str, Any] | nn.Module, de
             raise HfpruneError(f"the search masks a {INPUT_SIZE} → ... → {NUM_OUTPUTS} MLP with {depth} hidden "
                                f"layers; the model's weights have shapes {weights}")
         return tuple(shape[0] for shape in weights[:-1])
-    hidden = _check_widths(model, "model hidden sizes")
+    hidden = check_widths(model, "model hidden sizes")
     if len(hidden) != depth:
         raise HfpruneError(f"the model has {len(hidden)} hidden layers, the candidate {depth}: give hidden sizes "
                            f"for every layer")
     return hidden
 
 
-def _width_ranges(width_ranges: Sequence[int] | Sequence[Sequence[int]], depth: int) -> list[list[int]]:
-    """One list of widths per hidden layer: a single range repeats for every layer."""
-    ranges = list(width_ranges)
-    if ranges and all(isinstance(d, int) for d in ranges):
-        ranges = [ranges] * depth
-    ranges = [list(r) for r in ranges]
-    if len(ranges) != depth or not all(ranges):
-        raise HfpruneError(f"width_ranges must be one range of widths for every layer or {depth} nonempty "
-                           f"ranges (e.g. [[1, 2], [1, 2], [1, 2]]), got {width_ranges!r}")
-    for layer in ranges:
-        _check_widths(layer, "width_ranges")
-    return ranges
-
-
-def phase1_model_nonzeros(widths: Sequence[int]) -> int:
-    """Nonzero weights + active biases of a phase-1 candidate: the reference's Model NNZ (37 for (3, 3, 3))."""
-    return phase1_nonzeros(widths) + sum(widths) + NUM_OUTPUTS
-
-
 def phase1_candidates(width_ranges: Sequence[int] | Sequence[Sequence[int]] = range(1, 17),
                       depth: int = 3, max_model_nonzeros: int | None = None) -> Iterator[SearchCandidate]:
     """Every tuple of active widths (d1 slowest, the last layer fastest), each a dense-block candidate; with
     ``max_model_nonzeros``, only those with at most that many weights + active biases."""
-    for widths in product(*_width_ranges(width_ranges, depth)):
+    for widths in product(*widths_per_layer(width_ranges, depth)):
         if max_model_nonzeros is None or phase1_model_nonzeros(widths) <= max_model_nonzeros:
             yield SearchCandidate(1, widths)
-
-
-def count_phase1(width_ranges: Sequence[int] | Sequence[Sequence[int]] = range(1, 17), depth: int = 3,
-                 max_model_nonzeros: int | None = None) -> int:
-    """How many phase-1 candidates :func:`phase1_candidates` yields."""
-    ranges = _width_ranges(width_ranges, depth)
-    if max_model_nonzeros is None:
-        return prod(len(layer) for layer in ranges)
-    return sum(1 for widths in product(*ranges) if phase1_model_nonzeros(widths) <= max_model_nonzeros)
-
-
-def _check_budgets(budgets: Iterable[int] | None) -> frozenset[int] | None:
-    if budgets is None:
-        return None
-    chosen = frozenset(budgets)
-    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in chosen):
-        raise HfpruneError(f"search budgets must be positive integers (total nonzero weights), got {sorted(chosen)}")
-    return chosen
-
-
-@dataclass(frozen=True)
-class Restriction:
-    """What of a phase-2 space is searched: totals among ``budgets`` (None: all), at most ``max_nonzeros`` in all,
-    and per searched layer only the first ``limits[i]`` supports of each count (None: all)."""
-
-    budgets: frozenset[int] | None = None
-    max_nonzeros: int | None = None
-    limits: tuple[int | None, ...] | None = None
-
-    @classmethod
-    def of(cls, budgets: Iterable[int] | None = None, max_nonzeros: int | None = None,
-           limits: Sequence[int | None] | None = None) -> "Restriction":
-        if max_nonzeros is not None and (isinstance(max_nonzeros, bool) or not isinstance(max_nonzeros, int)
-                                         or max_nonzeros < 1):
-            raise HfpruneError(f"max_nonzeros must be a positive integer or null, got {max_nonzeros!r}")
-        if limits is not None and any(k is not None and (not isinstance(k, int) or k < 1) for k in limits):
-            raise HfpruneError(f"support limits must be positive integers or null, got {list(limits)!r}")
-        return cls(_check_budgets(budgets), max_nonzeros, None if limits is None else tuple(limits))
-
-    def keeps(self, total: int) -> bool:
-        return (self.budgets is None or total in self.budgets) and (self.max_nonzeros is None
-                                                                   or total <= self.max_nonzeros)
-
-    def size(self, layer: int, supports: int) -> int:
-        limit = None if self.limits is None or layer >= len(self.limits) else self.limits[layer]
-        return supports if limit is None else min(limit, supports)
-
-
-def _count_groups(widths: Widths, restriction: Restriction) -> Iterator[tuple[tuple[int, ...], list[int]]]:
-    """Per-layer nonzero counts in the reference's order (first layer slowest), each with its (restricted) support
-    counts, keeping only the totals the restriction keeps."""
-    shapes = layer_shapes(widths)[:-1]
-    dense = widths[-1] * NUM_OUTPUTS
-    for counts in product(*(_nnz_range(rows, cols) for rows, cols in shapes)):
-        if restriction.keeps(sum(counts) + dense):
-            yield counts, [restriction.size(layer, count_supports(rows, cols, nnz))
-                           for layer, ((rows, cols), nnz) in enumerate(zip(shapes, counts))]
-
-
-def _check_limit(per_budget_limit: int | None) -> None:
-    if per_budget_limit is not None and (isinstance(per_budget_limit, bool) or not isinstance(per_budget_limit, int)
-                                         or per_budget_limit < 1):
-        raise HfpruneError(f"per_budget_limit must be a positive integer or null, got {per_budget_limit!r}")
-
-
-def count_phase2(widths: Sequence[int], budgets: Iterable[int] | None = None,
-                 per_budget_limit: int | None = None, max_nonzeros: int | None = None,
-                 support_limits: Sequence[int | None] | None = None) -> int:
-    """How many candidates :func:`phase2_candidates` yields, counted without building any."""
-    widths, restriction = _check_widths(widths), Restriction.of(budgets, max_nonzeros, support_limits)
-    _check_limit(per_budget_limit)
-    per_total: dict[int, int] = {}
-    for counts, sizes in _count_groups(widths, restriction):
-        total = sum(counts) + widths[-1] * NUM_OUTPUTS
-        per_total[total] = per_total.get(total, 0) + prod(sizes)
-    if per_budget_limit is None:
-        return sum(per_total.values())
-    return sum(min(per_budget_limit, size) for size in per_total.values())
 
 
 def _uniform_subset(rng: random.Random, size: int, count: int) -> list[int]:
@@ -319,7 +224,7 @@ def _sampled(widths: Widths, per_budget_limit: int, seed: int,
     """
     by_total: dict[int, list[tuple[tuple[int, ...], int]]] = {}
     everything = Restriction(None, restriction.max_nonzeros, restriction.limits)
-    for counts, sizes in _count_groups(widths, everything):
+    for counts, sizes in count_groups(widths, everything):
         total = sum(counts) + widths[-1] * NUM_OUTPUTS
         by_total.setdefault(total, []).append((counts, prod(sizes)))
     kept: dict[tuple[int, ...], list[int] | None] = {}
@@ -356,10 +261,10 @@ def phase2_candidates(widths: Sequence[int], budgets: Iterable[int] | None = Non
     restriction of its 99.5% search); ``per_budget_limit`` keeps a seeded uniform sample of at most that many
     candidates per total nonzero count (the order stays the reference's).
     """
-    widths, restriction = _check_widths(widths), Restriction.of(budgets, max_nonzeros, support_limits)
-    _check_limit(per_budget_limit)
+    widths, restriction = check_widths(widths), Restriction.of(budgets, max_nonzeros, support_limits)
+    check_limit(per_budget_limit)
     kept = None if per_budget_limit is None else _sampled(widths, per_budget_limit, seed, restriction)
-    for counts, sizes in _count_groups(widths, restriction):
+    for counts, sizes in count_groups(widths, restriction):
         positions = None if kept is None else kept[counts]
         for position in (range(prod(sizes)) if positions is None else positions):
             yield SearchCandidate(2, widths, tuple(zip(counts, _unravel(position, sizes))))
@@ -375,7 +280,7 @@ def smallest_widths(records: Iterable[Mapping[str, Any]], target_acc: float) -> 
         record = record.to_json() if hasattr(record, "to_json") else record  # a TrialRecord or its JSON line
         if record.get("phase", 1) != 1 or record.get("final_test_acc") is None or record.get("widths") is None:
             continue
-        widths = _check_widths(record["widths"], "record widths")
+        widths = check_widths(record["widths"], "record widths")
         nonzeros = record.get("nonzeros")
         nonzeros = phase1_nonzeros(widths) if nonzeros is None else int(nonzeros)
         acc = float(record["final_test_acc"])

@@ -23,6 +23,9 @@ uncovered columns, and :func:`unrank_support` finds the support at an index from
 **The order** is the reference's, so a support's index names the same support there: by the tuple of row counts
 (ascending), then by the rows' column sets taken from the last row to the first, each compared in combination
 order (``itertools.combinations`` of the column indices; for sets of one size that is descending binary value).
+
+Pure Python, no torch (supports are row bit sets): a study is counted before torch is imported; the search
+(:mod:`hfprune.study.sparse.search`) makes the tensors.
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ from functools import lru_cache
 from itertools import combinations
 from math import comb
 from typing import Iterator
-
-import torch
 
 from hfprune.errors import HfpruneError
 
@@ -108,31 +109,6 @@ def iter_supports(rows: int, cols: int, nnz: int) -> Iterator[tuple[int, ...]]:
 def support_rows(rows: int, cols: int, nnz: int) -> tuple[tuple[int, ...], ...]:
     """All canonical valid supports as row bit sets (cached: the phase-2 search indexes them)."""
     return tuple(iter_supports(rows, cols, nnz))
-
-
-def as_tensor(bit_rows: tuple[int, ...], cols: int) -> torch.Tensor:
-    """A support's row bit sets as a bool ``rows × cols`` tensor."""
-    return torch.tensor([[bool(bits >> column & 1) for column in range(cols)] for bits in bit_rows], dtype=torch.bool)
-
-
-def valid_supports(rows: int, cols: int, nnz: int) -> list[torch.Tensor]:
-    """Every canonical valid support of a ``rows × cols`` layer with ``nnz`` ones, as bool tensors, in order."""
-    return [as_tensor(bit_rows, cols) for bit_rows in support_rows(rows, cols, nnz)]
-
-
-ENUMERATE_UP_TO = 50_000  # layers with more supports than this are indexed by unranking, never listed
-
-
-def support(rows: int, cols: int, nnz: int, index: int) -> torch.Tensor:
-    """The ``index``-th canonical valid support (the order of :func:`valid_supports`); a layer with many supports
-    is unranked directly (:func:`unrank_support`) instead of listed."""
-    total = count_supports(rows, cols, nnz)
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < total:
-        raise HfpruneError(f"support index {index!r} is out of range: a {rows}×{cols} layer with {nnz} nonzeros "
-                           f"has {total} supports (0..{total - 1})")
-    if total > ENUMERATE_UP_TO:
-        return as_tensor(unrank_support(rows, cols, nnz, index), cols)
-    return as_tensor(support_rows(rows, cols, nnz)[index], cols)
 
 
 def _lex_at_most(chosen: tuple[int, ...], allowed: int, cols: int) -> int:
