@@ -27,7 +27,7 @@ from hfprune.study.oracle.iterative import record_last_round
 from hfprune.records.record import TrialRecord, add_connectivity
 from hfprune.study.tasks import Task
 from hfprune.train.lora import train_lora
-from hfprune.train.packed import PackedJob, pack_key, train_packed
+from hfprune.train.packed import PackedJob, train_packed
 from hfprune.train.trainer import TrainResult, train
 
 TRIAL_FILE = "trial.json"
@@ -77,26 +77,22 @@ def run_packed_trials(specs: list[TrialSpec], dense: PreTrainedModel, masks_for:
                       retrains: list[RetrainSection], study_seed: int, workdirs: list[Path | None],
                       shrinks: list[Shrink | None],
                       final_train: bool = False) -> list[tuple[TrialRecord, PreTrainedModel]]:
-    """Several trials as :func:`run_trial` runs each, their retraining as packs (:mod:`hfprune.train.packed`): each
-    is pruned and measured alone, the pruned models of one shape and shared settings retrain as one stacked model,
-    each is evaluated alone. A record equals the trial's alone within :data:`hfprune.train.packed.TOLERANCE` of
-    the weights (masks, nonzeros and every fact identical). The task splits its loss for packing (``pack_loss``);
-    the caller packs only retraining the packed engine does (no LoRA, short retrain, iterative rounds or kept
-    retrained models)."""
+    """Several trials as :func:`run_trial` runs each, their retraining as one pack (:mod:`hfprune.train.packed`):
+    each is pruned and measured alone, the pruned models retrain as one stacked model, each is evaluated alone. A
+    record equals the trial's alone within :data:`hfprune.train.packed.TOLERANCE` of the weights (masks, nonzeros
+    and every fact identical). The task splits its loss for packing (``pack_loss``); the caller gives trials of one
+    pack key (:meth:`hfprune.study.oracle.context.OracleContext.pack_key`: one shape after pruning, shared settings,
+    only retraining the packed engine does), or the engine refuses the pack in one line."""
     pruned = [prune_trial(spec, dense, masks_for, task, study_seed, False, shrink)
               for spec, shrink in zip(specs, shrinks)]
-    groups: dict[str, list[int]] = {}
-    for index, (trial, retrain) in enumerate(zip(pruned, retrains)):
-        groups.setdefault(pack_key(trial.model, retrain), []).append(index)
-    for indices in groups.values():
-        started = time.perf_counter()
-        loss_fn, transform = task.pack_loss(retrains[indices[0]])
-        jobs = [PackedJob(pruned[i].model, retrains[i], pruned[i].seed, pruned[i].masked) for i in indices]
-        results = train_packed(jobs, task.train_set, loss_fn, batch_transform=transform, progress=False,
-                               description=f"retrain pack of {len(jobs)}")
-        share = (time.perf_counter() - started) / len(indices)
-        for i, result in zip(indices, results):
-            _retrained(pruned[i], result, share)
+    started = time.perf_counter()
+    loss_fn, transform = task.pack_loss(retrains[0])
+    jobs = [PackedJob(trial.model, retrain, trial.seed, trial.masked) for trial, retrain in zip(pruned, retrains)]
+    results = train_packed(jobs, task.train_set, loss_fn, batch_transform=transform, progress=False,
+                           description=f"retrain pack of {len(jobs)}")
+    share = (time.perf_counter() - started) / len(pruned)
+    for trial, result in zip(pruned, results):
+        _retrained(trial, result, share)
     for trial, workdir in zip(pruned, workdirs):
         finish_trial(trial.record, trial.model, task, workdir, final_train)
     return [(trial.record, trial.model) for trial in pruned]
@@ -172,14 +168,14 @@ def prune_trial(spec: TrialSpec, dense: PreTrainedModel, masks_for: MasksFor, ta
 def retrain_trial(trial: PrunedTrial, task: Task, retrain: RetrainSection, progress: bool) -> None:
     """Retrain ``trial``'s model in place (masks exact; a short retrain of a copy first where asked)."""
     record, model, masked, seed = trial.record, trial.model, trial.masked, trial.seed
-    masks = None if masked is None else dict(zip(masked.names, masked.masks))
     loss_fn = task.loss_fn(retrain)
     fit = train if retrain.lora is None else functools.partial(train_lora, lora=retrain.lora)  # LoRA, merged after
     if retrain.short_fraction:
         started = time.perf_counter()
         short_model = copy.deepcopy(model)
         fit(short_model, task.train_set, retrain.scaled(retrain.short_fraction), loss_fn, seed=seed,
-            masks=None if masked is None else MaskedParameters(short_model, masks), progress=progress,
+            masks=None if masked is None else MaskedParameters(short_model, dict(zip(masked.names, masked.masks))),
+            progress=progress,
             description="short retrain", find_unused_parameters=task.find_unused_parameters)
         record.add_all("short_test", task.evaluate(short_model, "test"), task.direction)
         record.timings["short_retrain_s"] = time.perf_counter() - started
