@@ -10,7 +10,8 @@ import pytest
 from hfprune.errors import HfpruneError
 from hfprune.records.record import TrialRecord
 from hfprune.report.frontier import (best_at_most, disconnected_share, frontier, frontier_findings, frontier_json,
-                                     frontier_markdown, frontier_plot, frontier_table, search_frontier)
+                                     frontier_markdown, frontier_plot, frontier_table, search_frontier, sparsest_at,
+                                     target_finding)
 
 
 def search(nonzeros, acc, phase=1):
@@ -75,6 +76,44 @@ def test_finding_lines():
                                         "no search candidate at ≤ budgets 4")
     only_low = frontier_findings(frontier_table([search(10, 0.9), run("gmp", 3, 0.5, 3)]))
     assert only_low["gmp"]["line"] == "gmp: no search candidate at or below its budgets 3"
+
+
+def test_sparsest_model_at_a_target_accuracy():
+    # By hand from RECORDS. At >= 0.80: search 10 (0.80; 14 reaches 0.95 but has more); gmp 14 (0.92, its runs at
+    # 7 and 10 stay below); snip 12 (0.85; its unfinished 0.99 run is left out). At >= 0.90: search 14, gmp 14
+    # (0.92, the better of its two runs at 14), snip none (best 0.85, runs up to 12).
+    at80 = sparsest_at(RECORDS, 0.80)
+    assert list(at80) == ["search", "gmp", "snip"]  # the search first
+    assert (at80["search"]["x"], at80["search"]["acc"], at80["search"]["trial_id"]) == (10, 0.80, "s10-0.8")
+    assert (at80["gmp"]["x"], at80["gmp"]["budget"], at80["gmp"]["runs"]) == (14, 14, 6)
+    assert at80["snip"]["x"] == 12 and at80["snip"]["max_x"] == 12
+    finding = target_finding(at80, 0.80)
+    assert finding["holds"] is True
+    assert finding["line"] == ("at ≥ 80% accuracy the search's sparsest model has 10 nonzero weights (0.8000), "
+                               "fewer than every method's: snip 12 (budget 12, 0.8500); gmp 14 (budget 14, 0.9200)")
+    at90 = sparsest_at(RECORDS, 0.90)
+    assert at90["gmp"]["acc"] == 0.92 and at90["gmp"]["trial_id"] == "gmp-14-1"
+    assert at90["snip"]["x"] is None and at90["snip"]["best_acc"] == 0.85
+    finding = target_finding(at90, 0.90)  # gmp reaches it with as many as the search: not fewer
+    assert finding["holds"] is False and finding["line"].startswith(
+        "at ≥ 90% accuracy the search's sparsest model has 14 nonzero weights (0.9500), not fewer than every "
+        "method's: gmp 14 (budget 14, 0.9200); snip with no run reaching it (best 0.8500)")
+    assert target_finding(sparsest_at(RECORDS, 0.96), 0.96) == {
+        "target": 0.96, "holds": False, "line": "at ≥ 96% accuracy: no search candidate reaches it (best 0.9500); "
+                                                "no method run either"}
+    effective = sparsest_at([run("gmp", 14, 0.9, 9), search(12, 0.9)], 0.9, x="effective_nonzeros")
+    assert effective["gmp"]["x"] == 9 and target_finding(effective, 0.9, "effective_nonzeros")["holds"] is False
+    assert target_finding(sparsest_at([search(5, 0.9)], 0.8), 0.8)["holds"] is None  # no method to compare
+
+
+def test_targets_in_the_report():
+    report = json.loads(json.dumps(frontier_json(RECORDS, targets=[0.8, 0.9])))
+    assert [(found["target"], found["holds"]) for found in report["targets"]] == [(0.8, True), (0.9, False)]
+    assert report["targets"][0]["sparsest"]["snip"]["trial_id"] == "snip-12-0"
+    assert frontier_json(RECORDS)["targets"] == []
+    lines = frontier_markdown(RECORDS, targets=[0.9])
+    assert "| search | 14 | 0.9500 | 14 | s14-0.95 | 6 | 0.9500 | 14 |" in lines
+    assert "| snip | — | — | — | — | 3 | 0.8500 | 12 |" in lines
 
 
 def test_disconnected_share():

@@ -62,6 +62,11 @@ def test_tiny_study_runs_through_the_cli_and_reports_frontier_and_effective_nonz
     assert "effective" in report and "search" in report and "gradual_magnitude" in report
     assert "measured on the training points" in report and "| acc on training points |" in report
     assert "run-to-run noise is not measured" in report, "one run per method and budget: no noise figure"
+    summary = json.loads((out / "report.json").read_text())
+    assert [found["target"] for found in summary["targets"]] == [0.95]  # the default: the paper's 95% bench
+    assert set(summary["targets"][0]["sparsest"]) == {"search", "gradual_magnitude", "snip", "random_at_init"}
+    assert "Sparsest model at ≥ 95% accuracy" in report and f"finding: {summary['targets'][0]['line']}" in \
+        " ".join(result.output.split())
     assert (out / "frontier.png").stat().st_size > 0 and (out / "cubist_spiral.png").stat().st_size > 0
 
     pruned = by_setting["gradual_magnitude"][0]
@@ -114,6 +119,12 @@ def test_budgets_beyond_the_model_are_refused_before_anything_is_written(tmp_pat
 def test_bad_sparse_recipes_get_one_clear_line(change, message):
     with pytest.raises(HfpruneError, match=message):
         parse_recipe(tiny(**change))
+
+
+def test_target_accuracies_are_fractions():
+    with pytest.raises(HfpruneError, match=r"report.target_acc.*give accuracies in \(0, 1\], such as 0.95, got 95"):
+        parse_recipe({**tiny(), "report": {"target_acc": [95]}})
+    assert parse_recipe({**tiny(), "report": {"target_acc": [0.9, 0.995]}}).report.target_acc == [0.9, 0.995]
 
 
 def test_a_sparse_family_recipe_without_sparse_section_says_what_to_give():

@@ -13,6 +13,10 @@ The paper's main figure and table. Records are sparse-study trial lines (``trial
   (with weights on the axis and exact budgets, at ≤ the budget). ``gap`` = the smallest search − run over its runs
   (so the search is above the method at a budget only when it is above its best run); ``gap_mean`` uses the
   method's mean. Comparing with the best run is the conservative reading of "the search is above the method".
+- The **sparsest model at a target accuracy** (the paper's headline: its benches are 95% and 99.5%): per setting
+  (the search, each method), the fewest on the x-axis among its runs reaching the target. The search's is sparser
+  than a method's when the method's is larger or the method has none (said with how far its runs went on the
+  x-axis: no run of it reached the target at its budgets).
 - The **disconnected share** of a method is the share of its nonzero weights (pooled over its runs) that lie on
   no input→output path: 1 − Σ effective / Σ nominal.
 
@@ -34,6 +38,7 @@ ACC = "final_test_acc"
 NOMINAL = "nonzeros"
 EFFECTIVE = "effective_nonzeros"
 MODEL = "model_nonzeros"
+X_UNITS = {NOMINAL: "nonzero weights", EFFECTIVE: "effective nonzero weights", MODEL: "nonzeros with live biases"}
 X_LABELS = {NOMINAL: "nonzero weights", EFFECTIVE: "effective nonzero weights (on an input→output path)",
             MODEL: "nonzero weights + live biases (the reference's Model NNZ)"}
 
@@ -193,6 +198,62 @@ def overall_finding(table: list[dict[str, Any]]) -> dict[str, Any]:
     return {"holds": False, "line": line}
 
 
+def sparsest_at(records: Iterable[Any], target: float, x: str = NOMINAL) -> dict[str, dict[str, Any]]:
+    """Per setting (the search first, then each method): its sparsest run reaching ``target`` accuracy (fewest on
+    ``x``, then the higher accuracy) as ``x``, ``acc``, ``trial_id`` and ``budget`` (None when no run reaches it),
+    its runs, its best accuracy and the most ``x`` any of its runs had."""
+    settings: dict[str, list[tuple[float, Mapping[str, Any]]]] = {}
+    for record in _finished(records):
+        value = _x(record, x)
+        if value is not None:
+            settings.setdefault(record["setting"], []).append((float(value), record))
+    order = sorted(settings, key=lambda setting: (setting != SEARCH, setting))
+    sparsest: dict[str, dict[str, Any]] = {}
+    for setting in order:
+        runs = settings[setting]
+        reaching = [(value, -float(r[ACC]), r) for value, r in runs if float(r[ACC]) >= target]
+        entry: dict[str, Any] = {"x": None, "acc": None, "trial_id": None, "budget": None, "runs": len(runs),
+                                 "best_acc": max(float(r[ACC]) for _, r in runs),
+                                 "max_x": max(value for value, _ in runs)}
+        if reaching:
+            value, _, record = min(reaching, key=lambda item: item[:2])
+            entry.update(x=value, acc=float(record[ACC]), trial_id=record.get("trial_id"),
+                         budget=record.get("budget"))
+        sparsest[setting] = entry
+    return sparsest
+
+
+def _percent(target: float) -> str:
+    return f"{target * 100:g}%"
+
+
+def target_finding(sparsest: Mapping[str, Mapping[str, Any]], target: float, x: str = NOMINAL) -> dict[str, Any]:
+    """The paper's headline at one target accuracy: whether the search's sparsest model reaching it has fewer
+    nonzeros on ``x`` than every method's sparsest (a method none of whose runs reaches it counts as needing more
+    than it was given), as one line; ``holds`` is None without a search or a method."""
+    methods = {setting: entry for setting, entry in sparsest.items() if setting != SEARCH}
+    search, at = sparsest.get(SEARCH), f"at ≥ {_percent(target)} accuracy"
+    if search is None or not methods:
+        return {"target": target, "holds": None,
+                "line": f"{at}: no {'search candidates' if search is None else 'method runs'} to compare"}
+    unit = X_UNITS.get(x, x)
+    reached = sorted((entry["x"], setting) for setting, entry in methods.items() if entry["x"] is not None)
+    if search["x"] is None:
+        line = (f"{at}: no search candidate reaches it (best {search['best_acc']:.4f})"
+                + (f"; {reached[0][1]} does at {reached[0][0]:g} {unit}" if reached else "; no method run either"))
+        return {"target": target, "holds": False, "line": line}
+    said = [f"{setting} {value:g} (budget {methods[setting]['budget']}, {methods[setting]['acc']:.4f})"
+            for value, setting in reached]
+    never = [setting for setting, entry in methods.items() if entry["x"] is None]
+    if never:
+        best = max(methods[setting]["best_acc"] for setting in never)
+        said.append(f"{', '.join(never)} with no run reaching it (best {best:.4f})")
+    holds = all(value > search["x"] for value, _ in reached)
+    line = (f"{at} the search's sparsest model has {search['x']:g} {unit} ({search['acc']:.4f}), "
+            + ("fewer than every method's" if holds else "not fewer than every method's") + ": " + "; ".join(said))
+    return {"target": target, "holds": holds, "line": line}
+
+
 def disconnected_share(records: Iterable[Any]) -> dict[str, dict[str, Any]]:
     """Per setting (methods and the search): pooled nominal and effective nonzeros over its runs that record
     both, and the share of nonzero weights on no input→output path."""
@@ -258,9 +319,10 @@ def _cell(value: Any, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def frontier_json(records: Iterable[Any], x: str = NOMINAL) -> dict[str, Any]:
+def frontier_json(records: Iterable[Any], x: str = NOMINAL, targets: Iterable[float] = ()) -> dict[str, Any]:
     """The frontier report as plain data: the x-axis, the search's frontiers, the table, findings (the overall one
-    first) and disconnected shares."""
+    first), the sparsest model of every setting at each of ``targets`` (accuracies) with its finding, and
+    disconnected shares."""
     finished = _finished(records)
     search = [r for r in finished if r["setting"] == SEARCH]
     phases: dict[str, int] = {}
@@ -272,13 +334,20 @@ def frontier_json(records: Iterable[Any], x: str = NOMINAL) -> dict[str, Any]:
                        "frontier": [list(step) for step in search_frontier(finished, x)],
                        "frontier_effective": [list(step) for step in search_frontier(finished, EFFECTIVE)]},
             "table": table, "finding": overall_finding(table), "findings": frontier_findings(table),
+            "targets": [_target(finished, target, x) for target in targets],
             "disconnected": disconnected_share(finished)}
 
 
-def frontier_markdown(records: Iterable[Any], x: str = NOMINAL) -> list[str]:
+def _target(finished: list[Mapping[str, Any]], target: float, x: str) -> dict[str, Any]:
+    sparsest = sparsest_at(finished, target, x)
+    return {**target_finding(sparsest, target, x), "sparsest": sparsest}
+
+
+def frontier_markdown(records: Iterable[Any], x: str = NOMINAL, targets: Iterable[float] = ()) -> list[str]:
     """A markdown section: the x-axis, the search's frontier, the table per method and budget, the overall finding
-    and one per method, and each method's share of disconnected nonzero weights."""
-    report = frontier_json(records, x)
+    and one per method, the sparsest model of every setting at each target accuracy, and each method's share of
+    disconnected nonzero weights."""
+    report = frontier_json(records, x, targets)
     lines = ["## Search frontier against the sparse-training methods", "",
              f"x-axis: {report['x_label']} (`{x}`); budgets count nonzero weights.", ""]
     search = report["search"]
@@ -300,6 +369,15 @@ def frontier_markdown(records: Iterable[Any], x: str = NOMINAL) -> list[str]:
                          f"{_cell(row['gap'], '+.4f')} |")
         lines += ["", f"**Finding: {report['finding']['line']}.**", "", "Per method:"]
         lines += [f"- {entry['line']}" for entry in report["findings"].values()]
+    for found in report["targets"]:
+        lines += ["", f"Sparsest model at ≥ {_percent(found['target'])} accuracy (fewest on the x-axis among the "
+                  "runs reaching it): **" + found["line"] + ".**", "",
+                  "| setting | sparsest | its acc | budget | trial | runs | best acc | runs up to |",
+                  "|---|---:|---:|---:|---|---:|---:|---:|"]
+        for setting, entry in found["sparsest"].items():
+            lines.append(f"| {setting} | {_cell(entry['x'], 'g')} | {_cell(entry['acc'])} | "
+                         f"{'—' if entry['budget'] is None else entry['budget']} | {entry['trial_id'] or '—'} | "
+                         f"{entry['runs']} | {entry['best_acc']:.4f} | {entry['max_x']:g} |")
     shares = {m: s for m, s in report["disconnected"].items() if m != SEARCH and s["share"] is not None}
     if shares:
         lines += ["", "Disconnected weights (nonzero, but on no input→output path):"]

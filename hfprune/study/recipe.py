@@ -104,6 +104,17 @@ class ReportSection(Section):
     x_axis: Literal["nonzeros", "model_nonzeros"] = Field(
         "nonzeros", description="sparse studies: the x-axis of the frontier: nonzero weights (biases never counted), "
                                 "or model_nonzeros, weights + live biases as the reference code counts its Model NNZ")
+    target_acc: list[float] = Field(
+        [0.95], description="sparse studies: accuracies at which the report compares the sparsest model of the search "
+                            "with each method's (the paper's benches: 0.95, 0.995)")
+
+    @field_validator("target_acc")
+    @classmethod
+    def _accuracies(cls, targets: list[float]) -> list[float]:
+        for target in targets:
+            if not 0 < target <= 1:
+                raise ValueError(f"give accuracies in (0, 1], such as 0.95, got {target}")
+        return targets
 
 
 class CandidatesSection(Section):
