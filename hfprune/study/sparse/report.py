@@ -17,6 +17,7 @@ from hfprune.report.frontier import frontier_json, frontier_markdown, frontier_p
 from hfprune.report.format import dumps, fmt
 from hfprune.models import FAMILIES
 from hfprune.study.directory import read_manifest, recipe_as_run
+from hfprune.study.recipe import ReportSection
 from hfprune.study.sparse.candidates import DENSE, SEARCH
 from hfprune.study.sweep import best_per_candidate
 
@@ -108,8 +109,8 @@ def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, 
     manifest = read_manifest(directory)
     records = read_trials(directory)
     recipe = recipe_as_run(directory)
-    x = (recipe.get("report") or {}).get("x_axis", "nonzeros")
-    targets = (recipe.get("report") or {}).get("target_acc", [0.95])
+    section, defaults = recipe.get("report") or {}, ReportSection()
+    x, targets = section.get("x_axis", defaults.x_axis), section.get("target_acc", defaults.target_acc)
     denses = [r["final_test_acc"] for r in records if r["setting"] == DENSE and r.get("final_test_acc") is not None]
     spec = DATASETS.get(recipe.get("data", {}).get("dataset"))
     on_train = spec is not None and spec.test_is_train
@@ -153,7 +154,7 @@ def report_sparse_study(directory: str | Path, plots: bool = True) -> dict[str, 
              + (f"; phase-2 widths {summary['phase2_widths']}" if summary["phase2_widths"] else "")
              + f"; every method ends with {counts}. {where}", "",
              f"Finding: {summary['finding']['line']}.", "",
-             *(f"Finding: {found['line']}." for found in summary["targets"]), "", caveat, "",
+             *(line for found in summary["targets"] for line in (f"Finding: {found['line']}.", "")), caveat, "",
              *frontier_markdown(sparse, x, targets), "", *sweep_lines, *(f"![{name}]({name})" for name in figures), "",
              *_trial_rows(records, "acc on training points" if on_train else "test acc")]
     (directory / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
