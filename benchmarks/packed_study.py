@@ -33,17 +33,21 @@ from figures import add_json_option, save_figures
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _environment() -> dict:
+def one_thread_environment() -> dict:
+    """This process's environment with one torch thread and the Hub offline (each study its own process)."""
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def run_command(recipe: Path, out: Path, *flags: str) -> list[str]:
+    """``hfprune run`` of the recipe file ``recipe`` into ``out``, without progress bars or the trial-count prompt."""
+    return [sys.executable, "-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress", "--yes", *flags]
 
 
 def _run_study(recipe: Path, out: Path, pack: str | None) -> tuple[float, int]:
     """Wall seconds of ``hfprune run`` (its own process, one thread) and the trials it recorded."""
-    command = [sys.executable, "-m", "hfprune", "run", str(recipe), "--out", str(out), "--no-progress", "--yes"]
-    if pack is not None:
-        command += ["--pack", pack]
+    command = run_command(recipe, out, *(() if pack is None else ("--pack", pack)))
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=_environment(), cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, env=one_thread_environment(), cwd=ROOT)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-3000:]}")
@@ -51,7 +55,8 @@ def _run_study(recipe: Path, out: Path, pack: str | None) -> tuple[float, int]:
     return seconds, trials
 
 
-def _load(name: str) -> dict:
+def recipe_document(name: str) -> dict:
+    """A recipe as plain data: a file's path, or the name of a shipped recipe."""
     path = Path(name) if Path(name).is_file() else ROOT / "recipes" / f"{name}.yaml"
     return yaml.safe_load(path.read_text())
 
@@ -74,7 +79,7 @@ def _sampled_recipe(recipe: dict, share: float, seed: int = 0) -> dict:
 
 
 def trials_per_hour(args) -> dict:
-    recipe = _load("cubist_spiral_quick")
+    recipe = recipe_document("cubist_spiral_quick")
     figures = {}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -106,7 +111,7 @@ def estimate(args) -> dict:
     from hfprune.study.sparse.trial import TrialSetup
 
     torch.set_num_threads(1)
-    data = _load(args.estimate)
+    data = recipe_document(args.estimate)
     phase2 = (data["sparse"].get("search") or {}).get("phase2")
     if phase2 and phase2.get("widths") == "auto":
         phase2["widths"] = args.phase2_widths

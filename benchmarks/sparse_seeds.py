@@ -13,33 +13,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
 from figures import add_json_option, save_figures
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _recipe(name: str) -> dict:
-    path = Path(name) if Path(name).is_file() else ROOT / "recipes" / f"{name}.yaml"
-    return yaml.safe_load(path.read_text())
+from packed_study import ROOT, one_thread_environment, recipe_document, run_command
 
 
 def _start(recipe: dict, seed: int, out: Path) -> subprocess.Popen:
     """``hfprune run`` of ``recipe`` at ``seed`` into ``out/seed{seed}``, in its own process with one thread."""
     path = out / f"seed{seed}.yaml"
     path.write_text(yaml.safe_dump({**recipe, "seed": seed, "name": f"{recipe['name']}_seed{seed}"}))
-    command = [sys.executable, "-m", "hfprune", "run", str(path), "--out", str(out / f"seed{seed}"),
-               "--no-progress", "--yes"]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     log = (out / f"seed{seed}.log").open("w")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=ROOT)
+    return subprocess.Popen(run_command(path, out / f"seed{seed}"), stdout=log, stderr=subprocess.STDOUT,
+                            env=one_thread_environment(), cwd=ROOT)
 
 
 def run_seeds(recipe: dict, seeds: list[int], out: Path, parallel: int) -> dict[int, float]:
@@ -82,7 +72,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "sparse_seeds", help="where the studies go")
     add_json_option(parser)
     args = parser.parse_args()
-    recipe, seeds = _recipe(args.recipe), [int(seed) for seed in args.seeds.split(",") if seed]
+    recipe, seeds = recipe_document(args.recipe), [int(seed) for seed in args.seeds.split(",") if seed]
     if "sparse" not in recipe:
         raise SystemExit(f"{args.recipe}: not a sparse study (no sparse section)")
     print(f"{recipe['name']} over seeds {seeds}, {args.parallel} at a time, into {args.out}", flush=True)
