@@ -175,8 +175,7 @@ def retrain_trial(trial: PrunedTrial, task: Task, retrain: RetrainSection, progr
         short_model = copy.deepcopy(model)
         fit(short_model, task.train_set, retrain.scaled(retrain.short_fraction), loss_fn, seed=seed,
             masks=None if masked is None else MaskedParameters(short_model, dict(zip(masked.names, masked.masks))),
-            progress=progress,
-            description="short retrain", find_unused_parameters=task.find_unused_parameters)
+            progress=progress, description="short retrain", find_unused_parameters=task.find_unused_parameters)
         record.add_all("short_test", task.evaluate(short_model, "test"), task.direction)
         record.timings["short_retrain_s"] = time.perf_counter() - started
         del short_model

@@ -67,7 +67,6 @@ def support(rows: int, cols: int, nnz: int, index: int) -> torch.Tensor:
     return as_tensor(support_rows(rows, cols, nnz)[index], cols)
 
 
-
 @dataclass(frozen=True)
 class SearchCandidate:
     """One candidate of the search: active widths and, in phase 2, one support per hidden layer.
