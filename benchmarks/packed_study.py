@@ -58,6 +58,8 @@ def _run_study(recipe: Path, out: Path, pack: str | None) -> tuple[float, int]:
 def recipe_document(name: str) -> dict:
     """A recipe as plain data: a file's path, or the name of a shipped recipe."""
     path = Path(name) if Path(name).is_file() else ROOT / "recipes" / f"{name}.yaml"
+    if not path.is_file():
+        raise SystemExit(f"{name}: no such recipe file, nor a shipped recipe of that name ({path})")
     return yaml.safe_load(path.read_text())
 
 

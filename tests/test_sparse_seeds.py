@@ -50,3 +50,13 @@ def test_findings_per_seed_and_how_many_seeds_they_hold_with(tmp_path):
     _seeds(path, out)  # finished: resumed with nothing to run
     assert {seed: (out / f"seed{seed}" / "trials.jsonl").read_text() for seed in (0, 1)} == trials
     assert "0 trials run" in (out / "seed0.log").read_text()
+
+
+def test_a_missing_or_non_sparse_recipe_is_one_line(tmp_path):
+    for recipe, said in ((tmp_path / "nope.yaml", "no such recipe file, nor a shipped recipe"),
+                         ("quickstart", "quickstart: not a sparse study")):
+        result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sparse_seeds.py"), "--recipe",
+                                 str(recipe), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                                timeout=patience(120), cwd=ROOT)
+        assert result.returncode != 0 and said in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

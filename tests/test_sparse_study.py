@@ -125,6 +125,15 @@ def test_target_accuracies_are_fractions():
     with pytest.raises(HfpruneError, match=r"report.target_acc.*give accuracies in \(0, 1\], such as 0.95, got 95"):
         parse_recipe({**tiny(), "report": {"target_acc": [95]}})
     assert parse_recipe({**tiny(), "report": {"target_acc": [0.9, 0.995]}}).report.target_acc == [0.9, 0.995]
+    from test_recipe_limits import HOSTILE
+
+    for value in HOSTILE + [[value] for value in HOSTILE]:  # each accepted as a list of fractions, or one line
+        try:
+            targets = parse_recipe({**tiny(), "report": {"target_acc": value}}).report.target_acc
+        except HfpruneError as error:
+            assert "\n" not in str(error) and "target_acc" in str(error), value
+        else:
+            assert all(0 < target <= 1 for target in targets), value
 
 
 def test_a_sparse_family_recipe_without_sparse_section_says_what_to_give():
